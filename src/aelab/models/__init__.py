@@ -1,0 +1,7 @@
+"""Models: a registry and the convolutional autoencoder family."""
+
+from aelab.models import variants as _variants  # noqa: F401  (registers the variants)
+from aelab.models.convae import ConvAEConfig, ConvAutoencoder
+from aelab.models.registry import create_model, list_models, register_model
+
+__all__ = ["ConvAEConfig", "ConvAutoencoder", "create_model", "list_models", "register_model"]
