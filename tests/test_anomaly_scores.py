@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+import torch
+
+from aelab.anomaly.scores import check_score, error_maps, knn_distance, pixel_scores
+from aelab.anomaly.thresholds import ThresholdRule, detection_metrics, parse_threshold, threshold_from_scores
+
+
+def test_pixel_scores_hand_computed():
+    x = torch.zeros(2, 1, 4, 4)
+    r = x.clone()
+    r[1] = 0.5
+    assert torch.allclose(pixel_scores(x, r, "mse"), torch.tensor([0.0, 0.25]))
+    assert torch.allclose(pixel_scores(x, r, "mae"), torch.tensor([0.0, 0.5]))
+    assert error_maps(x, r).shape == (2, 4, 4)
+
+
+def test_ssim_score_zero_for_identical_and_positive_for_noise():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 16, 16, generator=g)
+    noisy = (x + 0.3 * torch.randn(2, 3, 16, 16, generator=g)).clamp(0, 1)
+    s_same = pixel_scores(x, x, "ssim")
+    s_noisy = pixel_scores(x, noisy, "ssim")
+    assert torch.all(s_same.abs() < 1e-4) and torch.all(s_noisy > 0.1)
+
+
+def test_knn_distance_far_points_score_higher():
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(200, 4))
+    near = rng.normal(size=(10, 4))
+    far = rng.normal(size=(10, 4)) + 10
+    assert knn_distance(far, bank, 5).min() > knn_distance(near, bank, 5).max()
+    self_d = knn_distance(bank, bank, 3, exclude_self=True)
+    assert self_d.min() > 0
+
+
+def test_parse_threshold():
+    assert parse_threshold("fpr:0.05") == ThresholdRule("fpr", 0.05)
+    assert parse_threshold("fpr:0.05", contamination=0.1) == ThresholdRule("contamination", 0.1)
+    assert parse_threshold(0.3) == ThresholdRule("value", 0.3)
+    for bad in ["fpr", "fpr:x", "fpr:1.5", "banana"]:
+        with pytest.raises(ValueError):
+            parse_threshold(bad)
+    with pytest.raises(ValueError, match="contamination"):
+        parse_threshold("fpr:0.05", contamination=0.7)
+
+
+def test_threshold_hits_target_fpr():
+    rng = np.random.default_rng(1)
+    calib = rng.normal(size=5000)
+    fresh = rng.normal(size=20000)
+    thr = threshold_from_scores(ThresholdRule("fpr", 0.05), train_scores=calib[:10], calib_scores=calib)
+    assert abs((fresh > thr).mean() - 0.05) < 0.01
+
+
+def test_detection_metrics():
+    m = detection_metrics(np.array([0.1, 0.2, 0.3]), np.array([0.9, 0.25]), threshold=0.22)
+    assert m["roc_auc"] == pytest.approx(5 / 6)
+    assert m["fpr"] == pytest.approx(1 / 3) and m["tpr"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="0 anomalous"):
+        detection_metrics(np.array([0.1]), np.array([]), 0.5)
+
+
+def test_unknown_score():
+    with pytest.raises(ValueError, match="unknown score"):
+        check_score("psnr")
