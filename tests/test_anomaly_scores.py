@@ -3,7 +3,12 @@ import pytest
 import torch
 
 from aelab.anomaly.scores import check_score, error_maps, knn_distance, pixel_scores
-from aelab.anomaly.thresholds import ThresholdRule, detection_metrics, parse_threshold, threshold_from_scores
+from aelab.anomaly.thresholds import (
+    ThresholdRule,
+    detection_metrics,
+    parse_threshold,
+    threshold_from_scores,
+)
 
 
 def test_pixel_scores_hand_computed():
@@ -49,7 +54,9 @@ def test_threshold_hits_target_fpr():
     rng = np.random.default_rng(1)
     calib = rng.normal(size=5000)
     fresh = rng.normal(size=20000)
-    thr = threshold_from_scores(ThresholdRule("fpr", 0.05), train_scores=calib[:10], calib_scores=calib)
+    thr = threshold_from_scores(
+        ThresholdRule("fpr", 0.05), train_scores=calib[:10], calib_scores=calib
+    )
     assert abs((fresh > thr).mean() - 0.05) < 0.01
 
 

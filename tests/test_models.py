@@ -18,7 +18,9 @@ def test_every_model_forward_backward(name):
     assert recon.min() >= 0 and recon.max() <= 1
     loss = torch.nn.functional.mse_loss(recon, x) + logits.logsumexp(1).mean()
     loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    missing = [
+        n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+    ]
     assert not missing, f"parameters without a finite gradient: {missing}"
 
 
@@ -36,7 +38,9 @@ def test_convae_is_the_study_table():
 
 
 def test_family_parameters():
-    model = create_model("convae", in_channels=1, image_size=128, widths=(8, 16, 32), latent_dim=20, num_classes=4)
+    model = create_model(
+        "convae", in_channels=1, image_size=128, widths=(8, 16, 32), latent_dim=20, num_classes=4
+    )
     recon, logits, z = model.eval()(torch.rand(2, 1, 128, 128))
     assert recon.shape == (2, 1, 128, 128) and logits.shape == (2, 4) and z.shape == (2, 20)
 

@@ -17,7 +17,9 @@ def _png(w=8, h=6):
 
 def test_report_renders_sections_tables_and_figures():
     r = Report("Study <1>")
-    r.section("Ablation").paragraph("a & b").table([{"run": "aug", "acc": 0.61275}], ["run", "acc"], table_id="t1")
+    r.section("Ablation").paragraph("a & b").table(
+        [{"run": "aug", "acc": 0.61275}], ["run", "acc"], table_id="t1"
+    )
     r.section("Images").figure(_png(), "grid")
     page = r.render()
     assert page.startswith("<!DOCTYPE html>")

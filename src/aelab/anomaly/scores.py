@@ -54,7 +54,9 @@ def pixel_scores(x: torch.Tensor, recon: torch.Tensor, score: str) -> torch.Tens
     return error_maps(x, recon, score).flatten(1).mean(dim=1)
 
 
-def knn_distance(z: np.ndarray, bank: np.ndarray, k: int, *, exclude_self: bool = False) -> np.ndarray:
+def knn_distance(
+    z: np.ndarray, bank: np.ndarray, k: int, *, exclude_self: bool = False
+) -> np.ndarray:
     """Mean Euclidean distance from each row of ``z`` to its ``k`` nearest rows of ``bank``.
 
     Parameters

@@ -55,7 +55,9 @@ def parse_threshold(spec: str | float, contamination: float | None = None) -> Th
         raise ValueError(f"threshold {spec!r} not understood; {hint}") from None
 
 
-def threshold_from_scores(rule: ThresholdRule, *, train_scores: np.ndarray, calib_scores: np.ndarray | None) -> float:
+def threshold_from_scores(
+    rule: ThresholdRule, *, train_scores: np.ndarray, calib_scores: np.ndarray | None
+) -> float:
     """The score above which an image is called anomalous.
 
     The quantile uses the "higher" method so that at most a ``value`` share of
@@ -69,7 +71,9 @@ def threshold_from_scores(rule: ThresholdRule, *, train_scores: np.ndarray, cali
     return float(np.quantile(scores, 1.0 - rule.value, method="higher"))
 
 
-def detection_metrics(normal: np.ndarray, anomalous: np.ndarray, threshold: float) -> dict[str, float]:
+def detection_metrics(
+    normal: np.ndarray, anomalous: np.ndarray, threshold: float
+) -> dict[str, float]:
     """ROC AUC, average precision, F1, FPR and TPR at ``threshold``, and mean scores.
 
     Parameters

@@ -164,7 +164,9 @@ class ConvAutoencoder(nn.Module):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             elif isinstance(m, nn.Linear):
                 nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
-            if getattr(m, "bias", None) is not None and not isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            if getattr(m, "bias", None) is not None and not isinstance(
+                m, nn.BatchNorm1d | nn.BatchNorm2d
+            ):
                 nn.init.zeros_(m.bias)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

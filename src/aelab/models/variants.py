@@ -28,6 +28,12 @@ def convae_fmnist(**overrides: Any) -> ConvAutoencoder:
 def convae_tiny(**overrides: Any) -> ConvAutoencoder:
     """A small member of the family (1x16x16, widths 8-16, latent 32) for tests and smoke runs."""
     return _build(
-        {"in_channels": 1, "image_size": 16, "widths": (8, 16), "latent_dim": 32, "head_hidden": 32},
+        {
+            "in_channels": 1,
+            "image_size": 16,
+            "widths": (8, 16),
+            "latent_dim": 32,
+            "head_hidden": 32,
+        },
         overrides,
     )

@@ -105,7 +105,9 @@ class Report:
         body = []
         for row in rows:
             cells = [row.get(c) for c in columns] if isinstance(row, Mapping) else list(row)
-            body.append("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in cells) + "</tr>")
+            body.append(
+                "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in cells) + "</tr>"
+            )
         cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
         tid = f' id="{html.escape(table_id)}"' if table_id else ""
         self._current().parts.append(
@@ -125,7 +127,9 @@ class Report:
 
     def render(self) -> str:
         """The whole page as one HTML string."""
-        toc = "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in self._sections)
+        toc = "".join(
+            f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in self._sections
+        )
         body = "".join(
             f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{"".join(s.parts)}</section>'
             for s in self._sections
