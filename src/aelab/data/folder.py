@@ -52,7 +52,20 @@ T = TypeVar("T")
 
 
 class BadImageError(ValueError):
-    """An image file that cannot be used; the message names the file and why."""
+    """An image file that cannot be used; the message names the file and why.
+
+    Attributes
+    ----------
+    path : str
+        The file.
+    reason : str
+        Why it cannot be used.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -140,9 +153,10 @@ def _refuse_truncated() -> Iterator[None]:
 def _check_pixels(path: Path, width: int, height: int) -> None:
     if width * height > MAX_IMAGE_PIXELS:
         raise BadImageError(
-            f"{path}: {width}x{height} = {width * height:,} pixels is over the limit of "
+            path,
+            f"{width}x{height} = {width * height:,} pixels is over the limit of "
             f"{MAX_IMAGE_PIXELS:,} (a possible decompression bomb); refusing to decode it. "
-            "Downscale the file, or raise aelab.data.folder.MAX_IMAGE_PIXELS if you trust it"
+            "Downscale the file, or raise aelab.data.folder.MAX_IMAGE_PIXELS if you trust it",
         )
 
 
@@ -153,11 +167,11 @@ def _open(path: Path) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(path)
     except Image.DecompressionBombError as e:
-        raise BadImageError(f"{path}: refused as a possible decompression bomb ({e})") from None
+        raise BadImageError(path, f"refused as a possible decompression bomb ({e})") from None
     except UnidentifiedImageError:
-        raise BadImageError(f"{path}: not a readable image (unknown or corrupt format)") from None
+        raise BadImageError(path, "not a readable image (unknown or corrupt format)") from None
     except OSError as e:
-        raise BadImageError(f"{path}: cannot be read ({e})") from None
+        raise BadImageError(path, f"cannot be read ({e})") from None
 
 
 def _read_header(path: Path) -> _Header:
@@ -192,7 +206,7 @@ def _decode(path: Path, size: tuple[int, int], channels: int, fit: str) -> np.nd
             with _refuse_truncated():
                 img.load()
         except (OSError, SyntaxError, ValueError) as e:
-            raise BadImageError(f"{path}: corrupt or truncated image ({e})") from None
+            raise BadImageError(path, f"corrupt or truncated image ({e})") from None
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
         out = _to_8bit(img, channels)
@@ -243,16 +257,17 @@ def load_folder(
     skipped: list[tuple[str, str]] = []
 
     def drop_bad(results: list[object]) -> list[int]:
-        bad = [i for i, r in enumerate(results) if isinstance(r, BadImageError)]
+        """Indices of the good results; records (or raises on) the bad ones."""
+        bad = [r for r in results if isinstance(r, BadImageError)]
         if bad and not skip_bad:
-            first = results[bad[0]]
             more = f" ({len(bad) - 1} more bad file(s) after it)" if len(bad) > 1 else ""
             raise BadImageError(
-                f"{first}{more}; fix or remove it, or pass skip_bad=True (--skip-bad) to skip bad files"
+                bad[0].path,
+                f"{bad[0].reason}{more}; fix or remove it, "
+                "or pass skip_bad=True (--skip-bad) to skip bad files",
             )
-        skipped.extend((str(files[i]), str(results[i])) for i in bad)
-        bad_set = set(bad)
-        return [i for i in range(len(results)) if i not in bad_set]
+        skipped.extend((e.path, e.reason) for e in bad)
+        return [i for i, r in enumerate(results) if not isinstance(r, BadImageError)]
 
     headers = _map(_read_header, files, "scanning images", progress)
     keep = drop_bad(headers)
