@@ -15,6 +15,8 @@ from aelab.data import (
     iterate_batches,
     load_dataset,
     make_augment,
+    parse_class_list,
+    parse_ratio,
     select_classes,
     split_dataset,
     to_float,
@@ -406,6 +408,15 @@ def test_select_classes_ratio_counts_and_names():
         select_classes(ds, [0, 1], counts=[150, 1])
     with pytest.raises(ValueError, match="unknown class 'shoe'"):
         select_classes(ds, ["shoe"])
+
+
+def test_cli_parsers_for_classes_and_ratio():
+    assert parse_class_list("0, 1,Coat") == [0, 1, "Coat"]
+    assert parse_ratio("2:1:1") == [2.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="2:1:1"):
+        parse_ratio("two:one")
+    with pytest.raises(ValueError, match="comma-separated"):
+        parse_class_list("0,,1")
 
 
 # ---------------------------------------------------------------- batches and augmentation

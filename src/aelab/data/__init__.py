@@ -5,7 +5,13 @@ from aelab.data.batches import batch_indices, iterate_batches, to_float
 from aelab.data.dataset import ImageDataset
 from aelab.data.folder import IMAGE_EXTENSIONS, BadImageError
 from aelab.data.loaders import DataSpec, load_dataset
-from aelab.data.splits import Splits, select_classes, split_dataset
+from aelab.data.splits import (
+    Splits,
+    parse_class_list,
+    parse_ratio,
+    select_classes,
+    split_dataset,
+)
 from aelab.data.transforms import FIT_MODES, conform
 
 __all__ = [
@@ -22,6 +28,8 @@ __all__ = [
     "iterate_batches",
     "load_dataset",
     "make_augment",
+    "parse_class_list",
+    "parse_ratio",
     "select_classes",
     "split_dataset",
     "to_float",

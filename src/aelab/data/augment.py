@@ -7,8 +7,8 @@ in [0, 1], each image with its own random draw:
    contrast; for RGB also saturation and hue, hue as a rotation in YIQ space,
    a linear stand-in for torchvision's HSV hue shift);
 2. horizontal flip and random affine (rotation, translation, scale), folded
-   into one 2x3 matrix per image and applied with a single ``affine_grid`` +
-   ``grid_sample`` (bilinear; outside pixels filled per ``padding``).
+   into one 2x3 matrix per image and applied with one sampling grid and a
+   single ``grid_sample`` (bilinear; outside pixels filled per ``padding``).
 
 Randomness comes from torch's global generator for the batch's device, so
 :func:`aelab._runtime.seed_everything` makes runs repeat. The module augments
@@ -110,6 +110,7 @@ class Augment(nn.Module):
         self._yiq = yiq.float()
         self._yiq_inv = torch.linalg.inv(yiq).float()
         self._luma = torch.tensor(LUMA_WEIGHTS)
+        self._grids: dict[tuple[Any, ...], torch.Tensor] = {}
 
     @property
     def params(self) -> dict[str, Any]:
@@ -176,10 +177,10 @@ class Augment(nn.Module):
             mean_gray = xf.mean(dim=(2, 3)) @ luma  # (B, 3) -> (B,)
         else:
             mean_gray = xf.mean(dim=(1, 2, 3))
-        offset = ((1 - contr) * bright * mean_gray).view(b, 1, 1, 1)
+        offset = (1 - contr) * bright * mean_gray  # (B,)
         gain = contr * bright  # (B,)
         if c != 3 or not (self.saturation or self.hue):
-            out = xf * gain.view(b, 1, 1, 1) + offset
+            out = torch.addcmul(offset.view(b, 1, 1, 1), xf, gain.view(b, 1, 1, 1))
             return out.clamp_(0, 1).to(x.dtype)
         sat = 1 + self.saturation * (2 * u[:, 2] - 1)
         eye = torch.eye(3, device=dev)
@@ -194,8 +195,20 @@ class Augment(nn.Module):
         h_mat = self._yiq_inv.to(dev) @ rot @ self._yiq.to(dev)  # (B, 3, 3)
         m = gain.view(b, 1, 1) * (h_mat @ s_mat)
         h, w = x.shape[-2:]
-        out = torch.bmm(m, xf.reshape(b, 3, h * w)).view(b, 3, h, w) + offset
+        out = torch.baddbmm(offset.view(b, 1, 1), m, xf.reshape(b, 3, h * w)).view(b, 3, h, w)
         return out.clamp_(0, 1).to(x.dtype)
+
+    def _base_grid(self, h: int, w: int, x: torch.Tensor) -> torch.Tensor:
+        """Pixel centres as (x, y, 1) in [-1, 1] coordinates, shape (1, h*w, 3), cached."""
+        key = (h, w, x.device, x.dtype)
+        grid = self._grids.get(key)
+        if grid is None:
+            ys = (2 * torch.arange(h, device=x.device, dtype=x.dtype) + 1) / h - 1
+            xs = (2 * torch.arange(w, device=x.device, dtype=x.dtype) + 1) / w - 1
+            gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+            grid = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).view(1, h * w, 3)
+            self._grids = {key: grid}  # keep only the latest size
+        return grid
 
     def _affine(self, x: torch.Tensor, u: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         """Flip, rotate, scale and shift each image with one sampling pass."""
@@ -219,7 +232,9 @@ class Augment(nn.Module):
         a[:, :, 0] *= torch.where(flip, -1.0, 1.0).unsqueeze(1)
         t = torch.stack([tx, ty], dim=1).unsqueeze(2)  # (B, 2, 1)
         theta = torch.cat([a, -(a @ t)], dim=2).to(x.dtype)  # (B, 2, 3)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        # Same grid as F.affine_grid(theta, x.shape, align_corners=False), several
+        # times faster on CPU: (1, H*W, 3) @ (B, 3, 2) -> (B, H*W, 2) -> (B, H, W, 2).
+        grid = torch.matmul(self._base_grid(h, w, x), theta.transpose(1, 2)).view(b, h, w, 2)
         return F.grid_sample(
             x, grid, mode="bilinear", padding_mode=self.padding, align_corners=False
         )

@@ -13,6 +13,7 @@ All index arrays are sorted (source order); shuffling is the batch iterator's jo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -315,3 +316,26 @@ def select_classes(
         out.labels = torch.from_numpy(remap[out.labels.numpy()])
         out.class_names = [ds.class_name(k) for k in ks]
     return out
+
+
+def parse_class_list(text: str) -> list[int | str]:
+    """``"0,1,2"`` or ``"Coat,Bag"`` -> ``[0, 1, 2]`` / ``["Coat", "Bag"]`` (for CLI options).
+
+    Digits become ints; anything else stays a name for :func:`select_classes`.
+    """
+    items = [t.strip() for t in text.split(",")]
+    if not text.strip() or any(not t for t in items):
+        raise ValueError(f"classes must be a comma-separated list like 0,1,2, got {text!r}")
+    return [int(t) if t.lstrip("-").isdigit() else t for t in items]
+
+
+def parse_ratio(text: str) -> list[float]:
+    """``"2:1:1"`` (or ``"2,1,1"``) -> ``[2.0, 1.0, 1.0]`` (for CLI options)."""
+    parts = text.replace(",", ":").split(":")
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"ratio must look like 2:1:1, got {text!r}") from None
+    if any(not math.isfinite(v) or v < 0 for v in vals) or sum(vals) <= 0:
+        raise ValueError(f"ratio values must be >= 0 with a positive sum, got {text!r}")
+    return vals
