@@ -152,12 +152,13 @@ def test_truncated_image_refused(tmp_path, monkeypatch, fmt, ext):
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored
 
 
-def test_oversized_image_refused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("target", [{}, {"image_size": 4, "channels": 3}])
+def test_oversized_image_refused(tmp_path, monkeypatch, target):
     save_image(tmp_path / "small.png", size=(5, 5))
     save_image(tmp_path / "huge.png", size=(20, 10))
     monkeypatch.setattr(folder_mod, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(BadImageError, match=r"huge\.png.*200 pixels.*decompression bomb"):
-        load_dataset(tmp_path, progress=False)
+        load_dataset(tmp_path, progress=False, **target)
 
 
 # ---------------------------------------------------------------- arrays

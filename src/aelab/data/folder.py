@@ -8,10 +8,10 @@ Layout
     are files whose extension is not in :data:`IMAGE_EXTENSIONS`.
 
 Safety
-    Every file is opened twice: once for its header (size and mode, no pixel
-    decoding) and once to decode it. The header pass refuses images with more
-    than :data:`MAX_IMAGE_PIXELS` pixels before any decompression happens
-    (decompression bombs). Truncated files are refused whatever Pillow's global
+    Images with more than :data:`MAX_IMAGE_PIXELS` pixels are refused from
+    their header, before any decompression happens (decompression bombs).
+    When the target size or channel count is not given, a first pass reads
+    only the headers to choose them. Truncated files are refused whatever Pillow's global
     ``ImageFile.LOAD_TRUNCATED_IMAGES`` says.
 """
 
@@ -47,6 +47,9 @@ _WIDE_GRAY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 # Show a progress bar only when reading this many files or more.
 _PROGRESS_MIN_FILES = 200
+# Decode on threads only when files average this many bytes or more; for
+# small files thread hand-offs cost more than the decoding they spread.
+_THREADED_MIN_BYTES = 64 * 1024
 
 T = TypeVar("T")
 
@@ -142,6 +145,7 @@ def _make_ids(root: Path, files: Sequence[Path]) -> list[str]:
 @contextlib.contextmanager
 def _refuse_truncated() -> Iterator[None]:
     # Pillow's flag is process-global; someone may have switched it on.
+    # Not thread-safe against other code flipping it concurrently.
     old = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
@@ -203,8 +207,7 @@ def _decode(path: Path, size: tuple[int, int], channels: int, fit: str) -> np.nd
             # Let the JPEG decoder downscale by 2/4/8 first: much faster on photos.
             img.draft(None, (nw, nh))
         try:
-            with _refuse_truncated():
-                img.load()
+            img.load()  # the caller holds _refuse_truncated()
         except (OSError, SyntaxError, ValueError) as e:
             raise BadImageError(path, f"corrupt or truncated image ({e})") from None
         if getattr(img, "n_frames", 1) > 1:
@@ -214,12 +217,17 @@ def _decode(path: Path, size: tuple[int, int], channels: int, fit: str) -> np.nd
         out = out.resize((nw, nh), Image.Resampling.BILINEAR)
     arr = np.asarray(out, dtype=np.uint8)
     arr = arr[:, :, None] if arr.ndim == 2 else arr  # (H, W) -> (H, W, 1)
-    t = _pad_or_crop(torch.from_numpy(arr.transpose(2, 0, 1).copy()), th, tw)
-    return t.numpy()
+    chw = arr.transpose(2, 0, 1)
+    if (nh, nw) == (th, tw):
+        return chw
+    return _pad_or_crop(torch.from_numpy(chw.copy()), th, tw).numpy()
 
 
-def _map(fn: Callable[[T], object], items: Sequence[T], desc: str, progress: bool) -> list[object]:
-    """Apply ``fn`` to every item on a thread pool (Pillow releases the GIL while decoding).
+def _map(
+    fn: Callable[[T], object], items: Sequence[T], desc: str, progress: bool, threads: bool
+) -> list[object]:
+    """Apply ``fn`` to every item, on a thread pool when ``threads`` (Pillow releases
+    the GIL while decoding, which pays off for large files only).
 
     A BadImageError raised by ``fn`` is returned in place of its result.
     """
@@ -230,11 +238,13 @@ def _map(fn: Callable[[T], object], items: Sequence[T], desc: str, progress: boo
         except BadImageError as e:
             return e
 
-    workers = max(1, min(8, os.cpu_count() or 1))
     show = progress and len(items) >= _PROGRESS_MIN_FILES
+    bar = {"total": len(items), "desc": desc, "unit": "img", "disable": not show}
+    workers = max(1, min(8, os.cpu_count() or 1))
+    if not threads or workers == 1:
+        return [safe(item) for item in tqdm(items, **bar)]
     with ThreadPoolExecutor(max_workers=workers) as ex:
-        it = ex.map(safe, items)
-        return list(tqdm(it, total=len(items), desc=desc, unit="img", disable=not show))
+        return list(tqdm(ex.map(safe, items), **bar))
 
 
 def load_folder(
@@ -269,26 +279,27 @@ def load_folder(
         skipped.extend((e.path, e.reason) for e in bad)
         return [i for i, r in enumerate(results) if not isinstance(r, BadImageError)]
 
-    headers = _map(_read_header, files, "scanning images", progress)
-    keep = drop_bad(headers)
-    files = [files[i] for i in keep]
-    heads: list[_Header] = [headers[i] for i in keep]  # type: ignore[misc]
-    labels = None if labels is None else [labels[i] for i in keep]
-    if not files:
-        raise ValueError(f"{root}: every image was bad and skipped: {skipped}")
-
-    if channels is None:
-        channels = 1 if all(h.gray for h in heads) else 3
-    if image_size is None:
-        sizes = Counter((h.height, h.width) for h in heads)
-        image_size = sizes.most_common(1)[0][0]
-        if len(sizes) > 1:
-            warnings.warn(
-                f"{root}: images come in {len(sizes)} sizes; resizing all to "
-                f"{image_size[0]}x{image_size[1]} (the most common). Pass image_size "
-                "(--image-size) to choose the size",
-                stacklevel=3,
-            )
+    if image_size is None or channels is None:
+        # A header pass (no pixel decoding) to choose the common size and channels.
+        headers = _map(_read_header, files, "scanning images", progress, threads=False)
+        keep = drop_bad(headers)
+        files = [files[i] for i in keep]
+        heads: list[_Header] = [headers[i] for i in keep]  # type: ignore[misc]
+        labels = None if labels is None else [labels[i] for i in keep]
+        if not files:
+            raise ValueError(f"{root}: every image was bad and skipped: {skipped}")
+        if channels is None:
+            channels = 1 if all(h.gray for h in heads) else 3
+        if image_size is None:
+            sizes = Counter((h.height, h.width) for h in heads)
+            image_size = sizes.most_common(1)[0][0]
+            if len(sizes) > 1:
+                warnings.warn(
+                    f"{root}: images come in {len(sizes)} sizes; resizing all to "
+                    f"{image_size[0]}x{image_size[1]} (the most common). Pass image_size "
+                    "(--image-size) to choose the size",
+                    stacklevel=3,
+                )
 
     th, tw = image_size
     images = np.empty((len(files), channels, th, tw), dtype=np.uint8)
@@ -296,7 +307,10 @@ def load_folder(
     def read_into(i: int) -> None:
         images[i] = _decode(files[i], image_size, channels, fit)
 
-    decoded = _map(read_into, range(len(files)), "reading images", progress)
+    big = sum(p.stat().st_size for p in files) / len(files) >= _THREADED_MIN_BYTES
+    # Set once around the whole pass: toggling it per image would race between threads.
+    with _refuse_truncated():
+        decoded = _map(read_into, range(len(files)), "reading images", progress, threads=big)
     keep = drop_bad(decoded)
     if len(keep) < len(files):
         files = [files[i] for i in keep]
