@@ -139,8 +139,13 @@ def test_corrupt_file_is_named_and_skip_bad_lists_it(tmp_path):
     assert [Path(p).name for p, _ in ds.skipped] == ["broken.png"]
 
 
+@pytest.mark.parametrize("threads", [False, True])
 @pytest.mark.parametrize("fmt,ext", [("PNG", "png"), ("JPEG", "jpg")])
-def test_truncated_image_refused(tmp_path, monkeypatch, fmt, ext):
+def test_truncated_image_refused(tmp_path, monkeypatch, fmt, ext, threads):
+    if threads:  # decode on the thread pool, as for large files
+        monkeypatch.setattr(folder_mod, "_THREADED_MIN_BYTES", 0)
+        for i in range(5):
+            save_image(tmp_path / f"ok{i}.{ext}", size=(64, 64), fmt=fmt)
     path = tmp_path / f"cut.{ext}"
     save_image(path, size=(64, 64), fmt=fmt)
     data = path.read_bytes()
@@ -435,6 +440,9 @@ def test_iterate_batches_and_to_float():
     assert len(list(iterate_batches(ds, 3, shuffle=False, drop_last=True))) == 2
     images, labels = next(iterate_batches(ds, 2, shuffle=False))
     assert images.dtype == torch.uint8 and labels.tolist() == [0, 0]
+    sub = list(iterate_batches(ds, 2, shuffle=False, index=np.array([6, 1, 4]), with_index=True))
+    assert torch.cat([b[0] for b in sub]).tolist() == [6, 1, 4]
+    assert torch.cat([b[2] for b in sub]).tolist() == [1, 0, 1]
     f = to_float(torch.tensor([0, 255], dtype=torch.uint8))
     assert f.dtype == torch.float32 and f.tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="uint8"):

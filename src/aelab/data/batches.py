@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from aelab.data.dataset import ImageDataset
@@ -55,6 +56,7 @@ def iterate_batches(
     generator: torch.Generator | None = None,
     drop_last: bool = False,
     with_index: bool = False,
+    index: np.ndarray | torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, ...]]:
     """Yield ``(images, labels)`` batches of ``ds``: uint8 (b, C, H, W) and int64 (b,) or None.
 
@@ -74,10 +76,19 @@ def iterate_batches(
         Leave out a last, smaller batch.
     with_index : bool
         Also yield the row indices.
+    index : array-like of int, optional
+        Iterate over these rows of ``ds`` only (e.g. ``Splits.unlabeled_index``),
+        without copying them out first: the way to train on a split of a
+        memory-mapped dataset larger than memory.
     """
-    for idx in batch_indices(
-        len(ds), batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last
+    rows = None if index is None else torch.as_tensor(np.asarray(index), dtype=torch.long)
+    if rows is not None and rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= len(ds)):
+        raise ValueError(f"index holds rows outside [0, {len(ds)})")
+    n = len(ds) if rows is None else int(rows.numel())
+    for pos in batch_indices(
+        n, batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last
     ):
+        idx = pos if rows is None else rows[pos]
         images = ds.images[idx].contiguous()
         labels = None if ds.labels is None else ds.labels[idx]
         yield (idx, images, labels) if with_index else (images, labels)
