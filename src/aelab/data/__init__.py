@@ -1,5 +1,36 @@
 """Data: loaders for image folders, arrays and Fashion-MNIST; splits; augmentation."""
 
+from aelab.data.augment import PRESETS, Augment, make_augment
+from aelab.data.batches import batch_indices, iterate_batches, to_float
 from aelab.data.dataset import ImageDataset
+from aelab.data.folder import IMAGE_EXTENSIONS, BadImageError
+from aelab.data.loaders import DataSpec, load_dataset
+from aelab.data.splits import (
+    Splits,
+    parse_class_list,
+    parse_ratio,
+    select_classes,
+    split_dataset,
+)
+from aelab.data.transforms import FIT_MODES, conform
 
-__all__ = ["ImageDataset"]
+__all__ = [
+    "FIT_MODES",
+    "IMAGE_EXTENSIONS",
+    "PRESETS",
+    "Augment",
+    "BadImageError",
+    "DataSpec",
+    "ImageDataset",
+    "Splits",
+    "batch_indices",
+    "conform",
+    "iterate_batches",
+    "load_dataset",
+    "make_augment",
+    "parse_class_list",
+    "parse_ratio",
+    "select_classes",
+    "split_dataset",
+    "to_float",
+]

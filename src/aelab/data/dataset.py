@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,12 +22,16 @@ class ImageDataset:
         One id per image (file stem, or row index as text), kept for CSV output.
     class_names : list of str or None
         Name of each class index; ``None`` when unknown (then names are indices).
+    skipped : list of (str, str)
+        Files left out while loading with ``skip_bad=True``: (path, reason).
+        Empty otherwise; not carried over by :meth:`subset`.
     """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     ids: list[str]
     class_names: list[str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -41,6 +45,15 @@ class ImageDataset:
             if self.labels.shape != (n,):
                 raise ValueError(f"labels must have shape ({n},), got {tuple(self.labels.shape)}")
             self.labels = self.labels.long()
+            if n:
+                lo, hi = int(self.labels.min()), int(self.labels.max())
+                if lo < 0:
+                    raise ValueError(f"labels must be >= 0, got {lo}")
+                if self.class_names is not None and hi >= len(self.class_names):
+                    raise ValueError(
+                        f"label {hi} is out of range for {len(self.class_names)} class names "
+                        f"({', '.join(self.class_names)}); labels must be in [0, {len(self.class_names)})"
+                    )
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

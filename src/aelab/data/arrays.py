@@ -1,0 +1,278 @@
+"""Read ``.npy`` / ``.npz`` image arrays (and label files) into an :class:`ImageDataset`.
+
+Accepted arrays: shape (N, H, W) (grayscale) or (N, H, W, C) with C in
+{1, 2, 3, 4} (an alpha channel is dropped); (N, C, H, W) is also recognised
+when C is 1-4 and the last axis is not. Values: uint8, or floats in [0, 1]
+(scaled by 255 and rounded), or other integers within [0, 255].
+
+A ``.npy`` file is opened as a memory map: a uint8 array that needs no
+conversion is used in place (the dataset's images are a view of the file and
+only the rows a batch touches are read); anything else is converted a chunk at
+a time into an in-memory uint8 array, at most the size of the result.
+A ``.npz`` file is a zip archive and is always read into memory.
+Nothing is unpickled: ``np.load(..., allow_pickle=False)`` throughout.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from aelab.data.dataset import ImageDataset
+from aelab.data.transforms import _conform_uint8
+
+IMAGE_KEYS = ("images", "x")
+LABEL_KEYS = ("labels", "y")
+_LABEL_HEADER_NAMES = ("label", "labels", "y", "class", "target")
+_KNOWN_HEADER_CELLS = frozenset({*_LABEL_HEADER_NAMES, "id", "file", "filename", "path"})
+_CHUNK = 1024
+_PROGRESS_MIN_ROWS = 20_000
+
+
+def _np_load(path: Path, **kwargs: object) -> object:
+    try:
+        return np.load(path, allow_pickle=False, **kwargs)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise ValueError(
+                f"{path}: holds Python objects (needs pickle), which aelab refuses to load; "
+                "save a plain numeric array with np.save"
+            ) from None
+        raise ValueError(f"{path}: not a valid NumPy file ({e})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{path}: not a valid NumPy file ({e})") from None
+
+
+def _npz_member(z: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    try:
+        return z[key]
+    except ValueError:
+        raise ValueError(
+            f"{path}: array {key!r} holds Python objects (needs pickle), which aelab refuses to load"
+        ) from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{path}: cannot read array {key!r} ({e})") from None
+
+
+def _read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """(images, labels or None, class names or None) from an ``.npz`` file."""
+    with _np_load(path) as z:  # type: ignore[attr-defined]
+        keys = list(z.files)
+        if not keys:
+            raise ValueError(f"{path}: the .npz file holds no arrays")
+        image_keys = [*IMAGE_KEYS, *(f"{k}_{split}" for k in IMAGE_KEYS)]
+        label_keys = [*LABEL_KEYS, *(f"{k}_{split}" for k in LABEL_KEYS)]
+        ikey = next((k for k in image_keys if k in keys), keys[0])
+        lkey = next((k for k in label_keys if k in keys), None)
+        images = _npz_member(z, ikey, path)
+        labels = None if lkey is None else _npz_member(z, lkey, path)
+        names = None
+        if "class_names" in keys:
+            names = [str(s) for s in _npz_member(z, "class_names", path).reshape(-1)]
+    return images, labels, names
+
+
+def _channels_last(a: np.ndarray, path: Path) -> np.ndarray:
+    """View ``a`` as (N, H, W, C), validating its rank."""
+    if a.ndim == 3:
+        return a[..., None]
+    if a.ndim == 4:
+        if a.shape[-1] in (1, 2, 3, 4):
+            return a
+        if a.shape[1] in (1, 2, 3, 4):
+            return a.transpose(0, 2, 3, 1)
+        raise ValueError(
+            f"{path}: shape {a.shape} has no channel axis of size 1-4 at the end (N, H, W, C) "
+            "or after N (N, C, H, W)"
+        )
+    raise ValueError(
+        f"{path}: images must have shape (N, H, W) or (N, H, W, C), got rank {a.ndim} "
+        f"shape {a.shape}; a single image needs a leading axis of 1 (a[None])"
+    )
+
+
+def _to_uint8(chunk: np.ndarray, path: Path, start: int) -> np.ndarray:
+    """Validate and convert one chunk of rows to uint8 (rows ``start`` onward, for messages)."""
+    if chunk.dtype == np.uint8:
+        return chunk
+    if np.issubdtype(chunk.dtype, np.floating):
+        if chunk.size and not np.isfinite(chunk).all():
+            raise ValueError(f"{path}: images contain NaN or infinite values (near row {start})")
+        lo, hi = (float(chunk.min()), float(chunk.max())) if chunk.size else (0.0, 0.0)
+        if lo < 0.0 or hi > 1.0:
+            hint = " (looks like 0-255: divide by 255 or save as uint8)" if hi <= 255.0 else ""
+            raise ValueError(
+                f"{path}: float images must be in [0, 1], found values in [{lo:g}, {hi:g}] "
+                f"(rows from {start}){hint}"
+            )
+        return np.rint(chunk * 255.0).astype(np.uint8)
+    if np.issubdtype(chunk.dtype, np.integer) and chunk.dtype != np.bool_:
+        lo, hi = (int(chunk.min()), int(chunk.max())) if chunk.size else (0, 0)
+        if lo < 0 or hi > 255:
+            raise ValueError(
+                f"{path}: integer images must be in [0, 255], found values in [{lo}, {hi}]; "
+                "rescale to uint8 first"
+            )
+        return chunk.astype(np.uint8)
+    raise ValueError(
+        f"{path}: unsupported image dtype {chunk.dtype}; use uint8 or floats in [0, 1]"
+    )
+
+
+def _images_tensor(
+    a: np.ndarray,
+    path: Path,
+    size: tuple[int, int] | None,
+    channels: int | None,
+    fit: str,
+    progress: bool,
+) -> torch.Tensor:
+    """(N, C, H, W) uint8 tensor from an (N, H, W, C) array; zero-copy when possible."""
+    n, h, w, c = a.shape
+    target_c = channels if channels is not None else (c - 1 if c in (2, 4) else c)
+    th, tw = size if size is not None else (h, w)
+    if a.dtype == np.uint8 and c == target_c and (th, tw) == (h, w):
+        # Zero copy: for a memory map, rows are read from disk only when indexed.
+        return torch.from_numpy(a).permute(0, 3, 1, 2)
+    out = torch.empty((n, target_c, th, tw), dtype=torch.uint8)
+    starts = range(0, n, _CHUNK)
+    show = progress and n >= _PROGRESS_MIN_ROWS
+    for i in tqdm(starts, desc="converting", unit="chunk", disable=not show):
+        chunk = _to_uint8(np.ascontiguousarray(a[i : i + _CHUNK]), path, i)
+        t = torch.from_numpy(chunk).permute(0, 3, 1, 2)
+        out[i : i + _CHUNK] = _conform_uint8(t, size, channels, fit)
+    return out
+
+
+def _labels_from_values(values: np.ndarray, source: str) -> tuple[np.ndarray, list[str] | None]:
+    """int64 labels (and class names when the values are strings) from a 1-D array."""
+    if values.ndim != 1:
+        raise ValueError(f"{source}: labels must be 1-D, got shape {values.shape}")
+    if values.dtype.kind in "US":
+        strs = values.astype(str)
+        names = sorted(set(strs.tolist()))
+        lookup = {s: i for i, s in enumerate(names)}
+        return np.array([lookup[s] for s in strs], dtype=np.int64), names
+    if values.dtype.kind == "f":
+        if values.size and not (np.isfinite(values).all() and (values == np.rint(values)).all()):
+            raise ValueError(f"{source}: labels must be whole numbers, got non-integer values")
+        return values.astype(np.int64), None
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64), None
+    raise ValueError(f"{source}: unsupported label dtype {values.dtype}; use integers or strings")
+
+
+def _read_label_csv(path: Path) -> np.ndarray:
+    """One label per row: the ``label`` (or ``y``/``class``/``target``) column, else the last."""
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.reader(f) if r and any(cell.strip() for cell in r)]
+    if not rows:
+        raise ValueError(f"{path}: the labels CSV is empty")
+    col = -1
+    header = [cell.strip().lower() for cell in rows[0]]
+    if _KNOWN_HEADER_CELLS.intersection(header):
+        col = next((header.index(k) for k in _LABEL_HEADER_NAMES if k in header), -1)
+        rows = rows[1:]
+    try:
+        cells = [r[col].strip() for r in rows]
+    except IndexError:
+        raise ValueError(f"{path}: a row has fewer columns than the header") from None
+    if any(not cell for cell in cells):
+        raise ValueError(f"{path}: empty label in row {cells.index('') + 1}")
+    try:
+        return np.array([int(cell) for cell in cells], dtype=np.int64)
+    except ValueError:
+        return np.array(cells, dtype=str)
+
+
+def read_labels_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str] | None]:
+    """Labels from a ``.npy`` (1-D) or ``.csv`` file, one per image, in image order.
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,), int64
+    class_names : list of str or None
+        The sorted distinct values when the labels are strings (then ``labels``
+        index into them), else ``None``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: labels file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        values = np.asarray(_np_load(path))
+    elif suffix == ".csv":
+        values = _read_label_csv(path)
+    else:
+        raise ValueError(
+            f"{path}: labels must be a .npy or .csv file, got {suffix or 'no extension'}"
+        )
+    return _labels_from_values(values, str(path))
+
+
+def load_array(
+    path: str | os.PathLike[str],
+    *,
+    split: str,
+    labels: str | os.PathLike[str] | None,
+    image_size: tuple[int, int] | None,
+    channels: int | None,
+    fit: str,
+    progress: bool,
+) -> ImageDataset:
+    """Read a ``.npy`` or ``.npz`` file (see the module docstring); trusts its arguments.
+
+    ``labels`` (a ``.npy``/``.csv`` file) takes precedence over labels stored
+    in an ``.npz``. ``split`` picks ``images_<split>``/``x_<split>`` keys in an
+    ``.npz`` that has no plain ``images``/``x`` key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    class_names: list[str] | None = None
+    label_values: np.ndarray | None = None
+    if path.suffix.lower() == ".npz":
+        raw, label_values, class_names = _read_npz(path, split)
+    else:
+        # mode "c" (copy-on-write) gives a writable view torch accepts without copying.
+        raw = _np_load(path, mmap_mode="c")  # type: ignore[assignment]
+    a = _channels_last(np.asarray(raw) if not isinstance(raw, np.memmap) else raw, path)
+    n = a.shape[0]
+    if n == 0:
+        raise ValueError(f"{path}: the array holds no images (first axis is 0)")
+
+    label_arr: np.ndarray | None = None
+    if labels is not None:
+        label_arr, names = read_labels_file(labels)
+        class_names = names or None
+        source = str(labels)
+    elif label_values is not None:
+        label_arr, names = _labels_from_values(np.asarray(label_values), f"{path} labels")
+        class_names = names or class_names
+        source = f"{path} labels"
+    if label_arr is not None:
+        if label_arr.shape[0] != n:
+            raise ValueError(f"{source}: {label_arr.shape[0]} labels for {n} images")
+        if label_arr.size and label_arr.min() < 0:
+            raise ValueError(f"{source}: labels must be >= 0, found {int(label_arr.min())}")
+        if class_names is not None and label_arr.size and label_arr.max() >= len(class_names):
+            raise ValueError(
+                f"{source}: label {int(label_arr.max())} is out of range for "
+                f"{len(class_names)} class names"
+            )
+
+    images = _images_tensor(a, path, image_size, channels, fit, progress)
+    return ImageDataset(
+        images=images,
+        labels=None if label_arr is None else torch.from_numpy(label_arr),
+        ids=[str(i) for i in range(n)],
+        class_names=class_names,
+    )
