@@ -328,3 +328,150 @@ def run_reconstruct(data: str | Path | ImageDataset, ckpts: list[str | Path] | s
     fig = viz.image_grid([np.asarray(r) for r in rows], row_titles=row_titles, max_cols=n)
     path = viz.save_figure(fig, out)
     return {"path": str(path), "n": len(sample), "mse": mses}
+
+
+def _class_index(ds: ImageDataset, cls: str | int) -> int:
+    """Index of a class given by index or name."""
+    if ds.labels is None:
+        raise ValueError("a class was named, but this data has no labels")
+    names = ds.class_names or []
+    if isinstance(cls, str) and cls in names:
+        return names.index(cls)
+    try:
+        k = int(cls)
+    except ValueError:
+        raise ValueError(f"unknown class {cls!r}; classes are: {', '.join(names) or 'indices only'}") from None
+    if not 0 <= k < (ds.num_classes or 0):
+        raise ValueError(f"class {k} out of range; this data has {ds.num_classes} classes")
+    return k
+
+
+def split_by_class(ds: ImageDataset, classes: list[str | int]) -> tuple[ImageDataset, ImageDataset]:
+    """The images of ``classes`` and the images of every other class."""
+    keep = [_class_index(ds, c) for c in classes]
+    mask = np.isin(ds.labels.numpy(), keep)
+    return ds.subset(np.flatnonzero(mask)), ds.subset(np.flatnonzero(~mask))
+
+
+def _load(spec: str | Path | ImageDataset) -> ImageDataset:
+    from aelab.data import load_dataset
+
+    return spec if isinstance(spec, ImageDataset) else load_dataset(spec)
+
+
+def run_anomaly_fit(data: str | Path | ImageDataset, out: str | Path, *, normal_class: str | int | None = None,
+                    model: str = "auto", epochs: int = 10, batch_size: int = 128, lr: float = 2e-3,
+                    score: str = "mse", threshold: str = "fpr:0.05", latent_dim: int = 0,
+                    max_images: int = 0, seed: int = 0, device: str = "auto",
+                    progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Train a :class:`~aelab.anomaly.ReconstructionDetector` on normal images; save it to ``out``."""
+    from aelab.anomaly import ReconstructionDetector
+
+    ds = _load(data)
+    if normal_class is not None:
+        ds, _ = split_by_class(ds, [normal_class])
+    ds = _subsample(ds, max_images, seed)
+    if len(ds) == 0:
+        raise ValueError("no normal images to train on")
+    det = ReconstructionDetector(
+        model=model, model_overrides={"latent_dim": latent_dim} if latent_dim else None, score=score,
+        threshold=threshold, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+        random_state=seed, verbose=progress,
+    )  # fmt: skip
+    det.fit(ds)
+    path = det.save(out)
+    return {"path": str(path), "n_train": len(det.decision_scores_), "threshold": det.threshold_,
+            "rule": str(det.threshold_rule_), "history": det.history_, "detector": det}  # fmt: skip
+
+
+def run_anomaly_score(data: str | Path | ImageDataset, detector: str | Path, out: str | Path, *,
+                      device: str = "auto") -> dict[str, Any]:  # fmt: skip
+    """Score images with a saved detector; write ``id,score,is_anomaly``."""
+    from aelab.anomaly import ReconstructionDetector
+
+    det = ReconstructionDetector.load(detector, device=device)
+    ds = _load(data)
+    s = det.decision_function(ds)
+    flag = (s > det.threshold_).astype(int)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "score", "is_anomaly"])
+    for i, v, f in zip(ds.ids, s.tolist(), flag.tolist(), strict=True):
+        w.writerow([i, f"{v:.8g}", f])
+    path = write_text(out, buf.getvalue())
+    return {"path": str(path), "n": len(s), "n_anomalies": int(flag.sum()), "threshold": det.threshold_, "scores": s}
+
+
+def anomaly_figures(det: Any, normal: ImageDataset, anomalous: ImageDataset, n_show: int = 8) -> dict[str, Any]:
+    """ROC curve, score histogram, and image/reconstruction/error-map grids of a detector.
+
+    Returns a dict of name -> matplotlib Figure, plus the two score arrays.
+    """
+    from aelab import viz
+
+    s_n, s_a = det.decision_function(normal), det.decision_function(anomalous)
+    y = np.r_[np.zeros(len(s_n)), np.ones(len(s_a))]
+    figs: dict[str, Any] = {
+        "roc": viz.roc_curve_plot(y, np.r_[s_n, s_a], label=f"{det.score} score"),
+        "histogram": viz.score_histogram(s_n, s_a, threshold=det.threshold_),
+    }
+    both = [normal, anomalous]
+    scores = np.r_[s_n, s_a]
+    order = np.argsort(scores)
+
+    def pick(idx: np.ndarray) -> ImageDataset:
+        rows = [(0, i) if i < len(s_n) else (1, i - len(s_n)) for i in idx.tolist()]
+        imgs = [both[src].images[j] for src, j in rows]
+        ids = [both[src].ids[j] for src, j in rows]
+        import torch
+
+        return ImageDataset(images=torch.stack(imgs), labels=None, ids=ids)
+
+    for name, idx in (("most_anomalous", order[::-1][:n_show]), ("least_anomalous", order[:n_show])):
+        sub = pick(idx)
+        recon, maps = det.score_maps(sub)
+        titles = [f"{scores[i]:.4g}" for i in idx]
+        figs[name] = viz.image_grid(
+            [sub.images.numpy(), recon, maps], row_titles=["image", "reconstruction", "error"],
+            row_cmaps=[None, None, "inferno"], col_titles=titles, max_cols=n_show,
+        )  # fmt: skip
+    figs["_scores"] = (s_n, s_a)
+    return figs
+
+
+def run_anomaly_eval(detector: str | Path | Any, normal: str | Path | ImageDataset,
+                     anomalous: str | Path | ImageDataset, out: str | Path, *,
+                     normal_class: str | int | None = None, anomalous_class: str | None = None,
+                     max_images: int = 0, seed: int = 0, device: str = "auto") -> dict[str, Any]:  # fmt: skip
+    """Evaluate a detector on normal and anomalous images; write metrics and figures to ``out``.
+
+    With ``normal_class``, the normal images are that class of ``normal``; the
+    anomalous ones are ``anomalous_class`` (comma-separated) of ``anomalous``,
+    or by default every other class.
+    """
+    from aelab import viz
+    from aelab.anomaly import ReconstructionDetector
+    from aelab.data.splits import parse_class_list
+
+    det = detector if isinstance(detector, ReconstructionDetector) else ReconstructionDetector.load(detector, device=device)
+    n_src = _load(normal)
+    same = anomalous is normal or (not isinstance(normal, ImageDataset) and str(anomalous) == str(normal))
+    a_src = n_src if same else _load(anomalous)
+    n_ds, rest = split_by_class(n_src, [normal_class]) if normal_class is not None else (n_src, None)
+    if anomalous_class is not None:
+        a_ds, _ = split_by_class(a_src, parse_class_list(anomalous_class))
+    elif same and rest is not None:
+        a_ds = rest  # one labeled source: the other classes are the anomalies
+    elif same:
+        raise ValueError("--normal and --anomalous are the same data; give --normal-class or --anomalous-class")
+    else:
+        a_ds = a_src
+    n_ds, a_ds = _subsample(n_ds, max_images, seed), _subsample(a_ds, max_images, seed + 1)
+    metrics = det.evaluate(n_ds, a_ds)
+    figs = anomaly_figures(det, n_ds, a_ds)
+    out = Path(out)
+    files = [str(write_json(out / "metrics.json", metrics))]
+    for name, fig in figs.items():
+        if not name.startswith("_"):
+            files.append(str(viz.save_figure(fig, out / f"{name}.png")))
+    return {"metrics": metrics, "files": files}
