@@ -170,7 +170,8 @@ def _unb64(s: str, dtype: np.dtype) -> np.ndarray:
 def get_rng_state() -> dict[str, Any]:
     """Python, NumPy and torch (CPU and CUDA) RNG states as JSON-able data."""
     py_version, py_state, py_gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    # The legacy global state is what seed_everything seeds and augmentations may use.
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()  # noqa: NPY002
     state: dict[str, Any] = {
         "python": {
             "version": py_version,
@@ -197,7 +198,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py_state = tuple(int(v) for v in _unb64(py["state"], np.dtype(np.uint64)))
     random.setstate((py["version"], py_state, py["gauss_next"]))
     npy = state["numpy"]
-    np.random.set_state(
+    np.random.set_state(  # noqa: NPY002
         (
             npy["name"],
             _unb64(npy["keys"], np.dtype(np.uint32)),
