@@ -1,1 +1,43 @@
-"""aelab.training."""
+"""Training: a model-agnostic loop, step functions, checkpoints, and recipes.
+
+- :mod:`aelab.training.loop` — :class:`Trainer` and :class:`TrainConfig`
+- :mod:`aelab.training.steps` — reconstruction and classification steps
+- :mod:`aelab.training.checkpoint` — safetensors + JSON checkpoints
+- :mod:`aelab.training.recipes` — :func:`pretrain`, :func:`finetune`,
+  :func:`predict`, :func:`evaluate`, :func:`encode`, :func:`reconstruct`
+"""
+
+from aelab.training.checkpoint import load_model, read_checkpoint_meta, save_checkpoint
+from aelab.training.loop import NonFiniteLossError, TrainConfig, Trainer, TrainResult
+from aelab.training.recipes import (
+    FinetuneConfig,
+    PretrainConfig,
+    encode,
+    evaluate,
+    finetune,
+    predict,
+    pretrain,
+    reconstruct,
+)
+from aelab.training.steps import classification_step, reconstruction_loss, reconstruction_step
+
+__all__ = [
+    "FinetuneConfig",
+    "NonFiniteLossError",
+    "PretrainConfig",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "classification_step",
+    "encode",
+    "evaluate",
+    "finetune",
+    "load_model",
+    "predict",
+    "pretrain",
+    "read_checkpoint_meta",
+    "reconstruct",
+    "reconstruction_loss",
+    "reconstruction_step",
+    "save_checkpoint",
+]

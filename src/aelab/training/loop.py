@@ -1,0 +1,667 @@
+"""A model-agnostic training loop (in the spirit of minGPT's trainer).
+
+Nothing here knows about autoencoders: the loop calls a *step function*
+``step(model, batch, stage) -> dict`` for every batch, where ``stage`` is
+``"train"`` or ``"val"``, and fires named callbacks. The dict must hold a
+scalar ``"loss"`` tensor; every other scalar entry is a metric averaged over the
+epoch, weighted by the optional ``"n"`` entry (samples in the batch), so an
+accuracy returned per batch averages exactly to the epoch accuracy.
+
+Batches come from *factories*: ``train_batches(epoch)`` returns an iterable
+with ``len()`` for that epoch, so each epoch can reshuffle deterministically
+from ``(seed, epoch)`` and a resumed run sees the same batches as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import math
+import sys
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from aelab._io import read_json, write_json, write_text
+from aelab._runtime import resolve_device, seed_everything
+from aelab.training import checkpoint as ckpt
+
+__all__ = ["NonFiniteLossError", "StepFn", "TrainConfig", "TrainResult", "Trainer"]
+
+#: ``step(model, batch, stage) -> {"loss": tensor, "n": int, <metric>: tensor, ...}``
+StepFn = Callable[[nn.Module, Any, str], Mapping[str, Any]]
+#: ``factory(epoch) -> iterable of batches`` (with ``len()``)
+BatchFactory = Callable[[int], Iterable[Any]]
+
+_EVENTS = ("on_fit_start", "on_train_epoch_start", "on_epoch_end", "on_fit_end")
+# Settings that may change between an interrupted run and its resumption
+# without changing the numbers it computes.
+_RESUME_FREE = {"device", "progress", "tensorboard", "log_every"}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the training loop (optimizer, schedule, stopping, precision).
+
+    Parameters
+    ----------
+    epochs : int
+        Passes over the training batches.
+    lr : float
+        Peak learning rate of AdamW (reached after the warm-up).
+    weight_decay : float
+        AdamW weight decay, applied to weight matrices and kernels only
+        (not to biases and normalisation parameters).
+    warmup_epochs : float
+        Linear warm-up length in epochs (fractions allowed); then cosine decay.
+    min_lr_ratio : float
+        The cosine decays to ``lr * min_lr_ratio`` at the last step.
+    grad_clip : float or None
+        Clip the global gradient norm to this value; ``None`` disables it.
+    amp : {"bf16", None}
+        Mixed precision: run the step under ``torch.autocast`` with bfloat16
+        (works on CPU and CUDA). Losses are computed in float32 by the steps.
+    patience : int or None
+        Early stopping: stop after this many epochs without improvement of
+        ``monitor``; ``None`` never stops early.
+    monitor : str or None
+        Metric that decides the best epoch and early stopping, e.g.
+        ``"val_loss"`` or ``"val_acc"``; ``None`` means ``"val_loss"`` when
+        there is validation data, else ``"train_loss"``.
+    mode : {"min", "max"} or None
+        Whether ``monitor`` should go down or up; ``None`` guesses ``"max"``
+        for names containing ``"acc"`` and ``"min"`` otherwise.
+    restore_best : bool
+        At the end, load the weights of the best epoch into the model.
+    seed : int
+        Seeds Python, NumPy and torch at the start of a fresh run.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    channels_last : bool
+        Put the model and 4-D float inputs in channels-last memory format.
+    fused_adamw : bool
+        Use the fused AdamW kernel (fewer, larger operations per step).
+    progress : bool
+        Show tqdm progress bars and a one-line summary per epoch.
+    log_every : int
+        Steps between progress-bar loss updates (each one waits for the device).
+    tensorboard : bool
+        Also log to ``run_dir/tensorboard`` when the ``tensorboard`` package is
+        importable (it is not a dependency of aelab).
+    """
+
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    grad_clip: float | None = 1.0
+    amp: str | None = None
+    patience: int | None = None
+    monitor: str | None = None
+    mode: str | None = None
+    restore_best: bool = True
+    seed: int = 0
+    device: str = "auto"
+    channels_last: bool = False
+    fused_adamw: bool = True
+    progress: bool = True
+    log_every: int = 25
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if self.amp not in (None, "bf16"):
+            raise ValueError(f"amp must be 'bf16' or None, got {self.amp!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.mode not in (None, "min", "max"):
+            raise ValueError(f"mode must be 'min', 'max' or None, got {self.mode!r}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes
+    ----------
+    history : list of dict
+        One row per epoch: ``epoch``, ``lr``, ``time_s``, ``train_<metric>``,
+        ``val_<metric>`` (the rows of ``metrics.csv``).
+    monitor : str
+        The metric that chose the best epoch.
+    best_metric : float or None
+        Its best value.
+    best_epoch : int or None
+        The epoch (1-based) where it was reached.
+    stopped_early : bool
+        Whether early stopping ended the run.
+    run_dir : Path or None
+        Where checkpoints and metrics went.
+    paths : dict of str to Path
+        The files written (``model``, ``best``, ``metrics``, ...).
+    """
+
+    history: list[dict[str, float]]
+    monitor: str
+    best_metric: float | None
+    best_epoch: int | None
+    stopped_early: bool
+    run_dir: Path | None = None
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+def _warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
+    """LR factor at optimizer step ``s``: linear warm-up, then cosine to ``min_ratio``."""
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        t = (s - warmup) / max(1, total - warmup)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return factor
+
+
+class Trainer:
+    """Run a step function over batches with AdamW, warm-up + cosine, checkpoints.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Trained in place (moved to ``config.device``).
+    step : callable
+        ``step(model, batch, stage) -> dict`` with a scalar ``"loss"`` tensor,
+        optionally ``"n"`` (samples in the batch, the weight of this batch's
+        metrics) and other scalar metric tensors.
+    train_batches : callable
+        ``train_batches(epoch)`` returns the training batches of that epoch (an
+        iterable with ``len()``); tensors in them are moved to the device.
+    config : TrainConfig
+    val_batches : callable, optional
+        ``val_batches(epoch)`` for validation after every epoch.
+    run_dir : str or Path, optional
+        Folder for checkpoints (every epoch), ``metrics.csv`` and ``config.json``;
+        ``None`` keeps everything in memory.
+    model_name : str, optional
+        Registry name written to ``model.json`` (needed with ``run_dir``).
+    model_meta : mapping, optional
+        Extra entries for ``model.json`` (class names, image shape, task...).
+    lr_mult : mapping of str to float, optional
+        Learning-rate multipliers by parameter-name prefix, e.g.
+        ``{"encoder.": 0.1}``; the first matching prefix wins.
+    run_config : mapping, optional
+        Extra JSON-able settings recorded in ``config.json`` next to ``config``
+        (batch size, loss...); a resumed run must match them.
+
+    Notes
+    -----
+    Callbacks are plain functions ``fn(trainer)`` registered with
+    :meth:`add_callback` under ``"on_fit_start"``, ``"on_train_epoch_start"``
+    (after ``model.train()``, so a callback may freeze or put modules in eval
+    mode), ``"on_epoch_end"`` (``trainer.history[-1]`` holds the metrics; set
+    ``trainer.should_stop = True`` to stop) and ``"on_fit_end"``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        step: StepFn,
+        train_batches: BatchFactory,
+        *,
+        config: TrainConfig,
+        val_batches: BatchFactory | None = None,
+        run_dir: str | Path | None = None,
+        model_name: str | None = None,
+        model_meta: Mapping[str, Any] | None = None,
+        lr_mult: Mapping[str, float] | None = None,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(config, TrainConfig):
+            raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if run_dir is not None and not model_name:
+            raise ValueError(
+                "a run_dir needs model_name, the registry name that rebuilds the model"
+            )
+        self.model = model
+        self.step = step
+        self.train_batches = train_batches
+        self.val_batches = val_batches
+        self.config = config
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.model_name = model_name
+        self.model_meta = dict(model_meta or {})
+        self.lr_mult = dict(lr_mult or {})
+        self.run_config = dict(run_config or {})
+        self.callbacks: dict[str, list[Callable[[Trainer], None]]] = defaultdict(list)
+        # Filled in by fit():
+        self.device = torch.device("cpu")
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.epoch = 0
+        self.global_step = 0
+        self.history: list[dict[str, float]] = []
+        self.should_stop = False
+
+    # ------------------------------------------------------------------ callbacks
+
+    def add_callback(self, event: str, fn: Callable[[Trainer], None]) -> None:
+        """Call ``fn(trainer)`` on ``event`` (one of ``on_fit_start``, ``on_train_epoch_start``,
+        ``on_epoch_end``, ``on_fit_end``)."""
+        if event not in _EVENTS:
+            raise ValueError(f"unknown callback event {event!r}; use one of {', '.join(_EVENTS)}")
+        self.callbacks[event].append(fn)
+
+    def _fire(self, event: str) -> None:
+        for fn in self.callbacks.get(event, ()):
+            fn(self)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _make_optimizer(self) -> torch.optim.AdamW:
+        cfg = self.config
+        groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+        for name, p in self.model.named_parameters():
+            mult = next((m for pre, m in self.lr_mult.items() if name.startswith(pre)), 1.0)
+            # Decay weight matrices and kernels only: decaying biases and norm
+            # scales towards zero only hurts (as in nanoGPT's configure_optimizers).
+            groups.setdefault((float(mult), p.ndim >= 2), []).append(p)
+        param_groups = [
+            {"params": ps, "lr": cfg.lr * mult, "weight_decay": cfg.weight_decay if decay else 0.0}
+            for (mult, decay), ps in sorted(
+                groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1])
+            )
+        ]
+        fused = cfg.fused_adamw and self.device.type in ("cpu", "cuda")
+        return torch.optim.AdamW(param_groups, lr=cfg.lr, fused=fused or None)
+
+    def _monitor(self) -> tuple[str, str]:
+        cfg = self.config
+        monitor = cfg.monitor or ("val_loss" if self.val_batches is not None else "train_loss")
+        if monitor.startswith("val_") and self.val_batches is None:
+            raise ValueError(
+                f"monitor {monitor!r} needs validation data; give validation batches "
+                f"or monitor a training metric such as 'train_loss'"
+            )
+        mode = cfg.mode or ("max" if "acc" in monitor else "min")
+        return monitor, mode
+
+    def _check_run_dir(self, resume: bool, overwrite: bool) -> bool:
+        """Whether there is a run to resume; refuse to silently overwrite one."""
+        assert self.run_dir is not None
+        has_run = (self.run_dir / ckpt.STATE_FILE).is_file()
+        if has_run and not resume and not overwrite:
+            raise ValueError(
+                f"{self.run_dir} already holds a training run; pass resume=True to continue it, "
+                "overwrite=True to start over, or choose another output folder"
+            )
+        if resume and not has_run:
+            warnings.warn(f"{self.run_dir}: nothing to resume, starting a fresh run", stacklevel=3)
+        return resume and has_run
+
+    def _run_config(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), **self.run_config}
+
+    def _check_resume_config(self) -> None:
+        assert self.run_dir is not None
+        path = self.run_dir / ckpt.CONFIG_FILE
+        if not path.is_file():
+            return
+        saved = read_json(path)
+        now = self._run_config()
+        diffs = []
+        for key in sorted(set(saved) | set(now)):
+            a, b = saved.get(key), now.get(key)
+            if key == "config" and isinstance(a, dict) and isinstance(b, dict):
+                diffs += [
+                    f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+                    for k in sorted(set(a) | set(b))
+                    if k not in _RESUME_FREE and a.get(k) != b.get(k)
+                ]
+            elif a != b:
+                diffs.append(f"{key}: {a!r} -> {b!r}")
+        if diffs:
+            raise ValueError(
+                f"{path}: cannot resume with different settings ({'; '.join(diffs)}); "
+                "resume with the settings the run started with, or start a new run"
+            )
+
+    # ------------------------------------------------------------------ the loop
+
+    def _to_device(self, batch: Any) -> Any:
+        if isinstance(batch, torch.Tensor):
+            t = batch.to(self.device, non_blocking=True)
+            if self.config.channels_last and t.ndim == 4 and t.is_floating_point():
+                t = t.contiguous(memory_format=torch.channels_last)
+            return t
+        if isinstance(batch, tuple | list):
+            return type(batch)(self._to_device(b) for b in batch)
+        if isinstance(batch, Mapping):
+            return {k: self._to_device(v) for k, v in batch.items()}
+        return batch
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.config.amp == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _run_epoch(self, batches: Iterable[Any], stage: str) -> dict[str, float]:
+        cfg = self.config
+        train = stage == "train"
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        desc = f"epoch {self.epoch + 1}/{cfg.epochs} {stage}"
+        bar = tqdm(batches, desc=desc, leave=False, disable=not cfg.progress, dynamic_ncols=True)
+        params = [p for p in self.model.parameters()]
+        for i, raw in enumerate(bar):
+            batch = self._to_device(raw)
+            with self._autocast():
+                out = self.step(self.model, batch, stage)
+            loss = out["loss"]
+            if train:
+                assert self.optimizer is not None and self.scheduler is not None
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.global_step += 1
+            n = int(out.get("n", 1))
+            count += n
+            for k, v in out.items():
+                if k == "n":
+                    continue
+                if k not in sums:
+                    sums[k] = torch.zeros((), dtype=torch.float64, device=v.device)
+                sums[k].add_(v.detach(), alpha=n)
+            # Reading the loss waits for the device, so only every log_every steps.
+            if cfg.progress and i % cfg.log_every == 0:
+                value = float(loss)
+                bar.set_postfix(loss=f"{value:.4g}")
+                if not math.isfinite(value):
+                    self._non_finite(stage, value)
+        bar.close()
+        if count == 0:
+            raise ValueError(f"the {stage} batches of epoch {self.epoch + 1} are empty")
+        metrics = {k: float(v) / count for k, v in sums.items()}
+        if "loss" not in metrics:
+            raise ValueError("the step function must return a 'loss' entry")
+        if not math.isfinite(metrics["loss"]):
+            self._non_finite(stage, metrics["loss"])
+        return metrics
+
+    def _non_finite(self, stage: str, value: float) -> None:
+        kept = (
+            f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}"
+            if self.run_dir is not None and self.epoch > 0
+            else "no checkpoint was written"
+        )
+        raise NonFiniteLossError(
+            f"the {stage} loss became {value} in epoch {self.epoch + 1}; training stopped and "
+            f"{kept}. Lower the learning rate, keep gradient clipping on, or turn off amp."
+        )
+
+    def _save(self, improved: bool, es: dict[str, Any], stopped: bool) -> None:
+        assert self.run_dir is not None and self.model_name is not None
+        state = {
+            "epoch": self.epoch + 1,
+            "global_step": self.global_step,
+            "history": self.history,
+            "early_stopping": es,
+            "stopped_early": stopped,
+        }
+        ckpt.save_checkpoint(
+            self.run_dir,
+            self.model,
+            model_name=self.model_name,
+            model_meta=self.model_meta,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            state=state,
+            best=improved,
+        )
+        _write_metrics_csv(self.run_dir / ckpt.METRICS_FILE, self.history)
+
+    def fit(self, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
+        """Train for ``config.epochs`` epochs (or until early stopping).
+
+        Parameters
+        ----------
+        resume : bool
+            Continue the run saved in ``run_dir``: weights, optimizer,
+            scheduler, RNG states and history are restored, so the run ends
+            with the same weights as one that was never interrupted.
+        overwrite : bool
+            Start afresh even if ``run_dir`` already holds a run.
+
+        Returns
+        -------
+        TrainResult
+
+        Raises
+        ------
+        NonFiniteLossError
+            When the loss becomes NaN or infinite (the last checkpoint is kept).
+        """
+        cfg = self.config
+        monitor, mode = self._monitor()
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        self.model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        steps_per_epoch = self._steps_per_epoch()
+        total = cfg.epochs * steps_per_epoch
+        warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
+        self.optimizer = self._make_optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _warmup_cosine(warmup, total, cfg.min_lr_ratio)
+        )
+        es: dict[str, Any] = {"best": None, "best_epoch": None, "bad_epochs": 0}
+        stopped = False
+        best_state: dict[str, torch.Tensor] | None = None
+        self.history = []
+        start = 0
+        resuming = self.run_dir is not None and self._check_run_dir(resume, overwrite)
+        if resuming:
+            assert self.run_dir is not None
+            self._check_resume_config()
+            state = ckpt.load_training_state(
+                self.run_dir, self.model, self.optimizer, self.scheduler
+            )
+            start, self.global_step = int(state["epoch"]), int(state["global_step"])
+            self.history = list(state["history"])
+            es, stopped = dict(state["early_stopping"]), bool(state["stopped_early"])
+            if (self.run_dir / ckpt.BEST_FILE).is_file():
+                best_state, _ = ckpt.load_weights(self.run_dir / ckpt.BEST_FILE)
+        else:
+            seed_everything(cfg.seed)
+            self.global_step = 0
+            if self.run_dir is not None:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                # With overwrite=True, nothing of the old run may survive to be
+                # mistaken for this one's (e.g. its best weights).
+                old = (ckpt.STATE_FILE, ckpt.BEST_FILE, ckpt.OPTIMIZER_FILE, ckpt.MODEL_FILE)
+                for name in (*old, ckpt.MODEL_META_FILE, ckpt.METRICS_FILE):
+                    (self.run_dir / name).unlink(missing_ok=True)
+                write_json(self.run_dir / ckpt.CONFIG_FILE, self._run_config())
+        writer = self._tensorboard()
+        self.should_stop = stopped
+        self._fire("on_fit_start")
+        try:
+            for epoch in range(start, cfg.epochs):
+                if self.should_stop:
+                    break
+                self.epoch = epoch
+                t0 = time.perf_counter()
+                self.model.train()
+                self._fire("on_train_epoch_start")
+                lr = self.optimizer.param_groups[0]["lr"]
+                row: dict[str, float] = {"epoch": epoch + 1, "lr": lr}
+                row.update(
+                    {
+                        f"train_{k}": v
+                        for k, v in self._run_epoch(self.train_batches(epoch), "train").items()
+                    }
+                )
+                if self.val_batches is not None:
+                    self.model.eval()
+                    with torch.no_grad():
+                        val = self._run_epoch(self.val_batches(epoch), "val")
+                    row.update({f"val_{k}": v for k, v in val.items()})
+                row["time_s"] = round(time.perf_counter() - t0, 3)
+                if monitor not in row:
+                    raise ValueError(
+                        f"monitor {monitor!r} is not among the metrics {sorted(row)}; "
+                        "choose one of them"
+                    )
+                self.history.append(row)
+                value = row[monitor]
+                improved = es["best"] is None or (
+                    value < es["best"] if mode == "min" else value > es["best"]
+                )
+                if improved:
+                    es.update(best=value, best_epoch=epoch + 1, bad_epochs=0)
+                    if cfg.restore_best:
+                        best_state = {
+                            k: v.detach().clone() for k, v in self.model.state_dict().items()
+                        }
+                else:
+                    es["bad_epochs"] += 1
+                self._fire("on_epoch_end")
+                if cfg.patience is not None and es["bad_epochs"] >= cfg.patience:
+                    self.should_stop = True
+                stopped = self.should_stop and epoch + 1 < cfg.epochs
+                if self.run_dir is not None:
+                    self._save(improved, es, stopped)
+                if writer is not None:
+                    for k, v in row.items():
+                        if k != "epoch":
+                            writer.add_scalar(k, v, epoch + 1)
+                if cfg.progress:
+                    tqdm.write(_summary(row, cfg.epochs), file=sys.stderr)
+        finally:
+            if writer is not None:
+                writer.close()
+        if cfg.restore_best and best_state is not None:
+            self.model.load_state_dict(best_state)
+        result = TrainResult(
+            history=self.history,
+            monitor=monitor,
+            best_metric=es["best"],
+            best_epoch=es["best_epoch"],
+            stopped_early=stopped,
+            run_dir=self.run_dir,
+            paths=self._paths(),
+        )
+        self._fire("on_fit_end")
+        return result
+
+    def _steps_per_epoch(self) -> int:
+        batches = self.train_batches(0)
+        try:
+            n = len(batches)  # type: ignore[arg-type]
+        except TypeError:
+            raise ValueError(
+                "train_batches(epoch) must return an iterable with len() "
+                "(the schedule needs the number of steps)"
+            ) from None
+        if n < 1:
+            raise ValueError(
+                "train_batches(0) yields no batches; give more data or a smaller batch size"
+            )
+        return n
+
+    def _tensorboard(self) -> Any:
+        if not self.config.tensorboard or self.run_dir is None:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            warnings.warn(
+                "tensorboard=True but the tensorboard package is not installed; "
+                "pip install tensorboard to get TensorBoard logs (metrics.csv is written anyway)",
+                stacklevel=3,
+            )
+            return None
+        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+    def _paths(self) -> dict[str, Path]:
+        if self.run_dir is None:
+            return {}
+        names = {
+            "model": ckpt.MODEL_FILE,
+            "best": ckpt.BEST_FILE,
+            "model_meta": ckpt.MODEL_META_FILE,
+            "optimizer": ckpt.OPTIMIZER_FILE,
+            "state": ckpt.STATE_FILE,
+            "config": ckpt.CONFIG_FILE,
+            "metrics": ckpt.METRICS_FILE,
+        }
+        return {k: self.run_dir / v for k, v in names.items() if (self.run_dir / v).is_file()}
+
+
+def _summary(row: Mapping[str, float], epochs: int) -> str:
+    parts = [f"epoch {int(row['epoch'])}/{epochs}"]
+    parts += [f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "time_s")]
+    parts.append(f"({row['time_s']:.1f} s)")
+    return "  ".join(parts)
+
+
+def _write_metrics_csv(path: Path, history: Sequence[Mapping[str, float]]) -> None:
+    """Rewrite the whole metrics file (atomically) from the history."""
+    columns: list[str] = []
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: row.get(k, "") for k in columns})
+    write_text(path, buf.getvalue())

@@ -1,0 +1,647 @@
+"""High-level training and inference for the convolutional autoencoder family.
+
+These are the functions the CLI calls: :func:`pretrain` (reconstruction on
+unlabeled images), :func:`finetune` (classification on few labels, optionally
+keeping a reconstruction term), and batched inference: :func:`predict`,
+:func:`evaluate`, :func:`encode`, :func:`reconstruct`.
+
+Defaults are chosen for ``convae_fmnist`` on Fashion-MNIST: AdamW at 1e-3
+with one warm-up epoch and cosine decay, batch 128, gradient clipping at 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from aelab._runtime import resolve_device
+from aelab.data.dataset import ImageDataset
+from aelab.training.loop import TrainConfig, Trainer, TrainResult
+from aelab.training.steps import RECON_LOSSES, Augment, classification_step, reconstruction_step
+
+__all__ = [
+    "FinetuneConfig",
+    "PretrainConfig",
+    "encode",
+    "evaluate",
+    "finetune",
+    "predict",
+    "pretrain",
+    "reconstruct",
+]
+
+# Whole uint8 datasets up to this size are copied to the GPU once, so a batch
+# is an index on the device rather than a host-to-device copy per step.
+_DEVICE_RESIDENT_BYTES = 2 << 30
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    """Settings of :func:`pretrain`: those of :class:`TrainConfig` plus the below.
+
+    Parameters
+    ----------
+    batch_size : int
+        Images per step.
+    loss : {"mse", "l1", "bce"}
+        Reconstruction loss.
+    """
+
+    epochs: int = 30
+    batch_size: int = 128
+    loss: str = "mse"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.batch_size < 2:
+            raise ValueError(
+                f"batch_size must be >= 2 (batch norm needs two images), got {self.batch_size}"
+            )
+        if self.loss not in RECON_LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; use one of {', '.join(RECON_LOSSES)}")
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """Settings of :func:`finetune`: those of :class:`TrainConfig` plus the below.
+
+    ``monitor`` defaults to ``"val_acc"`` when validation data is given.
+
+    Parameters
+    ----------
+    batch_size : int
+        Labelled images per step (and as many unlabeled ones when the
+        reconstruction term uses unlabeled data).
+    recon_weight : float
+        Weight of the reconstruction loss added to the cross-entropy. 0 (the
+        default) is plain fine-tuning and skips the decoder; a small value
+        such as 0.1 keeps the encoder faithful to the images, and is the only
+        way ``unlabeled`` data is used for now.
+    recon_loss : {"mse", "l1", "bce"}
+        Which reconstruction loss.
+    freeze_encoder_epochs : int
+        Train only the head (encoder frozen, its batch-norm statistics fixed)
+        for this many first epochs, so a random head does not wreck the
+        pre-trained features.
+    encoder_lr_mult : float
+        Learning rate of the encoder relative to ``lr`` (the head gets ``lr``).
+    label_smoothing : float
+        Label smoothing of the training cross-entropy, in [0, 1).
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    recon_weight: float = 0.0
+    recon_loss: str = "mse"
+    freeze_encoder_epochs: int = 0
+    encoder_lr_mult: float = 0.1
+    label_smoothing: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.batch_size < 2:
+            raise ValueError(
+                f"batch_size must be >= 2 (batch norm needs two images), got {self.batch_size}"
+            )
+        if self.recon_weight < 0:
+            raise ValueError(f"recon_weight must be >= 0, got {self.recon_weight}")
+        if self.recon_loss not in RECON_LOSSES:
+            raise ValueError(
+                f"unknown recon_loss {self.recon_loss!r}; use one of {', '.join(RECON_LOSSES)}"
+            )
+        if self.freeze_encoder_epochs < 0:
+            raise ValueError(
+                f"freeze_encoder_epochs must be >= 0, got {self.freeze_encoder_epochs}"
+            )
+        if not self.encoder_lr_mult >= 0:
+            raise ValueError(f"encoder_lr_mult must be >= 0, got {self.encoder_lr_mult}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+class _EpochBatches:
+    """One epoch of batches: uint8 rows gathered by index, then float in [0, 1] on the device.
+
+    Trusts its input (built by :func:`_batch_factory`).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        order: torch.Tensor,
+        batch_size: int,
+        drop_last: bool,
+        device: torch.device,
+        unlabeled: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        self.images, self.labels, self.order = images, labels, order
+        self.batch_size, self.device, self.unlabeled = batch_size, device, unlabeled
+        n = len(order)
+        # Drop a ragged last batch only when a full one exists: a batch of one
+        # image breaks batch norm, and tiny labelled sets must still train.
+        self._len = n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _float(self, u8: torch.Tensor) -> torch.Tensor:
+        return u8.to(self.device, non_blocking=True).float().div_(255)
+
+    def __iter__(self) -> Iterator[Any]:
+        bs = self.batch_size
+        for b in range(self._len):
+            idx = self.order[b * bs : (b + 1) * bs]
+            x = self._float(self.images[idx])
+            if self.labels is None:
+                yield x
+                continue
+            y = self.labels[idx].to(self.device, non_blocking=True)
+            if self.unlabeled is None:
+                yield x, y
+                continue
+            u_images, u_order = self.unlabeled
+            # Unlabeled batches cycle through their own permutation.
+            u_idx = u_order[(b * bs + torch.arange(bs, device=u_order.device)) % len(u_order)]
+            yield x, y, self._float(u_images[u_idx])
+
+
+def _place(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        if t.numel() * t.element_size() <= _DEVICE_RESIDENT_BYTES:
+            return t.to(device)
+        return t.pin_memory()
+    return t
+
+
+def _batch_factory(
+    data: ImageDataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    device: torch.device,
+    labels: bool,
+    unlabeled: ImageDataset | None = None,
+) -> Callable[[int], _EpochBatches]:
+    """``factory(epoch)``: batches of ``data``, reshuffled from ``(seed, epoch)`` when ``shuffle``."""
+    images = _place(data.images, device)
+    ys = _place(data.labels, device) if labels and data.labels is not None else None
+    u_images = _place(unlabeled.images, device) if unlabeled is not None else None
+    n = len(data)
+
+    def perm(size: int, epoch: int, stream: int) -> torch.Tensor:
+        # One generator per (seed, epoch, stream): the order of epoch e never
+        # depends on what ran before it, which is what makes resume exact.
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7 + stream)
+        return torch.randperm(size, generator=g).to(images.device)
+
+    def factory(epoch: int) -> _EpochBatches:
+        order = perm(n, epoch, 0) if shuffle else torch.arange(n, device=images.device)
+        extra = None
+        if u_images is not None:
+            extra = (u_images, perm(len(u_images), epoch, 1))
+        return _EpochBatches(images, ys, order, batch_size, shuffle, device, extra)
+
+    return factory
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _expected_shape(model: nn.Module) -> tuple[int, int, int] | None:
+    cfg = getattr(model, "config", None)
+    if cfg is None or not hasattr(cfg, "in_channels"):
+        return None
+    return (cfg.in_channels, cfg.image_size, cfg.image_size)
+
+
+def _check_images(model: nn.Module, shape: tuple[int, ...], what: str) -> None:
+    want = _expected_shape(model)
+    if want is not None and tuple(shape) != want:
+        raise ValueError(
+            f"{what} images are {'x'.join(map(str, shape))} but the model expects "
+            f"{'x'.join(map(str, want))}; load the data at the model's size and channels "
+            "(e.g. image_size/grayscale options of the loader) or build the model for this data"
+        )
+
+
+def _check_dataset(model: nn.Module, data: Any, what: str, *, labels: bool = False) -> ImageDataset:
+    if not isinstance(data, ImageDataset):
+        raise ValueError(f"{what} must be an aelab.data.ImageDataset, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError(f"{what} is empty")
+    _check_images(model, data.image_shape, what)
+    if labels and data.labels is None:
+        raise ValueError(f"{what} has no labels; fine-tuning and evaluation need labelled images")
+    return data
+
+
+def _model_name(model: nn.Module, model_name: str | None) -> str:
+    if model_name:
+        return model_name
+    from aelab.models import ConvAutoencoder
+
+    if isinstance(model, ConvAutoencoder):
+        # model.json stores the full config, so the base variant rebuilds any family member.
+        return "convae"
+    raise ValueError("give model_name, the registry name that rebuilds this model")
+
+
+def _model_meta(model: nn.Module, data: ImageDataset, task: str) -> dict[str, Any]:
+    return {
+        "task": task,
+        "image_shape": list(data.image_shape),
+        "class_names": data.class_names,
+    }
+
+
+def _data_summary(**sets: ImageDataset | None) -> dict[str, Any]:
+    return {name: (None if ds is None else len(ds)) for name, ds in sets.items()}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def pretrain(
+    model: nn.Module,
+    data: ImageDataset,
+    *,
+    val: ImageDataset | None = None,
+    config: PretrainConfig | None = None,
+    out_dir: str | Path | None = None,
+    augment: Augment | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    model_name: str | None = None,
+) -> TrainResult:
+    """Pre-train an autoencoder to reconstruct images (labels are ignored).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        An autoencoder with ``encode`` and ``decode`` (e.g. from
+        ``aelab.models.create_model``); trained in place.
+    data : ImageDataset
+        Training images, shape (n_samples, C, H, W) matching the model.
+    val : ImageDataset, optional
+        Validation images; then ``val_loss`` picks the best epoch.
+    config : PretrainConfig, optional
+        Defaults to ``PretrainConfig()``.
+    out_dir : str or Path, optional
+        Run folder for checkpoints and ``metrics.csv``; ``None`` writes nothing.
+    augment : callable, optional
+        Batch augmentation (float (B, C, H, W) in [0, 1] -> same) for training;
+        the model reconstructs the augmented image.
+    resume : bool
+        Continue the run in ``out_dir``.
+    overwrite : bool
+        Replace a finished or interrupted run in ``out_dir``.
+    model_name : str, optional
+        Registry name for ``model.json``; inferred for ``ConvAutoencoder``.
+
+    Returns
+    -------
+    TrainResult
+    """
+    config = config or PretrainConfig()
+    if not isinstance(config, PretrainConfig):
+        raise ValueError(f"config must be a PretrainConfig, got {type(config).__name__}")
+    _check_dataset(model, data, "data")
+    if val is not None:
+        _check_dataset(model, val, "val")
+    if len(data) < 2:
+        raise ValueError("pre-training needs at least 2 images (batch norm)")
+    device = resolve_device(config.device)
+    name = _model_name(model, model_name) if out_dir is not None else model_name
+    train_batches = _batch_factory(
+        data,
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        device=device,
+        labels=False,
+    )
+    val_batches = None
+    if val is not None:
+        val_batches = _batch_factory(
+            val,
+            batch_size=config.batch_size,
+            shuffle=False,
+            seed=config.seed,
+            device=device,
+            labels=False,
+        )
+    trainer = Trainer(
+        model,
+        reconstruction_step(loss=config.loss, augment=augment),
+        train_batches,
+        config=config,
+        val_batches=val_batches,
+        run_dir=out_dir,
+        model_name=name,
+        model_meta=_model_meta(model, data, "pretrain"),
+        run_config={
+            "task": "pretrain",
+            "data": _data_summary(train=data, val=val),
+            "augment": augment is not None,
+        },
+    )
+    return trainer.fit(resume=resume, overwrite=overwrite)
+
+
+def _freeze_encoder(
+    encoder: nn.Module, epochs: int
+) -> tuple[Callable[[Trainer], None], Callable[[Trainer], None]]:
+    """Callbacks that freeze ``encoder`` (no gradients, fixed BN statistics) for the first epochs."""
+
+    def on_epoch_start(trainer: Trainer) -> None:
+        frozen = trainer.epoch < epochs
+        for p in encoder.parameters():
+            p.requires_grad_(not frozen)
+        if frozen:
+            encoder.eval()
+
+    def on_fit_end(trainer: Trainer) -> None:
+        for p in encoder.parameters():
+            p.requires_grad_(True)
+
+    return on_epoch_start, on_fit_end
+
+
+def finetune(
+    model: nn.Module,
+    labeled: ImageDataset,
+    *,
+    val: ImageDataset | None = None,
+    unlabeled: ImageDataset | None = None,
+    config: FinetuneConfig | None = None,
+    out_dir: str | Path | None = None,
+    augment: Augment | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    model_name: str | None = None,
+) -> TrainResult:
+    """Fine-tune an autoencoder's encoder and classifier head on labelled images.
+
+    The head is replaced by a fresh one when the model's number of classes
+    differs from the data's. The encoder learns at ``lr * encoder_lr_mult``
+    and can be frozen for the first ``freeze_encoder_epochs``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        An autoencoder with ``encode``, ``decode``, ``classify`` and an
+        ``encoder`` submodule (``ConvAutoencoder``), usually pre-trained;
+        trained in place.
+    labeled : ImageDataset
+        Labelled training images (n_samples, C, H, W) with ``labels``.
+    val : ImageDataset, optional
+        Labelled validation images; then ``val_acc`` picks the best epoch.
+    unlabeled : ImageDataset, optional
+        Extra images for the reconstruction term (used only when
+        ``config.recon_weight > 0``).
+    config : FinetuneConfig, optional
+        Defaults to ``FinetuneConfig()``.
+    out_dir, augment, resume, overwrite, model_name
+        As in :func:`pretrain`.
+
+    Returns
+    -------
+    TrainResult
+    """
+    config = config or FinetuneConfig()
+    if not isinstance(config, FinetuneConfig):
+        raise ValueError(f"config must be a FinetuneConfig, got {type(config).__name__}")
+    _check_dataset(model, labeled, "labeled", labels=True)
+    if val is not None:
+        _check_dataset(model, val, "val", labels=True)
+    if unlabeled is not None:
+        _check_dataset(model, unlabeled, "unlabeled")
+        if config.recon_weight == 0:
+            warnings.warn(
+                "unlabeled images are only used by the reconstruction term; set recon_weight > 0 "
+                "to use them (ignored now)",
+                stacklevel=2,
+            )
+            unlabeled = None
+    if len(labeled) < 2:
+        raise ValueError("fine-tuning needs at least 2 labelled images (batch norm)")
+    k = labeled.num_classes
+    assert k is not None
+    if val is not None and val.labels is not None and int(val.labels.max()) >= k:
+        raise ValueError(
+            f"val has label {int(val.labels.max())} but labeled has only {k} classes; "
+            "give both sets the same class names"
+        )
+    if getattr(getattr(model, "config", None), "num_classes", k) != k:
+        model.reset_classifier(k)  # type: ignore[operator]
+    if config.monitor is None and val is not None:
+        config = dataclasses.replace(config, monitor="val_acc")
+    device = resolve_device(config.device)
+    name = _model_name(model, model_name) if out_dir is not None else model_name
+    train_batches = _batch_factory(
+        labeled,
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        device=device,
+        labels=True,
+        unlabeled=unlabeled,
+    )
+    val_batches = None
+    if val is not None:
+        val_batches = _batch_factory(
+            val,
+            batch_size=max(config.batch_size, 256),
+            shuffle=False,
+            seed=config.seed,
+            device=device,
+            labels=True,
+        )
+    step = classification_step(
+        augment=augment,
+        label_smoothing=config.label_smoothing,
+        recon_weight=config.recon_weight,
+        recon_loss=config.recon_loss,
+    )
+    lr_mult = {"encoder.": config.encoder_lr_mult} if config.encoder_lr_mult != 1 else None
+    trainer = Trainer(
+        model,
+        step,
+        train_batches,
+        config=config,
+        val_batches=val_batches,
+        run_dir=out_dir,
+        model_name=name,
+        model_meta=_model_meta(model, labeled, "finetune"),
+        lr_mult=lr_mult,
+        run_config={
+            "task": "finetune",
+            "data": _data_summary(labeled=labeled, val=val, unlabeled=unlabeled),
+            "augment": augment is not None,
+        },
+    )
+    if config.freeze_encoder_epochs > 0:
+        encoder = getattr(model, "encoder", None)
+        if not isinstance(encoder, nn.Module):
+            raise ValueError("freeze_encoder_epochs needs a model with an 'encoder' submodule")
+        start, end = _freeze_encoder(encoder, config.freeze_encoder_epochs)
+        trainer.add_callback("on_train_epoch_start", start)
+        trainer.add_callback("on_fit_end", end)
+    return trainer.fit(resume=resume, overwrite=overwrite)
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def _images(
+    model: nn.Module, data: ImageDataset | torch.Tensor | np.ndarray, what: str = "data"
+) -> torch.Tensor:
+    if isinstance(data, ImageDataset):
+        images = data.images
+    else:
+        images = torch.as_tensor(data)
+        if images.ndim != 4 or images.dtype != torch.uint8:
+            raise ValueError(
+                f"{what} must be an ImageDataset or uint8 images of shape (N, C, H, W), "
+                f"got {images.dtype} of shape {tuple(images.shape)}"
+            )
+    _check_images(model, tuple(images.shape[1:]), what)
+    return images
+
+
+@torch.no_grad()
+def _map_batches(
+    model: nn.Module,
+    images: torch.Tensor,
+    fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    *,
+    batch_size: int,
+    device: str | torch.device,
+) -> torch.Tensor:
+    """Apply ``fn(model, x)`` to float batches of ``images`` in eval mode; concat results on CPU."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dev = resolve_device(device)
+    was_training = model.training
+    model.to(dev).eval()
+    try:
+        outs = []
+        for i in range(0, len(images), batch_size):
+            x = images[i : i + batch_size].to(dev, non_blocking=True).float().div_(255)
+            outs.append(fn(model, x).float().cpu())
+    finally:
+        model.train(was_training)
+    if not outs:
+        raise ValueError("no images given")
+    return torch.cat(outs)
+
+
+def predict(
+    model: nn.Module,
+    data: ImageDataset | torch.Tensor,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class of every image.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model with ``encode`` and ``classify``; moved to ``device``.
+    data : ImageDataset or uint8 tensor of shape (n_samples, C, H, W)
+    batch_size : int
+    device : str or torch.device
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,), int64
+    probs : ndarray of shape (n_samples, n_classes), float32
+        Softmax probabilities.
+    """
+    images = _images(model, data)
+    logits = _map_batches(
+        model, images, lambda m, x: m.classify(m.encode(x)), batch_size=batch_size, device=device
+    )
+    probs = torch.softmax(logits, dim=1)
+    return probs.argmax(1).numpy().astype(np.int64), probs.numpy().astype(np.float32)
+
+
+def evaluate(
+    model: nn.Module,
+    data: ImageDataset,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+) -> dict[str, Any]:
+    """Accuracy, per-class accuracy and confusion matrix on labelled images.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (float), ``per_class_accuracy`` (ndarray of shape
+        (n_classes,), NaN for a class without images), ``confusion_matrix``
+        (ndarray of shape (n_classes, n_classes), rows true, columns predicted),
+        ``n_samples``.
+    """
+    _check_dataset(model, data, "data", labels=True)
+    pred, probs = predict(model, data, batch_size=batch_size, device=device)
+    assert data.labels is not None
+    true = data.labels.numpy()
+    k = max(probs.shape[1], data.num_classes or 0)
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (true, pred), 1)
+    support = cm.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
+    return {
+        "accuracy": float((pred == true).mean()),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": cm,
+        "n_samples": len(true),
+    }
+
+
+def encode(
+    model: nn.Module,
+    data: ImageDataset | torch.Tensor,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+) -> np.ndarray:
+    """Latent vectors: ndarray of shape (n_samples, latent_dim), float32."""
+    images = _images(model, data)
+    return _map_batches(
+        model, images, lambda m, x: m.encode(x), batch_size=batch_size, device=device
+    ).numpy()
+
+
+def reconstruct(
+    model: nn.Module,
+    images: ImageDataset | torch.Tensor,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+) -> torch.Tensor:
+    """Reconstructions: float tensor of shape (n_samples, C, H, W) in [0, 1], on the CPU.
+
+    ``images`` are uint8 (n_samples, C, H, W) or an ImageDataset.
+    """
+    x = _images(model, images, "images")
+    return _map_batches(
+        model, x, lambda m, b: m.decode(m.encode(b)), batch_size=batch_size, device=device
+    )
