@@ -29,7 +29,14 @@ class ModelData:
     meta: dict[str, Any]
 
 
-def load_for_checkpoint(data: str | Path | ImageDataset, ckpt: str | Path, *, skip_bad: bool = False, device: str = "auto", labels: str | Path | None = None) -> ModelData:
+def load_for_checkpoint(
+    data: str | Path | ImageDataset,
+    ckpt: str | Path,
+    *,
+    skip_bad: bool = False,
+    device: str = "auto",
+    labels: str | Path | None = None,
+) -> ModelData:
     """Load a checkpoint and a dataset brought to its image size and channels.
 
     Parameters
@@ -48,11 +55,19 @@ def load_for_checkpoint(data: str | Path | ImageDataset, ckpt: str | Path, *, sk
     if isinstance(data, ImageDataset):
         ds = conform(data, image_size=cfg.image_size, channels=cfg.in_channels)
     else:
-        ds = load_dataset(data, labels=labels, image_size=cfg.image_size, channels=cfg.in_channels, skip_bad=skip_bad)
+        ds = load_dataset(
+            data,
+            labels=labels,
+            image_size=cfg.image_size,
+            channels=cfg.in_channels,
+            skip_bad=skip_bad,
+        )
     return ModelData(model=model, model_name=meta["model"], data=ds, meta=meta)
 
 
-def model_for_data(ds: ImageDataset, model: str = "auto", *, num_classes: int | None = None, **overrides: Any) -> ModelData:
+def model_for_data(
+    ds: ImageDataset, model: str = "auto", *, num_classes: int | None = None, **overrides: Any
+) -> ModelData:
     """Build a fresh model for ``ds`` and conform ``ds`` to it.
 
     ``model="auto"`` picks the ``convae`` family member that suits the images
@@ -71,10 +86,14 @@ def model_for_data(ds: ImageDataset, model: str = "auto", *, num_classes: int | 
     net = create_model(name, **kw)
     cfg = net.config
     ds = conform(ds, image_size=cfg.image_size, channels=cfg.in_channels)
-    return ModelData(model=net, model_name=name, data=ds, meta={"model": name, "config": cfg.to_dict()})
+    return ModelData(
+        model=net, model_name=name, data=ds, meta={"model": name, "config": cfg.to_dict()}
+    )
 
 
-def write_submission(path: str | Path, ids: list[str], labels: np.ndarray, class_names: list[str] | None) -> Path:
+def write_submission(
+    path: str | Path, ids: list[str], labels: np.ndarray, class_names: list[str] | None
+) -> Path:
     """Write ``id,label`` rows in input order; labels as class names when known."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -90,7 +109,10 @@ def write_latents(path: str | Path, z: np.ndarray, ds: ImageDataset) -> Path:
     Keys: ``z`` (n_samples, latent_dim), ``ids``, and optionally ``labels``,
     ``class_names``. ``aelab cluster`` reads ``z`` by default.
     """
-    arrays: dict[str, np.ndarray] = {"z": z.astype(np.float32), "ids": np.asarray(ds.ids, dtype=str)}
+    arrays: dict[str, np.ndarray] = {
+        "z": z.astype(np.float32),
+        "ids": np.asarray(ds.ids, dtype=str),
+    }
     if ds.labels is not None:
         arrays["labels"] = ds.labels.numpy()
     if ds.class_names is not None:
@@ -102,7 +124,9 @@ def save_run_config(out_dir: str | Path, command: str, options: dict[str, Any]) 
     """Record the command and options a run was made with (``run.json``)."""
     from aelab import __version__
 
-    return write_json(Path(out_dir) / "run.json", {"command": command, "aelab": __version__, "options": options})
+    return write_json(
+        Path(out_dir) / "run.json", {"command": command, "aelab": __version__, "options": options}
+    )
 
 
 def _subsample(ds: ImageDataset, max_images: int, seed: int) -> ImageDataset:
@@ -217,7 +241,11 @@ def run_finetune(
     from aelab.data import conform, load_dataset, split_dataset
     from aelab.training import FinetuneConfig, finetune, load_model
 
-    ds = data if isinstance(data, ImageDataset) else load_dataset(data, labels=labels, skip_bad=skip_bad)
+    ds = (
+        data
+        if isinstance(data, ImageDataset)
+        else load_dataset(data, labels=labels, skip_bad=skip_bad)
+    )
     if ds.labels is None:
         raise ValueError(
             "fine-tuning needs labels: give a folder with one subfolder per class, "
@@ -287,7 +315,9 @@ def run_evaluate(data: str | Path | ImageDataset, ckpt: str | Path, *, out: str 
 
     md = load_for_checkpoint(data, ckpt, skip_bad=skip_bad, device=device, labels=labels)
     if md.data.labels is None:
-        raise ValueError("evaluation needs labeled data (class subfolders, labels in the .npz, or --labels)")
+        raise ValueError(
+            "evaluation needs labeled data (class subfolders, labels in the .npz, or --labels)"
+        )
     res = evaluate(md.model, md.data, device=device)
     k = res["confusion_matrix"].shape[0]
     names = md.meta.get("class_names") or md.data.class_names or [str(i) for i in range(k)]
@@ -314,13 +344,19 @@ def run_reconstruct(data: str | Path | ImageDataset, ckpts: list[str | Path] | s
     if not ckpts:
         raise ValueError("give at least one checkpoint")
     first = load_for_checkpoint(data, ckpts[0], skip_bad=skip_bad, device=device)
-    idx = np.sort(np.random.default_rng(seed).choice(len(first.data), size=min(n, len(first.data)), replace=False))
+    idx = np.sort(
+        np.random.default_rng(seed).choice(
+            len(first.data), size=min(n, len(first.data)), replace=False
+        )
+    )
     sample = first.data.subset(idx)
     rows, mses = [sample.images], []
     for i, ck in enumerate(ckpts):
         md = first if i == 0 else load_for_checkpoint(sample, ck, device=device)
         if md.data.image_shape != sample.image_shape:
-            raise ValueError(f"{ck} expects images of shape {md.data.image_shape}, the first checkpoint {sample.image_shape}")
+            raise ValueError(
+                f"{ck} expects images of shape {md.data.image_shape}, the first checkpoint {sample.image_shape}"
+            )
         r = reconstruct(md.model, sample.images, device=device)
         rows.append(r)
         mses.append(float((r - sample.images.float() / 255).square().mean()))
@@ -340,7 +376,9 @@ def _class_index(ds: ImageDataset, cls: str | int) -> int:
     try:
         k = int(cls)
     except ValueError:
-        raise ValueError(f"unknown class {cls!r}; classes are: {', '.join(names) or 'indices only'}") from None
+        raise ValueError(
+            f"unknown class {cls!r}; classes are: {', '.join(names) or 'indices only'}"
+        ) from None
     if not 0 <= k < (ds.num_classes or 0):
         raise ValueError(f"class {k} out of range; this data has {ds.num_classes} classes")
     return k
@@ -399,10 +437,18 @@ def run_anomaly_score(data: str | Path | ImageDataset, detector: str | Path, out
     for i, v, f in zip(ds.ids, s.tolist(), flag.tolist(), strict=True):
         w.writerow([i, f"{v:.8g}", f])
     path = write_text(out, buf.getvalue())
-    return {"path": str(path), "n": len(s), "n_anomalies": int(flag.sum()), "threshold": det.threshold_, "scores": s}
+    return {
+        "path": str(path),
+        "n": len(s),
+        "n_anomalies": int(flag.sum()),
+        "threshold": det.threshold_,
+        "scores": s,
+    }
 
 
-def anomaly_figures(det: Any, normal: ImageDataset, anomalous: ImageDataset, n_show: int = 8) -> dict[str, Any]:
+def anomaly_figures(
+    det: Any, normal: ImageDataset, anomalous: ImageDataset, n_show: int = 8
+) -> dict[str, Any]:
     """ROC curve, score histogram, and image/reconstruction/error-map grids of a detector.
 
     Returns a dict of name -> matplotlib Figure, plus the two score arrays.
@@ -427,7 +473,10 @@ def anomaly_figures(det: Any, normal: ImageDataset, anomalous: ImageDataset, n_s
 
         return ImageDataset(images=torch.stack(imgs), labels=None, ids=ids)
 
-    for name, idx in (("most_anomalous", order[::-1][:n_show]), ("least_anomalous", order[:n_show])):
+    for name, idx in (
+        ("most_anomalous", order[::-1][:n_show]),
+        ("least_anomalous", order[:n_show]),
+    ):
         sub = pick(idx)
         recon, maps = det.score_maps(sub)
         titles = [f"{scores[i]:.4g}" for i in idx]
@@ -453,17 +502,27 @@ def run_anomaly_eval(detector: str | Path | Any, normal: str | Path | ImageDatas
     from aelab.anomaly import ReconstructionDetector
     from aelab.data.splits import parse_class_list
 
-    det = detector if isinstance(detector, ReconstructionDetector) else ReconstructionDetector.load(detector, device=device)
+    det = (
+        detector
+        if isinstance(detector, ReconstructionDetector)
+        else ReconstructionDetector.load(detector, device=device)
+    )
     n_src = _load(normal)
-    same = anomalous is normal or (not isinstance(normal, ImageDataset) and str(anomalous) == str(normal))
+    same = anomalous is normal or (
+        not isinstance(normal, ImageDataset) and str(anomalous) == str(normal)
+    )
     a_src = n_src if same else _load(anomalous)
-    n_ds, rest = split_by_class(n_src, [normal_class]) if normal_class is not None else (n_src, None)
+    n_ds, rest = (
+        split_by_class(n_src, [normal_class]) if normal_class is not None else (n_src, None)
+    )
     if anomalous_class is not None:
         a_ds, _ = split_by_class(a_src, parse_class_list(anomalous_class))
     elif same and rest is not None:
         a_ds = rest  # one labeled source: the other classes are the anomalies
     elif same:
-        raise ValueError("--normal and --anomalous are the same data; give --normal-class or --anomalous-class")
+        raise ValueError(
+            "--normal and --anomalous are the same data; give --normal-class or --anomalous-class"
+        )
     else:
         a_ds = a_src
     n_ds, a_ds = _subsample(n_ds, max_images, seed), _subsample(a_ds, max_images, seed + 1)

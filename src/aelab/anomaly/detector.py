@@ -22,7 +22,12 @@ import torch
 
 from aelab._io import read_json, write_json, write_npy
 from aelab.anomaly.scores import SCORES, check_score, error_maps, knn_distance, pixel_scores
-from aelab.anomaly.thresholds import ThresholdRule, detection_metrics, parse_threshold, threshold_from_scores
+from aelab.anomaly.thresholds import (
+    ThresholdRule,
+    detection_metrics,
+    parse_threshold,
+    threshold_from_scores,
+)
 from aelab.data.dataset import ImageDataset
 
 _DETECTOR_FILE = "detector.json"
@@ -123,12 +128,16 @@ class ReconstructionDetector:
     def _validate(self) -> ThresholdRule:
         check_score(self.score)
         if not 0.0 < self.calibration_fraction < 0.9:
-            raise ValueError(f"calibration_fraction must be in (0, 0.9), got {self.calibration_fraction}")
+            raise ValueError(
+                f"calibration_fraction must be in (0, 0.9), got {self.calibration_fraction}"
+            )
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         return parse_threshold(self.threshold, self.contamination)
 
-    def fit(self, X: Any, y: None = None, *, out_dir: str | Path | None = None) -> ReconstructionDetector:
+    def fit(
+        self, X: Any, y: None = None, *, out_dir: str | Path | None = None
+    ) -> ReconstructionDetector:
         """Train on normal images, then score them and set the threshold.
 
         Parameters
@@ -152,7 +161,9 @@ class ReconstructionDetector:
         rule = self._validate()
         data = _as_dataset(X, "normal images")
         if len(data) < 10:
-            raise ValueError(f"need at least 10 normal images to train and calibrate, got {len(data)}")
+            raise ValueError(
+                f"need at least 10 normal images to train and calibrate, got {len(data)}"
+            )
         c, h, w = data.image_shape
         if self.model == "auto":
             name, overrides = auto_model_spec(c, h, w)
@@ -191,7 +202,9 @@ class ReconstructionDetector:
     # ------------------------------------------------------------------ scoring
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
-            raise ValueError("this detector is not fitted yet; call fit(normal_images) or load a saved one")
+            raise ValueError(
+                "this detector is not fitted yet; call fit(normal_images) or load a saved one"
+            )
 
     def _prepare(self, X: Any) -> torch.Tensor:
         from aelab.data import conform
@@ -205,7 +218,9 @@ class ReconstructionDetector:
 
         return encode(self.model_, images, batch_size=self.batch_size, device=self.device)
 
-    def _maps_and_scores(self, images: torch.Tensor, score: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _maps_and_scores(
+        self, images: torch.Tensor, score: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         from aelab.training import map_batches
 
         kind = "mse" if score == "latent" else score
@@ -222,7 +237,9 @@ class ReconstructionDetector:
 
     def _scores(self, images: torch.Tensor, *, self_bank: bool = False) -> np.ndarray:
         if self.score == "latent":
-            return knn_distance(self._encode(images), self.latent_bank_, self.k, exclude_self=self_bank)
+            return knn_distance(
+                self._encode(images), self.latent_bank_, self.k, exclude_self=self_bank
+            )
         from aelab.training import map_batches
 
         kind = self.score

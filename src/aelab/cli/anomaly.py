@@ -15,17 +15,25 @@ DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu
 
 @anomaly_app.command("fit")
 def fit_cmd(
-    data: str = typer.Argument(..., help="Normal images: folder, .npy/.npz, or fashion-mnist[:split]."),
+    data: str = typer.Argument(
+        ..., help="Normal images: folder, .npy/.npz, or fashion-mnist[:split]."
+    ),
     out: Path = typer.Option(..., "--out", help="Detector folder to write."),
-    normal_class: str | None = typer.Option(None, "--normal-class", help="Use only this class (index or name) of a labeled source."),
+    normal_class: str | None = typer.Option(
+        None, "--normal-class", help="Use only this class (index or name) of a labeled source."
+    ),
     model: str = typer.Option("auto", "--model", help="Registered model or auto."),
     epochs: int = typer.Option(10, "--epochs", min=1),
     batch_size: int = typer.Option(128, "--batch-size", min=2),
     lr: float = typer.Option(2e-3, "--lr"),
     score: str = typer.Option("mse", "--score", help="mse, mae, ssim or latent."),
-    threshold: str = typer.Option("fpr:0.05", "--threshold", help="fpr:R (held-out normals), contamination:R, or a number."),
+    threshold: str = typer.Option(
+        "fpr:0.05", "--threshold", help="fpr:R (held-out normals), contamination:R, or a number."
+    ),
     latent_dim: int = typer.Option(0, "--latent-dim", help="Latent size (0: the model's default)."),
-    max_images: int = typer.Option(0, "--max-images", help="Train on at most this many images (0: all)."),
+    max_images: int = typer.Option(
+        0, "--max-images", help="Train on at most this many images (0: all)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     device: str = DeviceOpt,
 ) -> None:
@@ -38,14 +46,18 @@ def fit_cmd(
             lr=lr, score=score, threshold=threshold, latent_dim=latent_dim, max_images=max_images,
             seed=seed, device=device,
         )  # fmt: skip
-        echo(f"trained on {res['n_train']} normal images; threshold {res['threshold']:.6g} ({res['rule']})")
+        echo(
+            f"trained on {res['n_train']} normal images; threshold {res['threshold']:.6g} ({res['rule']})"
+        )
         echo(f"wrote {res['path']}")
 
 
 @anomaly_app.command("score")
 def score_cmd(
     data: str = typer.Argument(..., help="Images to score."),
-    detector: Path = typer.Option(..., "--detector", help="A folder written by `aelab anomaly fit`."),
+    detector: Path = typer.Option(
+        ..., "--detector", help="A folder written by `aelab anomaly fit`."
+    ),
     out: Path = typer.Option(..., "--out", help="CSV to write: id,score,is_anomaly."),
     device: str = DeviceOpt,
 ) -> None:
@@ -54,19 +66,37 @@ def score_cmd(
         from aelab.pipeline import run_anomaly_score
 
         res = run_anomaly_score(data, detector, out, device=device)
-        echo(f"{res['n_anomalies']} of {res['n']} images above the threshold {res['threshold']:.6g}")
+        echo(
+            f"{res['n_anomalies']} of {res['n']} images above the threshold {res['threshold']:.6g}"
+        )
         echo(f"wrote {res['path']}")
 
 
 @anomaly_app.command("eval")
 def eval_cmd(
-    detector: Path = typer.Option(..., "--detector", help="A folder written by `aelab anomaly fit`."),
+    detector: Path = typer.Option(
+        ..., "--detector", help="A folder written by `aelab anomaly fit`."
+    ),
     normal: str = typer.Option(..., "--normal", help="Normal images (data spec)."),
-    anomalous: str = typer.Option(..., "--anomalous", help="Anomalous images (data spec); may be the same source as --normal with class options."),
-    normal_class: str | None = typer.Option(None, "--normal-class", help="Take only this class from --normal."),
-    anomalous_class: str | None = typer.Option(None, "--anomalous-class", help="Take only these classes (comma-separated) from --anomalous; default with --normal-class: every other class."),
-    out: Path = typer.Option(..., "--out", help="Folder for metrics.json, roc.png, histogram.png, grids."),
-    max_images: int = typer.Option(0, "--max-images", help="Score at most this many images of each set (0: all)."),
+    anomalous: str = typer.Option(
+        ...,
+        "--anomalous",
+        help="Anomalous images (data spec); may be the same source as --normal with class options.",
+    ),
+    normal_class: str | None = typer.Option(
+        None, "--normal-class", help="Take only this class from --normal."
+    ),
+    anomalous_class: str | None = typer.Option(
+        None,
+        "--anomalous-class",
+        help="Take only these classes (comma-separated) from --anomalous; default with --normal-class: every other class.",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for metrics.json, roc.png, histogram.png, grids."
+    ),
+    max_images: int = typer.Option(
+        0, "--max-images", help="Score at most this many images of each set (0: all)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     device: str = DeviceOpt,
 ) -> None:
@@ -79,7 +109,9 @@ def eval_cmd(
             anomalous_class=anomalous_class, max_images=max_images, seed=seed, device=device,
         )  # fmt: skip
         m = res["metrics"]
-        echo(f"mean reconstruction loss (MSE): normal {m['mean_mse_normal']:.4f}, anomalous {m['mean_mse_anomalous']:.4f}")
+        echo(
+            f"mean reconstruction loss (MSE): normal {m['mean_mse_normal']:.4f}, anomalous {m['mean_mse_anomalous']:.4f}"
+        )
         echo(f"ROC AUC {m['roc_auc']:.4f}  average precision {m['average_precision']:.4f}  "
              f"F1 {m['f1']:.4f}  FPR at threshold {m['fpr']:.4f}")  # fmt: skip
         for p in res["files"]:

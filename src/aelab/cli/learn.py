@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -10,12 +10,12 @@ import typer
 from aelab.cli._common import echo, user_errors
 
 
-class Augment(str, Enum):
+class Augment(StrEnum):
     none = "none"
     standard = "standard"
 
 
-class Loss(str, Enum):
+class Loss(StrEnum):
     mse = "mse"
     l1 = "l1"
     bce = "bce"
@@ -24,7 +24,9 @@ class Loss(str, Enum):
 DataArg = typer.Argument(..., help="Image folder, .npy/.npz file, or fashion-mnist[:train|:test].")
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")
 SeedOpt = typer.Option(0, "--seed", help="Seed for splits, initialisation and shuffling.")
-SkipBadOpt = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed) instead of failing.")
+SkipBadOpt = typer.Option(
+    False, "--skip-bad", help="Skip unreadable images (listed) instead of failing."
+)
 LabelsOpt = typer.Option(None, "--labels", help="Labels file (.npy or .csv) for array data.")
 
 
@@ -37,10 +39,16 @@ def pretrain_cmd(
     lr: float = typer.Option(2e-3, "--lr"),
     loss: Loss = typer.Option(Loss.mse, "--loss"),
     augment: Augment = typer.Option(Augment.none, "--augment", help="Augmentation of the inputs."),
-    val_fraction: float = typer.Option(0.05, "--val-fraction", help="Share held out to monitor val_loss."),
-    max_images: int = typer.Option(0, "--max-images", help="Use at most this many images (0: all)."),
+    val_fraction: float = typer.Option(
+        0.05, "--val-fraction", help="Share held out to monitor val_loss."
+    ),
+    max_images: int = typer.Option(
+        0, "--max-images", help="Use at most this many images (0: all)."
+    ),
     amp: bool = typer.Option(False, "--bf16", help="bf16 mixed precision."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT/pretrain."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted run in OUT/pretrain."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
     seed: int = SeedOpt,
     device: str = DeviceOpt,
@@ -62,21 +70,33 @@ def pretrain_cmd(
 def finetune_cmd(
     data: str = DataArg,
     out: Path = typer.Option(..., "--out", help="Run folder; the checkpoint goes to OUT/NAME."),
-    init: Path | None = typer.Option(None, "--init", help="A pretrain run folder to start from (else from scratch)."),
+    init: Path | None = typer.Option(
+        None, "--init", help="A pretrain run folder to start from (else from scratch)."
+    ),
     model: str = typer.Option("auto", "--model", help="Model when starting from scratch."),
     name: str = typer.Option("finetune", "--name", help="Subfolder of OUT for this run."),
-    labels_per_class: int = typer.Option(0, "--labels-per-class", help="Labeled images per class (0: all not in validation)."),
-    val_per_class: int = typer.Option(0, "--val-per-class", help="Validation images per class (0: use --val-fraction)."),
+    labels_per_class: int = typer.Option(
+        0, "--labels-per-class", help="Labeled images per class (0: all not in validation)."
+    ),
+    val_per_class: int = typer.Option(
+        0, "--val-per-class", help="Validation images per class (0: use --val-fraction)."
+    ),
     val_fraction: float = typer.Option(0.1, "--val-fraction"),
     augment: Augment = typer.Option(Augment.standard, "--augment"),
     epochs: int = typer.Option(30, "--epochs", min=1),
     batch_size: int = typer.Option(64, "--batch-size", min=2),
     lr: float = typer.Option(1e-3, "--lr"),
-    recon_weight: float = typer.Option(0.0, "--recon-weight", help="Keep the reconstruction loss on with this weight."),
+    recon_weight: float = typer.Option(
+        0.0, "--recon-weight", help="Keep the reconstruction loss on with this weight."
+    ),
     freeze_encoder_epochs: int = typer.Option(0, "--freeze-encoder-epochs"),
-    encoder_lr_mult: float = typer.Option(0.1, "--encoder-lr-mult", help="Encoder learning rate relative to the head's."),
+    encoder_lr_mult: float = typer.Option(
+        0.1, "--encoder-lr-mult", help="Encoder learning rate relative to the head's."
+    ),
     label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
-    patience: int = typer.Option(0, "--patience", help="Early stopping on val_acc after this many epochs (0: off)."),
+    patience: int = typer.Option(
+        0, "--patience", help="Early stopping on val_acc after this many epochs (0: off)."
+    ),
     amp: bool = typer.Option(False, "--bf16", help="bf16 mixed precision."),
     resume: bool = typer.Option(False, "--resume"),
     overwrite: bool = typer.Option(False, "--overwrite"),
@@ -144,7 +164,9 @@ def evaluate_cmd(
 
 def reconstruct_cmd(
     data: str = DataArg,
-    ckpt: list[Path] = typer.Option(..., "--ckpt", help="Run folder; repeat to compare models (one row each)."),
+    ckpt: list[Path] = typer.Option(
+        ..., "--ckpt", help="Run folder; repeat to compare models (one row each)."
+    ),
     out: Path = typer.Option(..., "--out", help="PNG to write."),
     n: int = typer.Option(16, "--n", min=1, help="Images to show."),
     seed: int = SeedOpt,
@@ -156,7 +178,9 @@ def reconstruct_cmd(
         from aelab.pipeline import run_reconstruct
 
         res = run_reconstruct(data, ckpt, out, n=n, seed=seed, device=device, skip_bad=skip_bad)
-        echo(f"wrote {res['path']} ({res['n']} images, mean squared error {', '.join(f'{m:.5f}' for m in res['mse'])})")
+        echo(
+            f"wrote {res['path']} ({res['n']} images, mean squared error {', '.join(f'{m:.5f}' for m in res['mse'])})"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -21,7 +21,8 @@ app = typer.Typer(
 # One module per command (or command group); each defines ``register(app)``.
 _COMMAND_MODULES: tuple[str, ...] = (
     "learn",
-    "anomaly",)
+    "anomaly",
+)
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"aelab.cli.{_name}").register(app)

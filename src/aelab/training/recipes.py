@@ -645,3 +645,29 @@ def reconstruct(
     return _map_batches(
         model, x, lambda m, b: m.decode(m.encode(b)), batch_size=batch_size, device=device
     )
+
+
+def map_batches(
+    model: nn.Module,
+    images: ImageDataset | torch.Tensor,
+    fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+) -> torch.Tensor:
+    """Apply ``fn(model, x)`` to float batches in [0, 1] of ``images``, in eval mode, without gradients.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    images : ImageDataset or uint8 tensor of shape (n_samples, C, H, W)
+    fn : callable
+        Maps ``(model, x)`` with ``x`` of shape (B, C, H, W) to a tensor whose
+        first axis is B.
+
+    Returns
+    -------
+    torch.Tensor
+        The outputs of every batch, concatenated on the CPU.
+    """
+    return _map_batches(model, _images(model, images), fn, batch_size=batch_size, device=device)
