@@ -33,7 +33,9 @@ LabelsOpt = typer.Option(None, "--labels", help="Labels file (.npy or .csv) for 
 def pretrain_cmd(
     data: str = DataArg,
     out: Path = typer.Option(..., "--out", help="Run folder; the checkpoint goes to OUT/pretrain."),
-    model: str = typer.Option("auto", "--model", help="Registered model (aelab models) or auto."),
+    model: str = typer.Option(
+        "auto", "--model", help="Registered model (see `aelab models`) or auto."
+    ),
     epochs: int = typer.Option(10, "--epochs", min=1),
     batch_size: int = typer.Option(128, "--batch-size", min=2),
     lr: float = typer.Option(2e-3, "--lr"),

@@ -70,3 +70,10 @@ def auto_model_spec(channels: int, height: int, width: int) -> tuple[str, dict[s
     if channels == 3 and side == 64:
         return "convae", {}
     return "convae", {"in_channels": channels, "image_size": side}
+
+
+def describe_model(name: str) -> str:
+    """First line of a registered model's docstring."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    return ((_MODELS[name].__doc__ or "").strip().splitlines() or [""])[0]
