@@ -23,6 +23,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "models",
     "learn",
     "anomaly",
+    "study",
 )
 
 for _name in _COMMAND_MODULES:

@@ -49,11 +49,13 @@ n = 200                          # images in the subset
 alpha = "target"                 # "target": search the alpha whose sizes best match ratio; "auto"; or a number
 alpha_factors = [0.1, 1.0, 10.0] # the panels: these multiples of the chosen alpha
 map = "tsne"                     # 2-D map: tsne, umap or pca
+encoder = "finetune"             # whose latents: finetune (the best fine-tuned model) or pretrain
 
 [anomaly]
 normal_class = 0                 # class trained on as "normal"
 anomalies = ""                   # another data source of anomalies; "": the other classes of the test set
 max_anomalies = 1000             # cap on anomalous images scored
+max_images = 0                   # cap on normal training images (0: all of the class)
 epochs = 10
 score = "mse"                    # mse, mae, ssim or latent
 threshold = "fpr:0.05"           # fpr:R (on held-out normals), contamination:R, or a number
@@ -68,7 +70,7 @@ QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "pretrain": {"epochs": 2},
     "finetune": {"epochs": 6},
     "cluster": {"n": 120},
-    "anomaly": {"epochs": 3, "max_anomalies": 300},
+    "anomaly": {"epochs": 3, "max_anomalies": 300, "max_images": 1000},
 }
 
 

@@ -1,0 +1,53 @@
+"""``aelab study``: the whole study from one command, ending in report.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from aelab.cli._common import echo, user_errors
+
+
+def study_cmd(
+    config: Path | None = typer.Argument(None, help="A TOML config (see --print-config); defaults otherwise."),
+    data: str | None = typer.Option(None, "--data", help="Labeled data: image folder, .npz, or fashion-mnist."),
+    test: str | None = typer.Option(None, "--test", help="Images to predict for submission.csv ('' to skip)."),
+    anomalies: str | None = typer.Option(None, "--anomalies", help="Another data source of anomalies."),
+    out: Path = typer.Option(Path("runs/study"), "--out", help="Run folder."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller subsets and fewer epochs (same report)."),
+    resume: bool = typer.Option(False, "--resume", help="Reuse steps that already finished in OUT."),
+    seed: int | None = typer.Option(None, "--seed"),
+    device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the default config and exit."),
+) -> None:
+    """Run the whole study: pre-train, fine-tune with/without augmentation, predict,
+    cluster latents with EKM, detect anomalies, reconstruct, and write report.html."""
+    from aelab.study.config import DEFAULT_TOML, load_config
+
+    if print_config:
+        typer.echo(DEFAULT_TOML, nl=False)
+        raise typer.Exit()
+    with user_errors():
+        from aelab.study.run import run_study
+
+        over: dict = {}
+        if data is not None:
+            over.setdefault("data", {})["source"] = data
+            if test is None and config is None:
+                over["data"]["test"] = ""  # the default test set belongs to the default data
+        if test is not None:
+            over.setdefault("data", {})["test"] = test
+        if anomalies is not None:
+            over.setdefault("anomaly", {})["anomalies"] = anomalies
+        if seed is not None:
+            over["seed"] = seed
+        if device is not None:
+            over["device"] = device
+        cfg = load_config(config, quick=quick, overrides=over)
+        res = run_study(cfg, out, resume=resume, log=echo)
+        echo(f"study finished in {res['total_wall_s']:.0f} s; report: {res['report']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("study")(study_cmd)
