@@ -1,1 +1,11 @@
-"""aelab.clustering."""
+"""Clustering of feature vectors: Equilibrium K-Means and its command's work functions."""
+
+from aelab.clustering._ekm import EquilibriumKMeans, MiniBatchEquilibriumKMeans
+from aelab.clustering.datasets import make_imbalanced_blobs, make_paper_data
+
+__all__ = [
+    "EquilibriumKMeans",
+    "MiniBatchEquilibriumKMeans",
+    "make_imbalanced_blobs",
+    "make_paper_data",
+]
