@@ -2,8 +2,12 @@
 
 from aelab.clustering._ekm import EquilibriumKMeans, MiniBatchEquilibriumKMeans
 from aelab.clustering.datasets import make_imbalanced_blobs, make_paper_data
+from aelab.clustering.run import ClusterResult, load_features, run_cluster
 
 __all__ = [
+    "ClusterResult",
+    "load_features",
+    "run_cluster",
     "EquilibriumKMeans",
     "MiniBatchEquilibriumKMeans",
     "make_imbalanced_blobs",

@@ -68,7 +68,9 @@ def _single_threaded_blas() -> Iterator[None]:
         yield
 
 
-def _for_chunks(n: int, chunk: int, make_ws: Callable[[], Any], body: Callable[[int, int, Any], Any]) -> list[Any]:
+def _for_chunks(
+    n: int, chunk: int, make_ws: Callable[[], Any], body: Callable[[int, int, Any], Any]
+) -> list[Any]:
     """Run ``body(start, stop, workspace)`` over the row chunks, on up to ``_n_threads()`` threads.
 
     numpy releases the GIL inside matrix products and ufunc loops, so threads
@@ -85,7 +87,10 @@ def _for_chunks(n: int, chunk: int, make_ws: Callable[[], Any], body: Callable[[
 
     def worker(t: int) -> list[tuple[int, Any]]:
         ws = make_ws()
-        return [(i, body(starts[i], min(n, starts[i] + chunk), ws)) for i in range(t, len(starts), n_workers)]
+        return [
+            (i, body(starts[i], min(n, starts[i] + chunk), ws))
+            for i in range(t, len(starts), n_workers)
+        ]
 
     out: list[Any] = [None] * len(starts)
     for part in _executor.map(worker, range(n_workers)):
@@ -138,7 +143,15 @@ def _work_dtype(dtype: np.dtype, alpha: float) -> np.dtype:
 class _Workspace:
     """Reusable ``(n_clusters, chunk)`` buffers so a pass allocates nothing per chunk."""
 
-    def __init__(self, n_clusters: int, chunk: int, n_features: int, dtype: np.dtype, wdtype: np.dtype, centred: bool) -> None:
+    def __init__(
+        self,
+        n_clusters: int,
+        chunk: int,
+        n_features: int,
+        dtype: np.dtype,
+        wdtype: np.dtype,
+        centred: bool,
+    ) -> None:
         self.k = n_clusters
         self._a = np.empty(n_clusters * chunk, dtype=wdtype)
         self._e = np.empty(n_clusters * chunk, dtype=wdtype)
@@ -148,7 +161,11 @@ class _Workspace:
 
     def views(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = self.k
-        return (self._a[: k * m].reshape(k, m), self._e[: k * m].reshape(k, m), self._v[: k * m].reshape(k, m))
+        return (
+            self._a[: k * m].reshape(k, m),
+            self._e[: k * m].reshape(k, m),
+            self._v[: k * m].reshape(k, m),
+        )
 
     def gemm_out(self, m: int) -> np.ndarray:
         if self._g is None:
@@ -163,7 +180,9 @@ class _Workspace:
         return out
 
 
-def _shifted_scores(Xc: np.ndarray, neg2c: np.ndarray, c_sq: np.ndarray, ws: _Workspace) -> tuple[np.ndarray, np.ndarray]:
+def _shifted_scores(
+    Xc: np.ndarray, neg2c: np.ndarray, c_sq: np.ndarray, ws: _Workspace
+) -> tuple[np.ndarray, np.ndarray]:
     """Return ``d' (n_clusters, m)`` and the row minimum ``mn (m,)`` of ``||c||^2 - 2 x.c``.
 
     ``d'_kn = d_kn - min_i d_in`` and ``min_k d_kn = ||x_n||^2 + mn_n``.
@@ -180,7 +199,9 @@ def _shifted_scores(Xc: np.ndarray, neg2c: np.ndarray, c_sq: np.ndarray, ws: _Wo
     return A, mn
 
 
-def _weights_from_shifted(A: np.ndarray, alpha: float, ws: _Workspace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _weights_from_shifted(
+    A: np.ndarray, alpha: float, ws: _Workspace
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Equilibrium weights from shifted distances, in place.
 
     Parameters
@@ -256,7 +277,9 @@ def _chunk_stats(
     return ChunkStats(S.astype(np.float64), W.sum(axis=1, dtype=np.float64), obj, inertia)
 
 
-def _prepare(C: np.ndarray, dtype: np.dtype, shift: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _prepare(
+    C: np.ndarray, dtype: np.dtype, shift: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     Cs = C if shift is None else C - shift
     Cw = np.ascontiguousarray(Cs, dtype=dtype)
     return np.ascontiguousarray(-2.0 * Cw), np.einsum("ij,ij->i", Cw, Cw)
@@ -311,6 +334,7 @@ def _sufficient_stats(
     neg2c, c_sq = _prepare(C, X.dtype, shift)
     if wdtype != X.dtype:
         c_sq = c_sq.astype(wdtype)
+
     def make_ws() -> _Workspace:
         return _Workspace(k, min(chunk, n), d, X.dtype, wdtype, shift is not None)
 
@@ -356,7 +380,9 @@ def _assign(
         xsq = np.einsum("ij,ij->i", Xc, Xc)
         dmin[s:e] = np.maximum(xsq + A[lab, np.arange(e - s)], 0.0)
 
-    _for_chunks(n, chunk, lambda: _Workspace(k, min(chunk, n), d, X.dtype, X.dtype, shift is not None), body)
+    _for_chunks(
+        n, chunk, lambda: _Workspace(k, min(chunk, n), d, X.dtype, X.dtype, shift is not None), body
+    )
     return labels, dmin
 
 
@@ -402,11 +428,15 @@ def _per_sample(
             dmin = np.maximum(np.einsum("ij,ij->i", Xc, Xc) + mn, 0.0)
             out[s:e] = dmin + j_shift
 
-    _for_chunks(n, chunk, lambda: _Workspace(k, min(chunk, n), d, X.dtype, wdtype, shift is not None), body)
+    _for_chunks(
+        n, chunk, lambda: _Workspace(k, min(chunk, n), d, X.dtype, wdtype, shift is not None), body
+    )
     return out
 
 
-def _farthest(X: np.ndarray, C: np.ndarray, n_points: int, *, shift: np.ndarray | None = None) -> np.ndarray:
+def _farthest(
+    X: np.ndarray, C: np.ndarray, n_points: int, *, shift: np.ndarray | None = None
+) -> np.ndarray:
     """Indices of the ``n_points`` samples farthest from their nearest centroid, farthest first."""
     _, dmin = _assign(X, C, shift=shift)
     n_points = min(n_points, dmin.shape[0])

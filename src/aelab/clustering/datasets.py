@@ -25,7 +25,9 @@ def _rng(random_state: Any) -> np.random.Generator:
     return np.random.default_rng(random_state)
 
 
-def make_paper_data(name: str, *, random_state: Any = None, standardize: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def make_paper_data(
+    name: str, *, random_state: Any = None, standardize: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one of the paper's four imbalanced 2-d sets.
 
     - ``"A"``: 2000, 50 and 200 points from N(mu, I) at (-2, 2), (2, -2), (4, 4).
@@ -51,19 +53,28 @@ def make_paper_data(name: str, *, random_state: Any = None, standardize: bool = 
     """
     key = str(name).upper().removeprefix("DATA-")
     if key not in PAPER_DATASETS:
-        raise ValueError(f"unknown paper data set {name!r}; choose one of {', '.join(PAPER_DATASETS)}")
+        raise ValueError(
+            f"unknown paper data set {name!r}; choose one of {', '.join(PAPER_DATASETS)}"
+        )
     rng = _rng(random_state)
     parts: list[np.ndarray] = []
     if key == "A":
-        parts = [rng.normal(c, 1.0, size=(n, 2)) for c, n in zip(_CENTRES_AB, _SIZES_AB, strict=True)]
+        parts = [
+            rng.normal(c, 1.0, size=(n, 2)) for c, n in zip(_CENTRES_AB, _SIZES_AB, strict=True)
+        ]
     elif key == "B":
-        parts = [rng.uniform(c - 1.75, c + 1.75, size=(n, 2)) for c, n in zip(_CENTRES_AB, _SIZES_AB, strict=True)]
+        parts = [
+            rng.uniform(c - 1.75, c + 1.75, size=(n, 2))
+            for c, n in zip(_CENTRES_AB, _SIZES_AB, strict=True)
+        ]
     elif key == "C":
         stick = np.column_stack([rng.normal(3.5, 0.1, 200), rng.uniform(-2.5, 2.5, 200)])
         parts = [rng.normal(0.0, 1.0, size=(5000, 2)), stick]
     else:
         ring = [(-3, -3), (5, -3), (13, -3), (13, 5), (13, 13), (5, 13), (-3, 13), (-3, 5)]
-        parts = [rng.uniform(0.0, 10.0, size=(5000, 2))] + [rng.normal(c, 0.5, size=(50, 2)) for c in ring]
+        parts = [rng.uniform(0.0, 10.0, size=(5000, 2))] + [
+            rng.normal(c, 0.5, size=(50, 2)) for c in ring
+        ]
     X = np.vstack(parts)
     y = np.repeat(np.arange(len(parts)), [len(p) for p in parts]).astype(np.int64)
     if standardize:
@@ -94,7 +105,9 @@ def make_imbalanced_blobs(
         raise ValueError(f"sizes={sizes!r} must be a non-empty tuple of positive counts")
     dim = max(n_features, k - 1)
     eye = np.eye(k)
-    simplex = eye - eye.mean(axis=0)  # k points in a (k-1)-dim affine subspace, pairwise sqrt(2) apart
+    simplex = eye - eye.mean(
+        axis=0
+    )  # k points in a (k-1)-dim affine subspace, pairwise sqrt(2) apart
     basis = np.linalg.svd(simplex, full_matrices=False)[2][: k - 1]  # (k-1, k)
     centres = np.zeros((k, dim))
     centres[:, : k - 1] = simplex @ basis.T * (spacing / np.sqrt(2.0))
