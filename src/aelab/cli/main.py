@@ -20,10 +20,11 @@ app = typer.Typer(
 
 # One module per command (or command group); each defines ``register(app)``.
 _COMMAND_MODULES: tuple[str, ...] = (
-    "models",
-    "learn",
-    "anomaly",
     "study",
+    "learn",
+    "cluster",
+    "anomaly",
+    "models",
 )
 
 for _name in _COMMAND_MODULES:

@@ -1,0 +1,122 @@
+"""Tests of ``aelab cluster``: the files it writes and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from aelab.cli.main import app
+from aelab.clustering import load_features, make_paper_data, run_cluster
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def data_a():
+    return make_paper_data("A", random_state=0, standardize=True)
+
+
+def test_cluster_writes_labels_centroids_summary(tmp_path, data_a):
+    X, y = data_a
+    src = tmp_path / "feats.npy"
+    np.save(src, X.astype(np.float32))
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["cluster", str(src), "--k", "3", "--seed", "0", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["centroids.npy", "labels.csv", "summary.json"]
+    lines = (out / "labels.csv").read_text().splitlines()
+    assert lines[0] == "index,cluster" and len(lines) == len(X) + 1
+    labels = np.array([int(r.split(",")[1]) for r in lines[1:]])
+    idx = np.array([int(r.split(",")[0]) for r in lines[1:]])
+    np.testing.assert_array_equal(idx, np.arange(len(X)))
+    C = np.load(out / "centroids.npy")
+    assert C.shape == (3, 2) and C.dtype == np.float32
+    s = json.loads((out / "summary.json").read_text())
+    assert s["k"] == 3 and sum(s["sizes"]) == len(X) and s["converged"] is True
+    assert s["alpha"] == pytest.approx(
+        1.0, rel=1e-3
+    )  # 2 / mean squared distance of z-scored 2-d data
+    assert sorted(s["sizes"]) == sorted(np.bincount(labels).tolist())
+    assert {"objective", "iterations", "inertia", "n_samples"} <= set(s)
+    # the printed sizes: the small cluster of 50 is found
+    assert "cluster 0:" in res.output and "iterations" in res.output
+    assert min(s["sizes"]) in range(40, 61)
+
+
+def test_cluster_csv_and_npz_inputs(tmp_path):
+    X = np.vstack([np.zeros((5, 2)), np.ones((5, 2)) * 10]) + np.arange(10)[:, None] * 0.01
+    csv = tmp_path / "f.csv"
+    csv.write_text("a,b\n" + "\n".join(f"{u},{v}" for u, v in X))
+    np.testing.assert_allclose(load_features(csv), X)
+    npz = tmp_path / "f.npz"
+    np.savez(npz, ids=np.arange(10.0)[:, None], z=X)
+    np.testing.assert_allclose(load_features(npz, key="z"), X)
+    assert load_features(npz).shape == (10, 1)  # the first array
+    res = runner.invoke(app, ["cluster", str(npz), "--key", "z", "--k", "2", "--alpha", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert "cluster 0: 5 (50.0%)" in res.output and "cluster 1: 5 (50.0%)" in res.output
+    r = run_cluster(csv, 2, alpha=0.5, seed=1)
+    assert r.summary["alpha"] == 0.5 and sorted(r.summary["sizes"]) == [5, 5] and r.files == []
+
+
+def _bad_files(tmp_path):
+    (tmp_path / "junk.npy").write_bytes(b"not numpy at all")
+    (tmp_path / "junk.npz").write_bytes(b"PK not a zip")
+    (tmp_path / "text.csv").write_text("a,b\n1,x\n")
+    np.save(tmp_path / "vec.npy", np.arange(5.0))
+    np.save(tmp_path / "obj.npy", np.array(["a", "b"]))
+    nan = np.ones((6, 2))
+    nan[3, 1] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    (tmp_path / "x.txt").write_text("1,2\n")
+    np.savez(tmp_path / "k.npz", a=np.ones((4, 2)))
+    return {
+        "junk.npy": ("not a .npy file", []),
+        "junk.npz": ("cannot read it", []),
+        "text.csv": ("not a numeric CSV", []),
+        "vec.npy": ("expected 2 dimensions", []),
+        "obj.npy": ("expected numbers", []),
+        "nan.npy": ("1 NaN", []),
+        "x.txt": ("unsupported feature file type", []),
+        "missing.npy": ("no such file", []),
+        "k.npz": ("no array named 'zz'", ["--key", "zz"]),
+    }
+
+
+def test_bad_inputs_exit_2_and_write_nothing(tmp_path):
+    cases = _bad_files(tmp_path)
+    for name, (msg, extra) in cases.items():
+        out = tmp_path / f"out_{name}"
+        res = runner.invoke(
+            app, ["cluster", str(tmp_path / name), "--k", "2", "--out", str(out), *extra]
+        )
+        assert res.exit_code == 2, (name, res.output)
+        assert msg in res.output, (name, res.output)
+        assert len(res.output.strip().splitlines()) == 1, res.output
+        assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["--k", "50"], "larger than the number of samples"),
+        (["--k", "2", "--alpha", "-1"], "positive finite number"),
+        (["--k", "2", "--alpha", "abc"], "neither 'auto' nor a number"),
+        (["--k", "2", "--update", "bogus"], "choose 'damped' or 'fixed-point'"),
+    ],
+)
+def test_bad_options_exit_2(tmp_path, args, msg):
+    src = tmp_path / "f.npy"
+    np.save(src, np.random.default_rng(0).normal(size=(20, 2)))
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["cluster", str(src), *args, "--out", str(out)])
+    assert res.exit_code == 2 and msg in res.output, res.output
+    assert not out.exists()
+
+
+def test_help_lists_cluster():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0 and "cluster" in res.output
