@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/aelab demo --out runs/demo
+	$(VENV)/bin/aelab study --quick --out runs/demo --resume
+	@echo "report: runs/demo/report.html"
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
