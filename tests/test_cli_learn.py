@@ -1,0 +1,109 @@
+"""The learning commands end to end on a tiny labeled set, through the real CLI."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from aelab.cli.main import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import make_shapes
+
+    tmp = tmp_path_factory.mktemp("learn")
+    images, labels, names = make_shapes(180)
+    shapes_npz = tmp / "shapes.npz"
+    np.savez(shapes_npz, images=images, labels=labels, class_names=np.array(names))
+    run = tmp / "run"
+    r = invoke("pretrain", shapes_npz, "--out", run, "--model", "convae_tiny", "--epochs", "3",
+               "--batch-size", "32", "--seed", "0")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = invoke("finetune", shapes_npz, "--init", run / "pretrain", "--out", run, "--labels-per-class", "30",
+               "--val-per-class", "10", "--epochs", "12", "--batch-size", "16", "--lr", "3e-3",
+               "--encoder-lr-mult", "1", "--augment", "none", "--seed", "0")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return run
+
+
+def test_pretrain_finetune_predict_evaluate(trained, tmp_path, shapes_test_npz):
+    pre = trained / "pretrain"
+    for name in ("model.safetensors", "model.json", "metrics.csv", "run.json"):
+        assert (pre / name).is_file()
+    rows = list(csv.DictReader((pre / "metrics.csv").open()))
+    losses = [float(r["train_loss"]) for r in rows]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+
+    sub = tmp_path / "submission.csv"
+    r = invoke("predict", shapes_test_npz, "--ckpt", trained / "finetune", "--out", sub)
+    assert r.exit_code == 0, r.output
+    assert "60 rows" in r.output
+    rows = list(csv.reader(sub.open()))
+    assert rows[0] == ["id", "label"] and len(rows) == 61
+    assert [row[0] for row in rows[1:]] == [str(i) for i in range(60)]  # input order
+    assert {row[1] for row in rows[1:]} <= {"hbar", "vbar", "square"}
+
+    out = tmp_path / "eval.json"
+    r = invoke("evaluate", shapes_test_npz, "--ckpt", trained / "finetune", "--out", out)
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["accuracy"] > 0.6  # chance is 1/3
+    assert np.array(res["confusion_matrix"]).sum() == 60
+
+
+def test_reconstruct_grid(trained, tmp_path, shapes_test_npz):
+    png = tmp_path / "grid.png"
+    r = invoke("reconstruct", shapes_test_npz, "--ckpt", trained / "pretrain", "--ckpt", trained / "finetune",
+               "--n", "6", "--out", png)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    with Image.open(png) as im:
+        assert im.size[0] > im.size[1] > 50
+
+
+def test_finetune_from_scratch_and_unlabeled_error(tmp_path, shapes_npz):
+    r = invoke("finetune", shapes_npz, "--out", tmp_path / "s", "--model", "convae_tiny", "--epochs", "1",
+               "--augment", "standard", "--labels-per-class", "10")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.zeros((20, 16, 16), np.uint8))
+    r = invoke("finetune", flat, "--out", tmp_path / "t", "--model", "convae_tiny", "--epochs", "1")
+    assert r.exit_code == 2
+    assert "needs labels" in r.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["predict", "{data}", "--ckpt", "{tmp}", "--out", "{tmp}/x.csv"], "not an aelab checkpoint"),
+        (["pretrain", "{tmp}/missing.npy", "--out", "{tmp}/r"], "missing.npy"),
+        (["pretrain", "{data}", "--out", "{tmp}/r", "--model", "nope"], "unknown model"),
+        (["pretrain", "{data}", "--out", "{tmp}/r", "--device", "cuda:7"], "CUDA"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, shapes_npz, args, message):
+    import torch
+
+    if "cuda:7" in args and torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    args = [a.format(data=shapes_npz, tmp=tmp_path) for a in args]
+    r = invoke(*args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_models_command_lists_registry():
+    r = invoke("models")
+    assert r.exit_code == 0
+    assert "convae " in r.output and "23.38 M" in r.output
