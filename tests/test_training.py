@@ -1,4 +1,5 @@
 import csv
+import importlib.util
 import inspect
 import json
 import os
@@ -256,6 +257,27 @@ def test_existing_run_needs_resume_or_overwrite_and_same_settings(tmp_path):
         pretrain(tiny(), data, config=quick(epochs=1, lr=1e-2), out_dir=tmp_path, resume=True)
     res = pretrain(tiny(), data, config=quick(epochs=1), out_dir=tmp_path, resume=True)
     assert len(res.history) == 1  # finished runs resume to nothing more
+    res = pretrain(tiny(), data, config=quick(epochs=1, lr=1e-2), out_dir=tmp_path, overwrite=True)
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["lr"] == 1e-2
+    # A bare checkpoint (weights, no training state) is never cleared to make room for a run.
+    (tmp_path / "trainer_state.json").unlink()
+    with pytest.raises(ValueError, match="already holds a checkpoint"):
+        pretrain(tiny(), data, config=quick(epochs=1), out_dir=tmp_path)
+    with pytest.raises(ValueError, match="no trainer_state.json"):
+        pretrain(tiny(), data, config=quick(epochs=1), out_dir=tmp_path, resume=True)
+    with pytest.warns(UserWarning, match="nothing to resume"):
+        pretrain(tiny(), data, config=quick(epochs=1), out_dir=tmp_path / "new", resume=True)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed"
+)
+def test_tensorboard_without_the_package_warns_and_trains(tmp_path):
+    with pytest.warns(UserWarning, match="pip install tensorboard"):
+        res = pretrain(
+            tiny(), squares(16), config=quick(epochs=1, tensorboard=True), out_dir=tmp_path
+        )
+    assert res.epochs_run == 1 and (tmp_path / "metrics.csv").is_file()
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):

@@ -330,17 +330,28 @@ class Trainer:
         return monitor, mode
 
     def _check_run_dir(self, resume: bool, overwrite: bool) -> bool:
-        """Whether there is a run to resume; refuse to silently overwrite one."""
+        """Whether there is a run to resume; refuse to silently overwrite a checkpoint."""
         assert self.run_dir is not None
-        has_run = (self.run_dir / ckpt.STATE_FILE).is_file()
-        if has_run and not resume and not overwrite:
+        has_state = (self.run_dir / ckpt.STATE_FILE).is_file()
+        has_checkpoint = has_state or any(
+            (self.run_dir / n).is_file() for n in (ckpt.MODEL_FILE, ckpt.MODEL_META_FILE)
+        )
+        if resume:
+            if has_state:
+                return True
+            if has_checkpoint:
+                raise ValueError(
+                    f"{self.run_dir} holds a model but no {ckpt.STATE_FILE}, so there is no "
+                    "training run to resume; choose another output folder (or overwrite=True)"
+                )
+            warnings.warn(f"{self.run_dir}: nothing to resume, starting a fresh run", stacklevel=3)
+            return False
+        if has_checkpoint and not overwrite:
             raise ValueError(
-                f"{self.run_dir} already holds a training run; pass resume=True to continue it, "
+                f"{self.run_dir} already holds a checkpoint; pass resume=True to continue its run, "
                 "overwrite=True to start over, or choose another output folder"
             )
-        if resume and not has_run:
-            warnings.warn(f"{self.run_dir}: nothing to resume, starting a fresh run", stacklevel=3)
-        return resume and has_run
+        return False
 
     def _run_config(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), **self.run_config}
