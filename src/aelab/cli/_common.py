@@ -8,7 +8,13 @@ from collections.abc import Iterator
 import typer
 
 #: Exceptions that mean "the user gave something wrong"; they print one line.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    PermissionError,
+    KeyError,
+)
 
 
 @contextlib.contextmanager

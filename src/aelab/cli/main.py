@@ -19,9 +19,7 @@ app = typer.Typer(
 )
 
 # One module per command (or command group); each defines ``register(app)``.
-_COMMAND_MODULES: tuple[str, ...] = (
-    "cluster",
-)
+_COMMAND_MODULES: tuple[str, ...] = ("cluster",)
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"aelab.cli.{_name}").register(app)

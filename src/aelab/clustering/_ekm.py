@@ -150,7 +150,9 @@ class _DataStats:
             self.shift = mean.astype(X.dtype)
             self.x_sq = _row_sq_norms(X, self.shift)
             sq_dev = float(self.x_sq.sum(dtype=np.float64))
-            self.mean_sq_dev = (sq_dev if sample_weight is None else float(sample_weight @ self.x_sq)) / total_w
+            self.mean_sq_dev = (
+                sq_dev if sample_weight is None else float(sample_weight @ self.x_sq)
+            ) / total_w
             self.mean_var = sq_dev / (n * d)
 
 
