@@ -23,6 +23,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from aelab.clustering._ekm_kernels import (
     ChunkStats,
     _assign,
+    _chunk_rows,
     _farthest,
     _per_sample,
     _row_sq_norms,
@@ -83,11 +84,16 @@ def _random_state(seed: Any) -> np.random.RandomState:
 
 
 def _check_finite(X: np.ndarray, name: str = "X") -> None:
-    if np.isfinite(X).all():
+    """Raise a ValueError counting NaN and inf values; checks in row chunks (no N x D temporary)."""
+    step = max(1, (1 << 22) // max(1, X.shape[1]))
+    if all(np.isfinite(X[s : s + step]).all() for s in range(0, X.shape[0], step)):
         return
-    n_nan = int(np.isnan(X).sum())
-    n_inf = int(np.isinf(X).sum())
-    bad_rows = int((~np.isfinite(X)).any(axis=1).sum())
+    n_nan = n_inf = bad_rows = 0
+    for s in range(0, X.shape[0], step):
+        blk = X[s : s + step]
+        n_nan += int(np.isnan(blk).sum())
+        n_inf += int(np.isinf(blk).sum())
+        bad_rows += int((~np.isfinite(blk)).any(axis=1).sum())
     raise ValueError(
         f"{name} contains {n_nan} NaN and {n_inf} infinite (inf) values in {bad_rows} of "
         f"{X.shape[0]} rows; remove or impute them before clustering"
@@ -102,37 +108,52 @@ def _auto_alpha(mean_sq_dev: float) -> float:
 class _DataStats:
     """What every pass needs about X: its centre, ``||x - shift||^2`` and scales.
 
-    ``shift`` is the (weighted) mean when the data sit far from the origin
-    (``||mean||^2`` larger than the mean squared deviation); the kernels then
-    subtract it chunk by chunk, so distances do not cancel catastrophically.
+    One chunked pass computes ``||x||^2`` and the column sums (and finds NaN or
+    inf through the row norms). ``shift`` is the (weighted) mean when the data
+    sit far from the origin (``||mean||^2`` larger than the mean squared
+    deviation); the kernels then subtract it chunk by chunk, so distances do
+    not cancel catastrophically, and a second pass recomputes the norms.
     """
 
     def __init__(self, X: np.ndarray, sample_weight: np.ndarray | None) -> None:
         n, d = X.shape
-        if sample_weight is None:
-            mean = X.mean(axis=0, dtype=np.float64)
-            total_w = float(n)
-        else:
-            total_w = float(sample_weight.sum())
-            mean = (sample_weight @ X).astype(np.float64) / total_w
-        sq_dev = _row_sq_norms(X, mean.astype(X.dtype))
-        wsum = float(
-            sq_dev.sum(dtype=np.float64) if sample_weight is None else sample_weight @ sq_dev
-        )
+        step = _chunk_rows(d, X.itemsize)
+        x_sq = np.empty(n, dtype=X.dtype)
+        colsum = np.zeros(d)
+        wcolsum = np.zeros(d) if sample_weight is not None else colsum
+        for s in range(0, n, step):
+            blk = X[s : s + step]
+            x_sq[s : s + step] = np.einsum("ij,ij->i", blk, blk)
+            colsum += blk.sum(axis=0, dtype=np.float64)
+            if sample_weight is not None:
+                wcolsum += sample_weight[s : s + step] @ blk
+        if not np.isfinite(x_sq).all():
+            _check_finite(X)  # raises with the counts when there are NaN or inf values
+            raise ValueError(
+                f"X has values too large to square in {X.dtype} (max |x| = {float(np.abs(X).max()):.3g}); "
+                f"rescale the features"
+            )
+        total_w = float(n) if sample_weight is None else float(sample_weight.sum())
+        mean = wcolsum / total_w
+        sq_total = float(x_sq.sum(dtype=np.float64))
+        w_sq_total = sq_total if sample_weight is None else float(sample_weight @ x_sq)
         self.total_weight = total_w
-        self.mean_sq_dev = wsum / total_w
+        self.mean_sq_dev = max(0.0, w_sq_total / total_w - float(mean @ mean))
+        umean = colsum / n
         # scikit-learn's tolerance scale: the mean variance of the features (unweighted).
-        self.mean_var = (
-            float(sq_dev.sum(dtype=np.float64)) / (n * d)
-            if sample_weight is not None
-            else self.mean_sq_dev / d
-        )
+        self.mean_var = max(0.0, sq_total / n - float(umean @ umean)) / d
+        self.shift: np.ndarray | None = None
+        self.x_sq = x_sq
         if float(mean @ mean) > self.mean_sq_dev:
-            self.shift: np.ndarray | None = mean.astype(X.dtype)
-            self.x_sq = sq_dev
-        else:
-            self.shift = None
-            self.x_sq = _row_sq_norms(X, None)
+            # Far from the origin: work relative to the mean, and redo the
+            # statistics there (the differences above lost precision).
+            self.shift = mean.astype(X.dtype)
+            self.x_sq = _row_sq_norms(X, self.shift)
+            sq_dev = float(self.x_sq.sum(dtype=np.float64))
+            self.mean_sq_dev = (
+                sq_dev if sample_weight is None else float(sample_weight @ self.x_sq)
+            ) / total_w
+            self.mean_var = sq_dev / (n * d)
 
 
 # --------------------------------------------------------------------------- #
@@ -314,11 +335,12 @@ class _EKMBase(ClusterMixin, TransformerMixin, BaseEstimator):
     }
 
     # -- validation ---------------------------------------------------------
-    def _validate_fit_X(self, X: Any, reset: bool = True) -> np.ndarray:
+    def _validate_fit_X(self, X: Any, reset: bool = True, check_finite: bool = True) -> np.ndarray:
         X = _sk_validate_data(
             self, X, reset=reset, dtype=[np.float64, np.float32], order="C", ensure_all_finite=False
         )
-        _check_finite(X)
+        if check_finite:
+            _check_finite(X)
         return X
 
     def _check_test_data(self, X: Any) -> np.ndarray:
@@ -612,7 +634,7 @@ class EquilibriumKMeans(_EKMBase):
         -------
         self : EquilibriumKMeans
         """
-        X = self._validate_fit_X(X)
+        X = self._validate_fit_X(X, check_finite=False)  # _DataStats checks it
         self._check_params_values(X.shape[0])
         sw = None
         if sample_weight is not None:
@@ -820,7 +842,7 @@ class MiniBatchEquilibriumKMeans(_EKMBase):
         -------
         self : MiniBatchEquilibriumKMeans
         """
-        X = self._validate_fit_X(X)
+        X = self._validate_fit_X(X, check_finite=False)  # _DataStats checks it
         n, d = X.shape
         self._check_params_values(n)
         sw = None
