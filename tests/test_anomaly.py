@@ -30,16 +30,14 @@ def _rows(full: ImageDataset, part: ImageDataset) -> np.ndarray:
 
 
 def _detector(**kw) -> ReconstructionDetector:
-    base = dict(
-        model="convae_tiny", epochs=6, batch_size=32, lr=3e-3, device="cpu", verbose=False
-    )
+    base = dict(model="convae_tiny", epochs=6, batch_size=32, lr=3e-3, device="cpu", verbose=False)
     return ReconstructionDetector(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
 def fitted(sets):
     normal, _, _ = sets
-    return _detector(score="mse+ssim+latent", threshold="fpr:0.1").fit(normal)
+    return _detector(score="mse+ssim+latent+rotation", threshold="fpr:0.1").fit(normal)
 
 
 def test_fitted_attributes(fitted, sets):
@@ -49,7 +47,9 @@ def test_fitted_attributes(fitted, sets):
     assert fitted.calibration_scores_.shape == (n_cal,)
     assert set(np.unique(fitted.labels_)) <= {0, 1}
     assert fitted.latent_bank_.shape == (len(normal) - n_cal, 32)
-    assert set(fitted.score_stats_) == {"mse", "ssim", "latent"}
+    assert set(fitted.score_stats_) == {"mse", "ssim", "latent", "rotation"}
+    assert fitted.model_.config.num_classes == 4  # the head tells four turns apart
+    assert fitted.history_[-1]["val_rotation_acc"] > 0.5  # well above chance (0.25)
     # About 10% of the calibration images lie above an fpr:0.1 threshold.
     assert (fitted.calibration_scores_ > fitted.threshold_).mean() <= 0.1
 
@@ -57,12 +57,12 @@ def test_fitted_attributes(fitted, sets):
 def test_every_score_higher_on_a_different_class(fitted, sets):
     _, held_out, other = sets
     n, a = fitted.score_components(held_out), fitted.score_components(other)
-    for name in ("mse", "ssim", "latent"):
+    for name in ("mse", "ssim", "latent", "rotation"):
         assert a[name].mean() > n[name].mean(), name
     m = fitted.evaluate(held_out, other)
     assert m["roc_auc"] > 0.9
     assert m["mean_mse_anomalous"] > m["mean_mse_normal"]
-    assert {"roc_auc_mse", "roc_auc_ssim", "roc_auc_latent"} <= set(m)
+    assert {"roc_auc_mse", "roc_auc_ssim", "roc_auc_latent", "roc_auc_rotation"} <= set(m)
     mae = fitted.score_components(other, "mae")["mae"]
     assert mae.shape == (len(other),) and (mae > 0).all()
 
@@ -123,6 +123,8 @@ def test_single_score_keeps_its_units(sets):
     np.testing.assert_allclose(det.decision_function(held_out), comps["mse"])
     with pytest.raises(ValueError, match="fit with 'latent'"):
         det.score_components(held_out, "latent")
+    with pytest.raises(ValueError, match="fit with 'rotation'"):
+        det.score_components(held_out, "rotation")
 
 
 def test_reproducible_with_the_same_seed(sets):

@@ -29,7 +29,14 @@ from aelab.anomaly.scores import (
     knn_distance,
     parse_score,
     pixel_scores,
+    rotation_scores,
     score_stats,
+)
+from aelab.anomaly.selfsup import (
+    N_ROTATIONS,
+    batch_factory,
+    rotation_logits,
+    rotation_reconstruction_step,
 )
 from aelab.anomaly.thresholds import (
     ThresholdRule,
@@ -85,6 +92,10 @@ class ReconstructionDetector:
         - ``"ssim"``: mean of ``1 - SSIM`` over local windows;
         - ``"latent"``: mean distance of the image's code to its ``k`` nearest
           codes of the training images;
+        - ``"rotation"``: the model's head is also trained to tell which of
+          four quarter turns was applied to a normal image (GEOM's idea, see
+          :mod:`aelab.anomaly.selfsup`); the score is its mean cross-entropy
+          over the four turns of the image;
         - several of them joined with ``+`` (e.g. ``"ssim+latent"``): the sum
           of each score standardised by its mean and spread on the held-out
           normal images (see :func:`aelab.anomaly.scores.combine_scores`).
@@ -101,6 +112,9 @@ class ReconstructionDetector:
         Training of the autoencoder (see :class:`aelab.training.PretrainConfig`).
     k : int, default=5
         Neighbours of the ``"latent"`` score.
+    rotation_weight : float, default=1.0
+        Weight of the rotation cross-entropy next to the reconstruction loss
+        in training, when ``"rotation"`` is part of the score.
     device : str, default="auto"
     random_state : int, default=0
     verbose : bool, default=True
@@ -139,6 +153,7 @@ class ReconstructionDetector:
         lr: float = 2e-3,
         loss: str = "mse",
         k: int = 5,
+        rotation_weight: float = 1.0,
         device: str = "auto",
         random_state: int = 0,
         verbose: bool = True,
@@ -154,6 +169,7 @@ class ReconstructionDetector:
         self.lr = lr
         self.loss = loss
         self.k = k
+        self.rotation_weight = rotation_weight
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -163,7 +179,7 @@ class ReconstructionDetector:
         names = (
             "model", "model_overrides", "score", "threshold", "contamination",
             "calibration_fraction", "epochs", "batch_size", "lr", "loss", "k",
-            "device", "random_state", "verbose",
+            "rotation_weight", "device", "random_state", "verbose",
         )  # fmt: skip
         return {n: getattr(self, n) for n in names}
 
@@ -177,6 +193,8 @@ class ReconstructionDetector:
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
         if isinstance(self.epochs, bool) or int(self.epochs) != self.epochs or self.epochs < 1:
             raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if not self.rotation_weight >= 0:
+            raise ValueError(f"rotation_weight must be >= 0, got {self.rotation_weight!r}")
         return parts, parse_threshold(self.threshold, self.contamination)
 
     def fit(
@@ -213,7 +231,9 @@ class ReconstructionDetector:
             name, overrides = auto_model_spec(c, h, w)
         else:
             name, overrides = self.model, {}
-        overrides = {**overrides, **(self.model_overrides or {}), "num_classes": 1}
+        # The head is used only by the rotation score; otherwise it is a stub of one output.
+        n_out = N_ROTATIONS if "rotation" in parts else 1
+        overrides = {**overrides, **(self.model_overrides or {}), "num_classes": n_out}
         seed_everything(self.random_state)
         net = create_model(name, **overrides)
         cfg = net.config
@@ -228,7 +248,12 @@ class ReconstructionDetector:
             epochs=self.epochs, batch_size=min(self.batch_size, len(train)), lr=self.lr,
             loss=self.loss, seed=self.random_state, device=self.device, progress=self.verbose,
         )  # fmt: skip
-        result = pretrain(net, train, val=calib, config=config, out_dir=out_dir, model_name=name)
+        if "rotation" in parts:
+            result = self._train_with_rotations(net, train, calib, config, out_dir, name)
+        else:
+            result = pretrain(
+                net, train, val=calib, config=config, out_dir=out_dir, model_name=name
+            )
         self.model_ = net
         self.model_name_ = name
         self.history_ = result.history
@@ -236,8 +261,7 @@ class ReconstructionDetector:
         self.threshold_rule_ = rule
         self.score_parts_ = parts
 
-        pixel = [p for p in parts if p in PIXEL_SCORES]
-        train_parts, z_train = self._forward(train.images, pixel, latent="latent" in parts)
+        train_parts, z_train = self._forward(train.images, parts)
         self.latent_bank_ = z_train
         if z_train is not None:
             # Leave-one-out: a training image is not its own neighbour.
@@ -251,6 +275,34 @@ class ReconstructionDetector:
         )
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
         return self
+
+    def _train_with_rotations(
+        self,
+        net: torch.nn.Module,
+        train: ImageDataset,
+        calib: ImageDataset,
+        config: Any,
+        out_dir: str | Path | None,
+        name: str,
+    ) -> Any:
+        from aelab.training import Trainer
+
+        if train.image_shape[1] != train.image_shape[2]:
+            raise ValueError("the rotation score needs square images; use a square model")
+        bs = config.batch_size
+        trainer = Trainer(
+            net,
+            rotation_reconstruction_step(rotation_weight=self.rotation_weight, loss=self.loss),
+            batch_factory(train.images, bs, shuffle=True, seed=self.random_state),
+            config=config,
+            val_batches=batch_factory(calib.images, bs, shuffle=False, seed=self.random_state),
+            run_dir=out_dir,
+            model_name=name,
+            model_meta={"task": "anomaly-rotation", "image_shape": list(train.image_shape)},
+            run_config={"task": "anomaly-rotation", "batch_size": bs, "loss": self.loss,
+                        "rotation_weight": self.rotation_weight},
+        )  # fmt: skip
+        return trainer.fit()
 
     # ------------------------------------------------------------------ scoring
     def _check_fitted(self) -> None:
@@ -267,28 +319,36 @@ class ReconstructionDetector:
         return conform(_as_dataset(X, what), image_size=s, channels=c).images
 
     def _forward(
-        self, images: torch.Tensor, pixel: list[str], *, latent: bool
+        self, images: torch.Tensor, names: tuple[str, ...]
     ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        """One pass over ``images``: the pixel scores named, and the codes when ``latent``."""
+        """One pass over ``images``: every score of ``names`` but ``"latent"``, and the codes when it is named."""
         from aelab.training import map_batches
+
+        pixel = [p for p in names if p in PIXEL_SCORES]
+        latent, rotation = "latent" in names, "rotation" in names
 
         def fn(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
             z = m.encode(x)
-            cols = [z] if latent else []
+            cols = []
             if pixel:
                 r = m.decode(z)
-                cols.insert(0, torch.stack([pixel_scores(x, r, p) for p in pixel], dim=1))
-            return torch.cat(cols, dim=1)  # (B, len(pixel) + latent_dim * latent)
+                cols.append(torch.stack([pixel_scores(x, r, p) for p in pixel], dim=1))
+            if rotation:
+                cols.append(rotation_scores(rotation_logits(m, x))[:, None])
+            if latent:
+                cols.append(z)
+            # (B, len(pixel) + rotation + latent_dim * latent)
+            return torch.cat([c.float() for c in cols], dim=1)
 
         out = map_batches(self.model_, images, fn, batch_size=self.batch_size, device=self.device)
         out = out.numpy()
-        comps = {p: out[:, i].astype(np.float64) for i, p in enumerate(pixel)}
-        z = out[:, len(pixel) :].astype(np.float32) if latent else None
+        order = [*pixel, *(["rotation"] if rotation else [])]
+        comps = {p: out[:, i].astype(np.float64) for i, p in enumerate(order)}
+        z = out[:, len(order) :].astype(np.float32) if latent else None
         return comps, z
 
     def _components(self, images: torch.Tensor, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        pixel = [p for p in names if p in PIXEL_SCORES]
-        comps, z = self._forward(images, pixel, latent="latent" in names)
+        comps, z = self._forward(images, names)
         if z is not None:
             comps["latent"] = knn_distance(z, self.latent_bank_, self.k)
         return comps
@@ -320,6 +380,10 @@ class ReconstructionDetector:
         if "latent" in wanted and self.latent_bank_ is None:
             raise ValueError(
                 "the latent score needs the training codes; fit with 'latent' in the score"
+            )
+        if "rotation" in wanted and "rotation" not in self.score_parts_:
+            raise ValueError(
+                "the rotation score needs a head trained on rotations; fit with 'rotation' in the score"
             )
         return self._components(self._prepare(X), wanted)
 

@@ -2,7 +2,9 @@
 
 Every score is "higher means more anomalous". The pixel scores compare an image
 with its reconstruction; the latent score compares its code with the codes of
-the normal training images. Several scores combine into one by standardising
+the normal training images; the rotation score measures how unsure the
+model's head is about which way up the image was turned (see
+:mod:`aelab.anomaly.selfsup`). Several scores combine into one by standardising
 each on held-out normal images and adding them (:func:`combine_scores`).
 
 Everything here is a pure function of its arguments; the detector decides
@@ -15,13 +17,14 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 #: Scores computed from an image and its reconstruction.
 PIXEL_SCORES: tuple[str, ...] = ("mse", "mae", "ssim")
 
 #: Score names accepted by :class:`aelab.anomaly.ReconstructionDetector`;
 #: join several with ``+`` (e.g. ``"ssim+latent"``) to combine them.
-SCORES: tuple[str, ...] = (*PIXEL_SCORES, "latent")
+SCORES: tuple[str, ...] = (*PIXEL_SCORES, "latent", "rotation")
 
 #: Window of the SSIM score; odd, and small enough for 16x16 images.
 SSIM_WINDOW = 7
@@ -111,6 +114,25 @@ def knn_distance(
     if exclude_self:
         dist = dist[:, 1:]
     return dist.mean(axis=1)
+
+
+def rotation_scores(logits: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the true rotation over the rotated copies of each image.
+
+    Parameters
+    ----------
+    logits : torch.Tensor of shape (n_rotations, B, n_rotations)
+        ``logits[t, i]``: the head's outputs for image ``i`` turned ``t`` times.
+
+    Returns
+    -------
+    torch.Tensor of shape (B,)
+        0 when the head is sure and right about every turn; higher when unsure or wrong.
+    """
+    t, b, _ = logits.shape
+    target = torch.arange(t, device=logits.device).repeat_interleave(b)
+    ce = F.cross_entropy(logits.float().reshape(t * b, -1), target, reduction="none")
+    return ce.reshape(t, b).mean(dim=0)
 
 
 def score_stats(components: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:

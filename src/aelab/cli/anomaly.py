@@ -124,7 +124,9 @@ def eval_cmd(
         )
         echo(f"ROC AUC {m['roc_auc']:.4f}  average precision {m['average_precision']:.4f}  "
              f"F1 {m['f1']:.4f}  FPR at threshold {m['fpr']:.4f}")  # fmt: skip
-        parts = [f"{k[len('roc_auc_'):]} {v:.4f}" for k, v in m.items() if k.startswith("roc_auc_")]
+        parts = [
+            f"{k[len('roc_auc_') :]} {v:.4f}" for k, v in m.items() if k.startswith("roc_auc_")
+        ]
         if parts:
             echo("ROC AUC of each part: " + ", ".join(parts))
         for p in res["files"]:
