@@ -83,6 +83,7 @@ def test_eval_prints_losses_and_writes_figures(npz, detector, tmp_path):
     assert res.exit_code == 0, res.output
     assert "mean reconstruction loss (MSE): normal" in res.output
     assert "ROC AUC" in res.output
+    assert "ROC AUC of each part: mse" in res.output
     for name in ("metrics.json", "roc.png", "histogram.png", "most_anomalous.png",
                  "least_anomalous.png"):  # fmt: skip
         assert (out / name).is_file(), name
