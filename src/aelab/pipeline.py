@@ -400,21 +400,27 @@ def _load(spec: str | Path | ImageDataset) -> ImageDataset:
 def run_anomaly_fit(data: str | Path | ImageDataset, out: str | Path, *, normal_class: str | int | None = None,
                     model: str = "auto", epochs: int = 10, batch_size: int = 128, lr: float = 2e-3,
                     score: str = "mse", threshold: str = "fpr:0.05", latent_dim: int = 0,
-                    max_images: int = 0, seed: int = 0, device: str = "auto",
-                    progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Train a :class:`~aelab.anomaly.ReconstructionDetector` on normal images; save it to ``out``."""
+                    calibration_fraction: float = 0.2, k: int = 5, max_images: int = 0, seed: int = 0,
+                    device: str = "auto", progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Train a :class:`~aelab.anomaly.ReconstructionDetector` on normal images; save it to ``out``.
+
+    With ``normal_class`` only that class (index or name) of a labeled ``data``
+    is used. Returns the detector, its folder, the threshold and the training history.
+    """
     from aelab.anomaly import ReconstructionDetector
 
     ds = _load(data)
     if normal_class is not None:
         ds, _ = split_by_class(ds, [normal_class])
+        if len(ds) == 0:
+            raise ValueError(f"no normal images: class {normal_class!r} has no images in {data}")
     ds = _subsample(ds, max_images, seed)
     if len(ds) == 0:
-        raise ValueError("no normal images to train on")
+        raise ValueError(f"no normal images to train on in {data}")
     det = ReconstructionDetector(
         model=model, model_overrides={"latent_dim": latent_dim} if latent_dim else None, score=score,
-        threshold=threshold, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-        random_state=seed, verbose=progress,
+        threshold=threshold, calibration_fraction=calibration_fraction, epochs=epochs,
+        batch_size=batch_size, lr=lr, k=k, device=device, random_state=seed, verbose=progress,
     )  # fmt: skip
     det.fit(ds)
     path = det.save(out)
@@ -447,15 +453,24 @@ def run_anomaly_score(data: str | Path | ImageDataset, detector: str | Path, out
 
 
 def anomaly_figures(
-    det: Any, normal: ImageDataset, anomalous: ImageDataset, n_show: int = 8
+    det: Any,
+    normal: ImageDataset,
+    anomalous: ImageDataset,
+    n_show: int = 8,
+    *,
+    scores: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """ROC curve, score histogram, and image/reconstruction/error-map grids of a detector.
 
-    Returns a dict of name -> matplotlib Figure, plus the two score arrays.
+    ``scores``, when given, are the detector's scores of ``normal`` and
+    ``anomalous`` (so they are not computed twice). Returns a dict of name ->
+    matplotlib Figure, plus the two score arrays under ``"_scores"``.
     """
     from aelab import viz
 
-    s_n, s_a = det.decision_function(normal), det.decision_function(anomalous)
+    if scores is None:
+        scores = det.decision_function(normal), det.decision_function(anomalous)
+    s_n, s_a = scores
     y = np.r_[np.zeros(len(s_n)), np.ones(len(s_a))]
     figs: dict[str, Any] = {
         "roc": viz.roc_curve_plot(y, np.r_[s_n, s_a], label=f"{det.score} score"),
@@ -526,8 +541,8 @@ def run_anomaly_eval(detector: str | Path | Any, normal: str | Path | ImageDatas
     else:
         a_ds = a_src
     n_ds, a_ds = _subsample(n_ds, max_images, seed), _subsample(a_ds, max_images, seed + 1)
-    metrics = det.evaluate(n_ds, a_ds)
-    figs = anomaly_figures(det, n_ds, a_ds)
+    metrics, s_n, s_a = det.evaluate(n_ds, a_ds, return_scores=True)
+    figs = anomaly_figures(det, n_ds, a_ds, scores=(s_n, s_a))
     out = Path(out)
     files = [str(write_json(out / "metrics.json", metrics))]
     for name, fig in figs.items():

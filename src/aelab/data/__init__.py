@@ -1,5 +1,6 @@
 """Data: loaders for image folders, arrays and Fashion-MNIST; splits; augmentation."""
 
+from aelab.data.arrays import from_array
 from aelab.data.augment import PRESETS, Augment, make_augment
 from aelab.data.batches import batch_indices, iterate_batches, to_float
 from aelab.data.dataset import ImageDataset
@@ -25,6 +26,7 @@ __all__ = [
     "Splits",
     "batch_indices",
     "conform",
+    "from_array",
     "iterate_batches",
     "load_dataset",
     "make_augment",
