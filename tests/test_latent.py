@@ -310,7 +310,8 @@ def test_deepcluster_command_writes_a_usable_run(pretrained, tmp_path):
     ckpt, data = pretrained
     out = tmp_path / "dc"
     args = ["deepcluster", str(data), "--init", str(ckpt), "--k", "3", "--method", "ekm",
-            "--rounds", "2", "--batch-size", "32", "--lr", "1e-3", "--out", str(out), "--device", "cpu"]  # fmt: skip
+            "--rounds", "2", "--batch-size", "32", "--lr", "1e-3", "--alpha", "3x", "--out", str(out),
+            "--device", "cpu"]  # fmt: skip
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     run = out / "deepcluster-ekm"
@@ -318,6 +319,9 @@ def test_deepcluster_command_writes_a_usable_run(pretrained, tmp_path):
             "summary.json"} <= {p.name for p in run.iterdir()}  # fmt: skip
     s = json.loads((run / "summary.json").read_text())
     assert len(s["history"]) == 2 and s["config"]["method"] == "ekm" and s["space"]["kind"] == "l2"
+    # alpha "3x": three times the automatic 2 / spread, re-derived each round
+    for row in s["history"]:
+        assert row["alpha"] == pytest.approx(6.0 / row["scale"])
     lines = (run / "labels.csv").read_text().splitlines()
     assert lines[0] == "id,cluster,label" and len(lines) == 181
     assert [int(x.split(",")[1]) for x in lines[1:]] == _sizes_to_labels(s["final"]["sizes"], lines)
@@ -329,6 +333,8 @@ def test_deepcluster_command_writes_a_usable_run(pretrained, tmp_path):
     assert r2.exit_code == 0, r2.output
     r3 = runner.invoke(app, args)
     assert r3.exit_code == 2 and "--overwrite" in r3.output
+    r4 = runner.invoke(app, [*args[:-4], "--alpha", "hot", "--out", str(tmp_path / "x")])
+    assert r4.exit_code == 2 and "multiple of it like '3x'" in r4.output
 
 
 def _sizes_to_labels(sizes, lines):

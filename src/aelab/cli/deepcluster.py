@@ -32,7 +32,8 @@ def deepcluster(
     alpha: str = typer.Option(
         "auto",
         "--alpha",
-        help="EKM alpha in the clustering space, or auto (re-derived each round).",
+        help="EKM alpha in the clustering space: a number, auto (2 / mean squared distance "
+        "to the mean, re-derived each round) or a multiple of auto such as 3x.",
     ),
     space: str = typer.Option(
         "l2", "--space", help="Clustering space: raw, l2 (unit-normalised, default), pca, l2-pca."
@@ -60,13 +61,12 @@ def deepcluster(
     Labels, when the data has them, only score the rounds (accuracy, NMI, ARI).
     """
     with user_errors():
-        from aelab.clustering.run import parse_alpha
         from aelab.data import parse_class_list, parse_ratio
         from aelab.pipeline import run_deepcluster
 
         res = run_deepcluster(
             data, init, out, k=k, method=method, name=name, rounds=rounds,
-            epochs_per_round=epochs_per_round, gamma=gamma, alpha=parse_alpha(alpha), space=space,
+            epochs_per_round=epochs_per_round, gamma=gamma, alpha=alpha, space=space,
             n_components=pca_dim, lr=lr, batch_size=batch_size,
             classes=None if classes is None else parse_class_list(classes),
             ratio=None if ratio is None else parse_ratio(ratio), n=n, overwrite=overwrite,

@@ -237,6 +237,37 @@ def cluster_latents(
     return ekm.labels_.astype(np.int64), ekm.cluster_centers_, float(ekm.alpha_)
 
 
+def _parse_alpha(alpha: float | str) -> tuple[str, float]:
+    """``"auto"`` -> ("x", 1); ``"3x"`` -> ("x", 3); a number -> ("abs", value)."""
+    if isinstance(alpha, str):
+        text = alpha.strip().lower()
+        if text == "auto":
+            return "x", 1.0
+        try:
+            v = float(text[:-1]) if text.endswith("x") else float(text)
+        except ValueError:
+            v = float("nan")
+        kind = "x" if text.endswith("x") else "abs"
+    else:
+        kind, v = "abs", float(alpha)
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(
+            f"alpha must be 'auto', a multiple of it like '3x', or a positive number; got {alpha!r}"
+        )
+    return kind, v
+
+
+def _alpha_value(rule: tuple[str, float], scale: float) -> float:
+    kind, v = rule
+    return v * 2.0 / scale if kind == "x" else v
+
+
+def _spread(Z: np.ndarray) -> float:
+    """Mean squared distance to the mean (1 for a degenerate set)."""
+    s = float(np.mean(np.sum((Z - Z.mean(0)) ** 2, axis=1)))
+    return s if s > 0 else 1.0
+
+
 @dataclass
 class DeepClusterResult:
     """What :func:`deep_cluster` produced.
@@ -354,8 +385,9 @@ def deep_cluster(
         Fine-tuning epochs per round (centroids fixed meanwhile).
     gamma : float
         Weight of the clustering loss against the reconstruction loss.
-    alpha : float or "auto"
-        EKM alpha in the clustering space; ``"auto"`` re-derives
+    alpha : float or str
+        EKM alpha in the clustering space: a number, or ``"auto"`` / a
+        multiple of it such as ``"3x"``, where auto re-derives
         ``2 / mean squared distance to the mean`` every round.
     space : {"raw", "l2", "pca", "l2-pca"}
         Clustering space, fitted on the initial latents and then fixed.
@@ -399,10 +431,7 @@ def deep_cluster(
             raise ValueError(f"{name} must be >= 1, got {v}")
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
-    if isinstance(alpha, str) and alpha != "auto":
-        raise ValueError(f"alpha must be a positive number or 'auto', got {alpha!r}")
-    if not isinstance(alpha, str) and not (np.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"alpha must be a positive finite number or 'auto', got {alpha!r}")
+    alpha_rule = _parse_alpha(alpha)
     if n < 2:
         raise ValueError("deep clustering needs at least 2 images (batch norm)")
     y = None
@@ -425,7 +454,9 @@ def deep_cluster(
     Z = encode(model, data, batch_size=max(256, batch_size), device=dev)
     fs = fit_feature_space(Z, space, n_components=n_components, random_state=seed)
     Zc = fs.transform(Z).astype(np.float64)
-    init_labels, C, _ = cluster_latents(Zc, k, method=method, alpha=alpha, n_init=n_init, seed=seed)
+    init_labels, C, _ = cluster_latents(
+        Zc, k, method=method, alpha=_alpha_value(alpha_rule, _spread(Zc)), n_init=n_init, seed=seed
+    )
     initial = _summary(init_labels, k, y)
     say(f"[deepcluster] initial {method}: sizes {initial['sizes']}" + _fmt_scores(initial))
     batches = _batch_factory(
@@ -439,11 +470,11 @@ def deep_cluster(
             Z = encode(model, data, batch_size=max(256, batch_size), device=dev)
             Zc = fs.transform(Z).astype(np.float64)
             cur_labels, C, _ = cluster_latents(
-                Zc, k, method=method, alpha=alpha, init=C, seed=seed + r
-            )
-        scale = float(np.mean(np.sum((Zc - Zc.mean(0)) ** 2, axis=1)))
-        scale = scale if scale > 0 else 1.0
-        a = 2.0 / scale if alpha == "auto" else float(alpha)
+                Zc, k, method=method, alpha=_alpha_value(alpha_rule, _spread(Zc)), init=C,
+                seed=seed + r,
+            )  # fmt: skip
+        scale = _spread(Zc)
+        a = _alpha_value(alpha_rule, scale)
         step = deep_clustering_step(
             fs, C, method=method, alpha=a, scale=scale, gamma=gamma, loss=loss, augment=augment
         )
@@ -476,7 +507,12 @@ def deep_cluster(
     Z = encode(model, data, batch_size=max(256, batch_size), device=dev)
     Zc = fs.transform(Z).astype(np.float64)
     final_labels, C, _ = cluster_latents(
-        Zc, k, method=method, alpha=alpha, init=C, seed=seed + rounds
+        Zc,
+        k,
+        method=method,
+        alpha=_alpha_value(alpha_rule, _spread(Zc)),
+        init=C,
+        seed=seed + rounds,
     )
     final = _summary(final_labels, k, y)
     say(f"[deepcluster] final: sizes {final['sizes']}" + _fmt_scores(final))
