@@ -17,7 +17,21 @@ DC+KMeans accuracy, per seed and on average (the issue's target: >= 5 points).
     PYTHONPATH=src python benchmarks/deep_clustering.py --quick
     PYTHONPATH=src python benchmarks/deep_clustering.py            # the full subset (slow on CPU)
 
-``--quick``: sizes 600 down to 6 (1,490 images), the small model, fewer epochs.
+``--quick``: sizes 600 down to 6 (1,489 images), the small model, fewer epochs.
+
+Measured (2 shared CPU cores, quick mode only; the full 14,900-image run did not
+fit the CPU budget), seed 0, l2 space, gamma 1, lr 1e-4:
+
+| pipeline    | alpha auto, 8 rounds | alpha 3x, 10 rounds |
+|-------------|----------------------|---------------------|
+| AE + KMeans | 0.343                | 0.310               |
+| AE + EKM    | 0.308                | 0.357               |
+| DC + KMeans | 0.402                | 0.449               |
+| DC + EKM    | 0.364                | 0.418               |
+
+(accuracy; the two columns used two pre-trainings of the same settings, which
+alone moved AE + KMeans by 3 points). DC + EKM did NOT beat DC + KMeans: -3.8
+and -3.0 points, against the issue's target of +5.
 """
 
 from __future__ import annotations
