@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from aelab._io import write_json, write_npz, write_text
+from aelab._io import write_json, write_npy, write_npz, write_text
 from aelab.data.dataset import ImageDataset
 
 
@@ -103,21 +103,238 @@ def write_submission(
     return write_text(path, buf.getvalue())
 
 
-def write_latents(path: str | Path, z: np.ndarray, ds: ImageDataset) -> Path:
+def write_latents(
+    path: str | Path, z: np.ndarray, ds: ImageDataset, *, index: np.ndarray | None = None
+) -> Path:
     """Save latents with ids (and labels and class names when known) as ``.npz``.
 
-    Keys: ``z`` (n_samples, latent_dim), ``ids``, and optionally ``labels``,
-    ``class_names``. ``aelab cluster`` reads ``z`` by default.
+    Keys: ``z`` (n_samples, latent_dim), ``ids``, optionally ``labels``,
+    ``class_names`` and ``index`` (each row's position in the source data).
+    ``aelab cluster`` reads ``z`` by default and ``labels`` as the true classes.
     """
+    if len(z) != len(ds):
+        raise ValueError(f"{len(z)} latent vectors for {len(ds)} images")
     arrays: dict[str, np.ndarray] = {
         "z": z.astype(np.float32),
         "ids": np.asarray(ds.ids, dtype=str),
     }
+    if index is not None:
+        arrays["index"] = np.asarray(index, dtype=np.int64)
     if ds.labels is not None:
         arrays["labels"] = ds.labels.numpy()
     if ds.class_names is not None:
         arrays["class_names"] = np.asarray(ds.class_names, dtype=str)
     return write_npz(path, **arrays)
+
+
+def sample_subset(
+    ds: ImageDataset,
+    *,
+    classes: list[int | str] | None = None,
+    ratio: list[float] | None = None,
+    n: int | None = None,
+    seed: int = 0,
+) -> tuple[ImageDataset, np.ndarray]:
+    """A seeded subset: some classes in a ratio (relabelled 0..k-1), or ``n`` random images.
+
+    Parameters
+    ----------
+    ds : ImageDataset
+    classes : list of int or str, optional
+        Keep these classes (see :func:`aelab.data.select_classes`), renumbered
+        0..k-1 in this order with matching class names.
+    ratio : list of float, optional
+        Their relative sizes; needs ``classes``.
+    n : int, optional
+        Images in all (per ``ratio``, equal shares, or a random sample without ``classes``).
+    seed : int
+
+    Returns
+    -------
+    subset : ImageDataset
+        Rows in source order; ids are those of ``ds``.
+    index : ndarray of shape (n_subset,), int64
+        Each row's position in ``ds``.
+    """
+    from aelab.data import select_classes
+
+    if ratio is not None and classes is None:
+        raise ValueError("--ratio needs --classes (the classes the ratio refers to)")
+    if n is not None and n < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    index = np.arange(len(ds), dtype=np.int64)
+    if classes is not None:
+        if ds.labels is None:
+            raise ValueError(
+                "--classes needs labeled data (class subfolders, labels in the .npz, or --labels)"
+            )
+        tagged = ImageDataset(images=ds.images, labels=ds.labels, ids=[str(i) for i in range(len(ds))],
+                              class_names=ds.class_names)  # fmt: skip
+        sub = select_classes(tagged, classes, ratio=ratio, n=n, seed=seed, relabel=True)
+        # select_classes keeps source order; the positional ids say which rows it kept.
+        index = np.array([int(i) for i in sub.ids], dtype=np.int64)
+        ds = ImageDataset(images=sub.images, labels=sub.labels, ids=[ds.ids[i] for i in index],
+                          class_names=sub.class_names)  # fmt: skip
+    elif n is not None and n < len(ds):
+        index = np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False))
+        ds = ds.subset(index)
+    return ds, index
+
+
+def run_deepcluster(
+    data: str | Path | ImageDataset,
+    init: str | Path,
+    out: str | Path,
+    *,
+    k: int,
+    method: str = "ekm",
+    name: str | None = None,
+    rounds: int = 10,
+    epochs_per_round: int = 1,
+    gamma: float = 1.0,
+    alpha: float | str = "auto",
+    space: str = "l2",
+    n_components: int = 32,
+    lr: float = 1e-4,
+    batch_size: int = 128,
+    classes: list[int | str] | None = None,
+    ratio: list[float] | None = None,
+    n: int | None = None,
+    overwrite: bool = False,
+    seed: int = 0,
+    device: str = "auto",
+    skip_bad: bool = False,
+    labels: str | Path | None = None,
+    progress: bool = False,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Deep clustering from a pre-trained checkpoint into ``out/name``.
+
+    Loads ``init``, optionally samples a subset (as :func:`sample_subset`),
+    runs :func:`aelab.training.deepcluster.deep_cluster` and writes into
+    ``out/name`` (default ``deepcluster-<method>``): the fine-tuned checkpoint
+    (usable by ``aelab embed --ckpt``), ``labels.csv`` (``id,cluster``, and
+    ``label`` when known), ``centroids.npy`` (clustering space),
+    ``rounds.csv`` (one row per round) and ``summary.json``.
+
+    Returns
+    -------
+    dict
+        ``run_dir``, ``initial``, ``final``, ``history``, ``result`` (the DeepClusterResult).
+    """
+    from aelab.training import save_checkpoint
+    from aelab.training.deepcluster import METHODS, deep_cluster, result_to_dict
+
+    if method not in METHODS:
+        raise ValueError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    run_dir = Path(out) / (name or f"deepcluster-{method}")
+    if (run_dir / "model.json").exists() and not overwrite:
+        raise ValueError(
+            f"{run_dir} already holds a run; add --overwrite or choose another --out/--name"
+        )
+    md = load_for_checkpoint(data, init, skip_bad=skip_bad, device=device, labels=labels)
+    ds, _ = sample_subset(md.data, classes=classes, ratio=ratio, n=n, seed=seed)
+    model = md.model
+    res = deep_cluster(
+        model, ds, k=k, method=method, rounds=rounds, epochs_per_round=epochs_per_round,
+        gamma=gamma, alpha=alpha, space=space, n_components=n_components, lr=lr,
+        batch_size=batch_size, seed=seed, device=device, progress=progress, log=log,
+    )  # fmt: skip
+    save_checkpoint(run_dir, model.cpu(), model_name=md.model_name,
+                    model_meta={"task": "deepcluster", "image_shape": list(ds.image_shape),
+                                "class_names": md.meta.get("class_names")})  # fmt: skip
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    known = ds.labels is not None
+    w.writerow(["id", "cluster", *(["label"] if known else [])])
+    true = ds.labels.tolist() if known else [None] * len(ds)
+    for i, c, t in zip(ds.ids, res.labels.tolist(), true, strict=True):
+        w.writerow([i, c, *([ds.class_name(t)] if known else [])])
+    write_text(run_dir / "labels.csv", buf.getvalue())
+    write_npy(run_dir / "centroids.npy", res.centroids.astype(np.float32))
+    cols: list[str] = []
+    for row in res.history:
+        cols += [c for c in row if c not in cols]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for row in res.history:
+        w.writerow(
+            [
+                ":".join(map(str, row[c])) if isinstance(row.get(c), list) else row.get(c, "")
+                for c in cols
+            ]
+        )
+    write_text(run_dir / "rounds.csv", buf.getvalue())
+    summary = {"data": str(data) if not isinstance(data, ImageDataset) else "<memory>", "init": str(init),
+               "n_images": len(ds), **result_to_dict(res)}  # fmt: skip
+    write_json(run_dir / "summary.json", summary)
+    return {"run_dir": str(run_dir), "initial": res.initial, "final": res.final,
+            "history": res.history, "result": res}  # fmt: skip
+
+
+def run_embed(
+    data: str | Path | ImageDataset,
+    ckpt: str | Path,
+    out: str | Path,
+    *,
+    classes: list[int | str] | None = None,
+    ratio: list[float] | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    device: str = "auto",
+    skip_bad: bool = False,
+    labels: str | Path | None = None,
+) -> dict[str, Any]:
+    """Encode images with a checkpoint's encoder and save the latents as ``.npz``.
+
+    Parameters
+    ----------
+    data : data spec or ImageDataset
+        Images (brought to the checkpoint's size and channels).
+    ckpt : path
+        A run folder of :func:`run_pretrain` or :func:`run_finetune`.
+    out : path
+        The ``.npz`` to write (keys of :func:`write_latents`, plus ``index``,
+        each row's position in ``data``).
+    classes : list of int or str, optional
+        Keep only these classes (labels renumbered 0..k-1 in this order, with
+        matching class names); see :func:`aelab.data.select_classes`.
+    ratio : list of float, optional
+        Class sizes in this ratio (e.g. ``[2, 1, 1]``); with ``n``, ``n``
+        images in all. Needs ``classes``.
+    n : int, optional
+        Images in all: with ``classes``, taken per ``ratio`` (or equally);
+        without, a seeded random sample of ``data``.
+    seed : int
+        Seed of the sampling.
+    batch_size : int
+        Images per forward pass.
+    device : str
+        ``"auto"`` uses CUDA when present.
+
+    Returns
+    -------
+    dict
+        ``path``, ``n``, ``latent_dim``, ``class_counts`` (when labeled), ``z``.
+    """
+    from aelab.training import encode
+
+    if out is None or Path(out).suffix.lower() != ".npz":
+        raise ValueError(f"--out {out}: the latents file must end in .npz")
+    md = load_for_checkpoint(data, ckpt, skip_bad=skip_bad, device=device, labels=labels)
+    ds, index = sample_subset(md.data, classes=classes, ratio=ratio, n=n, seed=seed)
+    z = encode(md.model, ds, batch_size=batch_size, device=device)
+    path = write_latents(out, z, ds, index=index)
+    res: dict[str, Any] = {"path": str(path), "n": len(ds), "latent_dim": int(z.shape[1]), "z": z}
+    if ds.labels is not None:
+        k = ds.num_classes or int(ds.labels.max()) + 1
+        res["class_counts"] = {
+            ds.class_name(c): int(v)
+            for c, v in enumerate(np.bincount(ds.labels.numpy(), minlength=k))
+        }
+    return res
 
 
 def save_run_config(out_dir: str | Path, command: str, options: dict[str, Any]) -> Path:

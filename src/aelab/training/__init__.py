@@ -5,9 +5,17 @@
 - :mod:`aelab.training.checkpoint` — safetensors + JSON checkpoints
 - :mod:`aelab.training.recipes` — :func:`pretrain`, :func:`finetune`,
   :func:`predict`, :func:`evaluate`, :func:`encode`, :func:`reconstruct`
+- :mod:`aelab.training.deepcluster` — :func:`deep_cluster` (EKM or K-means
+  clustering loss, alternating with re-clustering)
 """
 
 from aelab.training.checkpoint import load_model, read_checkpoint_meta, save_checkpoint
+from aelab.training.deepcluster import (
+    DeepClusterResult,
+    clustering_loss,
+    deep_cluster,
+    deep_clustering_step,
+)
 from aelab.training.loop import NonFiniteLossError, TrainConfig, Trainer, TrainResult
 from aelab.training.recipes import (
     FinetuneConfig,
@@ -23,6 +31,7 @@ from aelab.training.recipes import (
 from aelab.training.steps import classification_step, reconstruction_loss, reconstruction_step
 
 __all__ = [
+    "DeepClusterResult",
     "FinetuneConfig",
     "NonFiniteLossError",
     "PretrainConfig",
@@ -30,6 +39,9 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "classification_step",
+    "clustering_loss",
+    "deep_cluster",
+    "deep_clustering_step",
     "encode",
     "evaluate",
     "finetune",
