@@ -12,6 +12,7 @@ from aelab.data.splits import (
     select_classes,
     split_dataset,
 )
+from aelab.data.streaming import ImageFolderStream, ImageRows
 from aelab.data.transforms import FIT_MODES, conform
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "BadImageError",
     "DataSpec",
     "ImageDataset",
+    "ImageFolderStream",
+    "ImageRows",
     "Splits",
     "batch_indices",
     "conform",
