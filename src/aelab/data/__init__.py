@@ -11,6 +11,7 @@ from aelab.data.splits import (
     parse_ratio,
     select_classes,
     split_dataset,
+    split_indices,
 )
 from aelab.data.streaming import ImageFolderStream, ImageRows
 from aelab.data.transforms import FIT_MODES, conform
@@ -35,5 +36,6 @@ __all__ = [
     "parse_ratio",
     "select_classes",
     "split_dataset",
+    "split_indices",
     "to_float",
 ]
