@@ -85,7 +85,10 @@ def test_finetune_from_scratch_and_unlabeled_error(tmp_path, shapes_npz):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["predict", "{data}", "--ckpt", "{tmp}", "--out", "{tmp}/x.csv"], "not an aelab checkpoint"),
+        (
+            ["predict", "{data}", "--ckpt", "{tmp}", "--out", "{tmp}/x.csv"],
+            "not an aelab checkpoint",
+        ),
         (["pretrain", "{tmp}/missing.npy", "--out", "{tmp}/r"], "missing.npy"),
         (["pretrain", "{data}", "--out", "{tmp}/r", "--model", "nope"], "unknown model"),
         (["pretrain", "{data}", "--out", "{tmp}/r", "--device", "cuda:7"], "CUDA"),

@@ -13,7 +13,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from aelab.cli.main import app
-from aelab.study.config import DEFAULT_TOML, QUICK_OVERRIDES, default_config, dump_config, load_config
+from aelab.study.config import (
+    DEFAULT_TOML,
+    QUICK_OVERRIDES,
+    default_config,
+    dump_config,
+    load_config,
+)
 
 TINY = """
 seed = 0
@@ -72,7 +78,15 @@ def test_study_writes_every_artefact(study_run):
     sweep = (out / "sweep.csv").read_text().splitlines()
     assert len(sweep) == 4  # header + the three alphas
     steps = {p.stem for p in (out / "steps").glob("*.json")}
-    assert steps == {"pretrain", "finetune-standard", "finetune-none", "predict", "cluster", "anomaly", "reconstruct"}
+    assert steps == {
+        "pretrain",
+        "finetune-standard",
+        "finetune-none",
+        "predict",
+        "cluster",
+        "anomaly",
+        "reconstruct",
+    }
 
 
 def test_report_holds_the_runs_numbers(study_run):

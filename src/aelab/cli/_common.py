@@ -21,9 +21,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn a user error into ``error: <message>`` on stderr and exit code 2."""
+    from aelab.training.loop import NonFiniteLossError
+
     try:
         yield
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, NonFiniteLossError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=2) from None

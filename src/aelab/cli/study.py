@@ -10,16 +10,32 @@ from aelab.cli._common import echo, user_errors
 
 
 def study_cmd(
-    config: Path | None = typer.Argument(None, help="A TOML config (see --print-config); defaults otherwise."),
-    data: str | None = typer.Option(None, "--data", help="Labeled data: image folder, .npz, or fashion-mnist."),
-    test: str | None = typer.Option(None, "--test", help="Images to predict for submission.csv ('' to skip)."),
-    anomalies: str | None = typer.Option(None, "--anomalies", help="Another data source of anomalies."),
+    config: Path | None = typer.Argument(
+        None, help="A TOML config (see --print-config); defaults otherwise."
+    ),
+    data: str | None = typer.Option(
+        None, "--data", help="Labeled data: image folder, .npz, or fashion-mnist."
+    ),
+    test: str | None = typer.Option(
+        None, "--test", help="Images to predict for submission.csv ('' to skip)."
+    ),
+    anomalies: str | None = typer.Option(
+        None, "--anomalies", help="Another data source of anomalies."
+    ),
     out: Path = typer.Option(Path("runs/study"), "--out", help="Run folder."),
-    quick: bool = typer.Option(False, "--quick", help="Smaller subsets and fewer epochs (same report)."),
-    resume: bool = typer.Option(False, "--resume", help="Reuse steps that already finished in OUT."),
+    quick: bool = typer.Option(
+        False, "--quick", help="Smaller subsets and fewer epochs (same report)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Reuse steps that already finished in OUT."
+    ),
     seed: int | None = typer.Option(None, "--seed"),
-    device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."),
-    print_config: bool = typer.Option(False, "--print-config", help="Print the default config and exit."),
+    device: str | None = typer.Option(
+        None, "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."
+    ),
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Print the default config and exit."
+    ),
 ) -> None:
     """Run the whole study: pre-train, fine-tune with/without augmentation, predict,
     cluster latents with EKM, detect anomalies, reconstruct, and write report.html."""

@@ -56,7 +56,14 @@ def ratio_mismatch(sizes: Sequence[int], ratio: Sequence[float]) -> float:
     return float(np.max(np.abs(s - target) / np.maximum(target, 1e-12)))
 
 
-def _fit(X: np.ndarray, k: int, alpha: float, y: np.ndarray | None, random_state: int, ekm_kwargs: dict[str, Any]) -> dict[str, Any]:
+def _fit(
+    X: np.ndarray,
+    k: int,
+    alpha: float,
+    y: np.ndarray | None,
+    random_state: int,
+    ekm_kwargs: dict[str, Any],
+) -> dict[str, Any]:
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     from aelab.clustering import EquilibriumKMeans

@@ -29,7 +29,9 @@ FIGURES = "figures"
 
 def _subsample(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
     if n and len(ds) > n:
-        return ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False)))
+        return ds.subset(
+            np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False))
+        )
     return ds
 
 
@@ -40,7 +42,9 @@ def _jsonable(d: dict[str, Any], drop: tuple[str, ...] = ("model", "detector")) 
 class _Study:
     """Holds the loaded data and paths shared by the steps of one study run."""
 
-    def __init__(self, cfg: dict[str, Any], out: Path, runner: StepRunner, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, cfg: dict[str, Any], out: Path, runner: StepRunner, log: Callable[[str], None]
+    ) -> None:
         from aelab.data import conform, load_dataset, split_dataset
         from aelab.models import auto_model_spec
 
@@ -50,7 +54,9 @@ class _Study:
         d = cfg["data"]
         src = load_dataset(d["source"])
         if src.labels is None:
-            raise ValueError(f"the study needs labeled data (class subfolders or labels); {d['source']} has none")
+            raise ValueError(
+                f"the study needs labeled data (class subfolders or labels); {d['source']} has none"
+            )
         if d["model"] == "auto":
             self.model_name, self.model_overrides = auto_model_spec(*src.image_shape)
         else:
@@ -83,7 +89,9 @@ class _Study:
         from aelab.pipeline import run_pretrain
 
         p = self.cfg["pretrain"]
-        unlabeled = _subsample(self.splits.unlabeled, int(self.cfg["data"]["max_images"]), self.seed)
+        unlabeled = _subsample(
+            self.splits.unlabeled, int(self.cfg["data"]["max_images"]), self.seed
+        )
         res = run_pretrain(
             unlabeled, self.out, model=self.model_name, epochs=int(p["epochs"]),
             batch_size=int(p["batch_size"]), lr=float(p["lr"]), loss=p["loss"], augment=p["augment"],
@@ -105,7 +113,9 @@ class _Study:
         hist = res["history"]
         last = hist[-1] if hist else {}
         out = _jsonable(res)
-        out.update(preset=preset, final_train_acc=last.get("train_acc"), final_val_acc=last.get("val_acc"))
+        out.update(
+            preset=preset, final_train_acc=last.get("train_acc"), final_val_acc=last.get("val_acc")
+        )
         return out
 
     def predict(self, finetunes: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -117,7 +127,9 @@ class _Study:
             return res
         ckpt = Path(finetunes[best]["run_dir"])
         pred = run_predict(self.test, ckpt, self.out / "submission.csv", device=self.device)
-        res.update(path=pred["path"], n=pred["n"], predicted_counts=np.bincount(pred["labels"]).tolist())
+        res.update(
+            path=pred["path"], n=pred["n"], predicted_counts=np.bincount(pred["labels"]).tolist()
+        )
         if self.test.labels is not None:
             for name, r in finetunes.items():
                 ev = run_evaluate(self.test, r["run_dir"], device=self.device)
@@ -132,7 +144,14 @@ class _Study:
 
         c = self.cfg["cluster"]
         pool = self.test if self.test is not None and self.test.labels is not None else self.source
-        sub = select_classes(pool, list(c["classes"]), ratio=list(c["ratio"]), n=int(c["n"]), seed=self.seed, relabel=True)
+        sub = select_classes(
+            pool,
+            list(c["classes"]),
+            ratio=list(c["ratio"]),
+            n=int(c["n"]),
+            seed=self.seed,
+            relabel=True,
+        )
         ckpt = self.out / "pretrain" if c["encoder"] == "pretrain" else Path(finetune_dir)
         model, _ = load_model(ckpt, device=self.device)
         z = encode(model, sub, device=self.device)
@@ -195,7 +214,9 @@ class _Study:
         normal, rest = split_by_class(pool, [a["normal_class"]])
         if a["anomalies"]:
             shape = det.image_shape_
-            anomalous = conform(load_dataset(a["anomalies"]), image_size=shape[1], channels=shape[0])
+            anomalous = conform(
+                load_dataset(a["anomalies"]), image_size=shape[1], channels=shape[0]
+            )
             what = str(a["anomalies"])
         else:
             anomalous, what = rest, "the other classes"
@@ -242,7 +263,13 @@ def environment(device: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run_study(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_study(
+    cfg: dict[str, Any],
+    out: str | Path,
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run the study with config ``cfg`` (see :func:`aelab.study.config.load_config`) into ``out``.
 
     Returns
@@ -254,7 +281,9 @@ def run_study(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, log
 
     out = Path(out)
     if (out / "steps").exists() and not resume:
-        raise ValueError(f"{out} already holds a study; add --resume to continue it or choose another --out")
+        raise ValueError(
+            f"{out} already holds a study; add --resume to continue it or choose another --out"
+        )
     t0 = time.perf_counter()
     write_text(out / "config.toml", dump_config(cfg))
     runner = StepRunner(out, resume=resume, log=log)

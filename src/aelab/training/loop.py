@@ -450,7 +450,7 @@ class Trainer:
                 sums[k].add_(v.detach(), alpha=n)
             # Reading the loss waits for the device, so only every log_every steps.
             if show and i % cfg.log_every == 0:
-                value = float(loss)
+                value = float(loss.detach())
                 bar.set_postfix(loss=f"{value:.4g}")
                 if not math.isfinite(value):
                     self._non_finite(stage, value)
