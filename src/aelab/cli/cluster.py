@@ -11,7 +11,9 @@ from aelab.cli._common import echo, user_errors
 
 def cluster(
     features: Path = typer.Argument(
-        ..., help="Feature matrix (n_samples, n_features): .npy, .npz or .csv."
+        ...,
+        help="Feature matrix (n_samples, n_features): .npy, .npz or .csv, or a folder of "
+        ".npy shards (clustered with Dask, never loaded whole).",
     ),
     k: int = typer.Option(..., "--k", min=1, help="Number of clusters."),
     alpha: str = typer.Option(
@@ -39,6 +41,12 @@ def cluster(
     max_iter: int = typer.Option(
         300, "--max-iter", min=1, help="Maximum passes over the data per start."
     ),
+    scheduler: str | None = typer.Option(
+        None,
+        "--scheduler",
+        help="With a shard folder: a dask.distributed scheduler ADDRESS (tcp://host:8786) "
+        "to run on, or 'local' for a local cluster of worker processes.",
+    ),
 ) -> None:
     """Cluster feature vectors with Equilibrium K-Means and print the cluster sizes."""
     with user_errors():
@@ -48,7 +56,7 @@ def cluster(
             raise ValueError(f"--update {update!r}: choose 'damped' or 'fixed-point'")
         res = run_cluster(
             features, k, alpha=parse_alpha(alpha), seed=seed, out_dir=out, key=key,
-            n_init=n_init, update=update, max_iter=max_iter,
+            n_init=n_init, update=update, max_iter=max_iter, scheduler=scheduler,
         )  # fmt: skip
     s = res.summary
     n = s["n_samples"]

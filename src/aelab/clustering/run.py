@@ -162,13 +162,16 @@ def run_cluster(
     n_init: int = 10,
     update: str = "damped",
     max_iter: int = 300,
+    scheduler: str | None = None,
 ) -> ClusterResult:
     """Cluster a feature matrix with Equilibrium K-Means and optionally write the results.
 
     Parameters
     ----------
     features : str, Path or array-like of shape (n_samples, n_features)
-        A feature file (see :func:`load_features`) or the matrix itself.
+        A feature file (see :func:`load_features`), a folder of ``.npy``
+        shards (see :mod:`aelab.data.shards`; clustered with Dask, never
+        loaded whole), or the matrix itself.
     k : int
         Number of clusters, 1 <= k <= n_samples.
     alpha : float or "auto"
@@ -180,6 +183,10 @@ def run_cluster(
         Array name inside a ``.npz``.
     n_init, update, max_iter
         Passed to :class:`~aelab.clustering.EquilibriumKMeans`.
+    scheduler : str or None
+        With a shard folder: the address of a ``dask.distributed`` scheduler
+        (``tcp://host:8786``) to run on, or ``"local"`` for a local cluster of
+        worker processes; ``None`` uses Dask's threads in this process.
 
     Returns
     -------
@@ -187,6 +194,16 @@ def run_cluster(
     """
     from aelab.clustering._ekm import EquilibriumKMeans, _check_finite
 
+    if isinstance(features, (str, Path)) and Path(features).is_dir():
+        return _run_cluster_dask(
+            Path(features), k, alpha=alpha, seed=seed, out_dir=out_dir, n_init=n_init,
+            update=update, max_iter=max_iter, scheduler=scheduler,
+        )  # fmt: skip
+    if scheduler is not None:
+        raise ValueError(
+            "--scheduler runs on a folder of .npy shards (e.g. written by `aelab embed "
+            "--shard-size`); give the folder instead of a single file"
+        )
     source = None
     if isinstance(features, (str, Path)):
         source = str(features)
@@ -198,13 +215,21 @@ def run_cluster(
         _check_finite(X, name="the features")
     except ValueError as e:
         raise ValueError(f"{source or '<array>'}: {e}") from None
+    est, messages = _fit(X, k, alpha, seed, n_init, update, max_iter)
+    return _finish(est, messages, np.asarray(est.labels_), X.shape, X.dtype, source, k, alpha,
+                   seed, n_init, update, out_dir)  # fmt: skip
+
+
+def _fit(X: Any, k: int, alpha: float | str, seed: int | None, n_init: int, update: str,
+         max_iter: int) -> tuple[Any, list[str]]:  # fmt: skip
+    from aelab.clustering._ekm import EquilibriumKMeans
+
     if isinstance(alpha, str):
         alpha = parse_alpha(alpha)
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k={k!r} must be a positive integer")
     if k > X.shape[0]:
         raise ValueError(f"k={k} is larger than the number of samples ({X.shape[0]}); lower --k")
-
     est = EquilibriumKMeans(
         k, alpha=alpha, n_init=n_init, update=update, max_iter=max_iter, random_state=seed
     )
@@ -213,15 +238,65 @@ def run_cluster(
         est.fit(X)
     messages = [str(w.message) for w in caught]
     for msg in messages:  # re-issue so callers still see them
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    return est, messages
 
-    labels = est.labels_
+
+def _client(scheduler: str) -> Any:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError(
+            "--scheduler needs the dask.distributed package: pip install 'aelab[dask]' "
+            "(or pip install distributed)"
+        ) from None
+    if scheduler == "local":
+        return Client(LocalCluster(processes=True))
+    try:
+        return Client(scheduler, timeout="30s")
+    except OSError as e:
+        raise ValueError(
+            f"cannot reach the Dask scheduler at {scheduler!r} ({e}); start one with "
+            "`dask scheduler` and workers with `dask worker ADDRESS`, or use --scheduler local"
+        ) from None
+
+
+def _run_cluster_dask(directory: Path, k: int, *, alpha: float | str, seed: int | None,
+                      out_dir: str | Path | None, n_init: int, update: str, max_iter: int,
+                      scheduler: str | None) -> ClusterResult:  # fmt: skip
+    """:func:`run_cluster` on a folder of shards, with Dask (optionally on a cluster)."""
+    from aelab.data.shards import read_shards
+
+    X = read_shards(directory)
+    client = _client(scheduler) if scheduler is not None else None
+    try:
+        est, messages = _fit(X, k, alpha, seed, n_init, update, max_iter)
+        labels = np.asarray(est.labels_.compute())
+    finally:
+        if client is not None:
+            cluster = getattr(client, "cluster", None) if scheduler == "local" else None
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    result = _finish(est, messages, labels, X.shape, X.dtype, str(directory), k, alpha, seed, n_init,
+                     update, out_dir)  # fmt: skip
+    result.summary["scheduler"] = scheduler
+    result.summary["chunks"] = len(X.chunks[0])
+    return result
+
+
+def _finish(est: Any, messages: list[str], labels: np.ndarray, shape: tuple[int, ...], dtype: Any, source: str | None,
+            k: int, alpha: float | str, seed: int | None, n_init: int, update: str,
+            out_dir: str | Path | None) -> ClusterResult:  # fmt: skip
+    X_shape = shape
+    if isinstance(alpha, str):
+        alpha = parse_alpha(alpha)
     sizes = np.bincount(labels, minlength=k)
     summary: dict[str, Any] = {
         "features": source,
-        "n_samples": int(X.shape[0]),
-        "n_features": int(X.shape[1]),
-        "dtype": str(X.dtype),
+        "n_samples": int(X_shape[0]),
+        "n_features": int(X_shape[1]),
+        "dtype": str(np.dtype(dtype)),
         "k": int(k),
         "alpha": float(est.alpha_),
         "alpha_setting": alpha,
