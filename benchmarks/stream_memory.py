@@ -150,8 +150,10 @@ def main() -> None:
             ratio = f"{r['anon'] / base['anon']:.2f}x"
         print(f"{n:>9} {mode:>10} {r['anon']:>9.0f} {r['file']:>9.0f} {r['seconds']:>8.1f} "
               f"{ratio:>11}")  # fmt: skip
-    print(f"(data size: {small * 1024 / 2**20:.0f} MB and {large * 1024 / 2**20:.0f} MB; "
-          "anon = heap and tensors, file = cached pages of the memory map, reclaimable)")
+    print(
+        f"(data size: {small * 1024 / 2**20:.0f} MB and {large * 1024 / 2**20:.0f} MB; "
+        "anon = heap and tensors, file = cached pages of the memory map, reclaimable)"
+    )
 
 
 if __name__ == "__main__":

@@ -96,7 +96,10 @@ def bias_free_names(model: torch.nn.Module) -> set[str]:
             continue
         kids = list(mod.named_children())
         for (a, m), (b, nxt) in zip(kids, kids[1:], strict=False):
-            if isinstance(nxt, torch.nn.modules.batchnorm._BatchNorm) and getattr(m, "bias", None) is not None:
+            if (
+                isinstance(nxt, torch.nn.modules.batchnorm._BatchNorm)
+                and getattr(m, "bias", None) is not None
+            ):
                 p = f"{prefix}." if prefix else ""
                 names |= {f"{p}{a}.bias", f"{p}{b}.running_mean"}
     return names
@@ -105,8 +108,7 @@ def bias_free_names(model: torch.nn.Module) -> set[str]:
 def test_shard_order_partitions_each_global_batch():
     order = torch.randperm(37, generator=torch.Generator().manual_seed(0))
     parts = [
-        dist_utils.shard_order(order, 8, drop_last=False, rank=r, world_size=4)[0]
-        for r in range(4)
+        dist_utils.shard_order(order, 8, drop_last=False, rank=r, world_size=4)[0] for r in range(4)
     ]
     # global batch j = order[8j : 8j + 8]; each rank holds 2 of it, in order
     for j in range(4):

@@ -137,14 +137,12 @@ def _block_stats(
             Xb, C, alpha, x_sq=_row_sq_norms(Xb, shift),
             sample_weight=None if swb is None else np.ascontiguousarray(swb[:, 0]), shift=shift,
         )  # fmt: skip
-    return np.concatenate(
-        [st.weighted_sum.ravel(), st.weight_total, [st.objective, st.inertia]]
-    )[None, :]
+    return np.concatenate([st.weighted_sum.ravel(), st.weight_total, [st.objective, st.inertia]])[
+        None, :
+    ]
 
 
-def make_evaluate(
-    X: Any, sample_weight: Any | None, alpha: float, shift: np.ndarray | None
-) -> Any:
+def make_evaluate(X: Any, sample_weight: Any | None, alpha: float, shift: np.ndarray | None) -> Any:
     """``evaluate(C) -> ChunkStats``: one Dask pass over X at centroids C."""
     import dask.array as da
 
@@ -203,7 +201,9 @@ def make_farthest(X: Any, shift: np.ndarray | None) -> Any:
     return farthest
 
 
-def sample_rows(X: Any, n_clusters: int, rs: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+def sample_rows(
+    X: Any, n_clusters: int, rs: np.random.RandomState
+) -> tuple[np.ndarray, np.ndarray]:
     """A uniform sample of rows for seeding: ``(rows in memory, their indices)``."""
     n = X.shape[0]
     m = min(n, max(_INIT_SAMPLE_MIN, _INIT_SAMPLE_PER_CLUSTER * n_clusters))

@@ -192,7 +192,7 @@ def run_cluster(
     -------
     ClusterResult
     """
-    from aelab.clustering._ekm import EquilibriumKMeans, _check_finite
+    from aelab.clustering._ekm import _check_finite
 
     if isinstance(features, (str, Path)) and Path(features).is_dir():
         return _run_cluster_dask(
@@ -278,16 +278,13 @@ def _run_cluster_dask(directory: Path, k: int, *, alpha: float | str, seed: int 
             client.close()
             if cluster is not None:
                 cluster.close()
-    result = _finish(est, messages, labels, X.shape, X.dtype, str(directory), k, alpha, seed, n_init,
-                     update, out_dir)  # fmt: skip
-    result.summary["scheduler"] = scheduler
-    result.summary["chunks"] = len(X.chunks[0])
-    return result
+    return _finish(est, messages, labels, X.shape, X.dtype, str(directory), k, alpha, seed, n_init,
+                   update, out_dir, {"scheduler": scheduler, "chunks": len(X.chunks[0])})  # fmt: skip
 
 
 def _finish(est: Any, messages: list[str], labels: np.ndarray, shape: tuple[int, ...], dtype: Any, source: str | None,
             k: int, alpha: float | str, seed: int | None, n_init: int, update: str,
-            out_dir: str | Path | None) -> ClusterResult:  # fmt: skip
+            out_dir: str | Path | None, extra: dict[str, Any] | None = None) -> ClusterResult:  # fmt: skip
     X_shape = shape
     if isinstance(alpha, str):
         alpha = parse_alpha(alpha)
@@ -309,6 +306,7 @@ def _finish(est: Any, messages: list[str], labels: np.ndarray, shape: tuple[int,
         "iterations": int(est.n_iter_),
         "converged": bool(est.converged_),
         "warnings": messages,
+        **(extra or {}),
     }
     files: list[Path] = []
     if out_dir is not None:

@@ -231,7 +231,9 @@ def shard_files(directory: str | os.PathLike[str]) -> tuple[list[Path], list[int
         paths = [d / s["z"] for s in meta["shards"]]
         rows = [int(s["rows"]) for s in meta["shards"]]
     else:
-        paths = sorted(p for p in d.glob("*.npy") if not p.name.startswith((".", "ids-", "labels-")))
+        paths = sorted(
+            p for p in d.glob("*.npy") if not p.name.startswith((".", "ids-", "labels-"))
+        )
         rows = []
         if not paths:
             raise ValueError(f"{d}: no .npy shards (and no {MANIFEST})")

@@ -289,7 +289,12 @@ def _batch_factory(
         extra = None
         if u_reader is not None:
             assert unlabeled is not None
-            extra = (u_reader, perm(len(unlabeled), epoch, 1, u_where), world.rank * per, batch_size)
+            extra = (
+                u_reader,
+                perm(len(unlabeled), epoch, 1, u_where),
+                world.rank * per,
+                batch_size,
+            )
         return _EpochBatches(reader, ys, order, per, device, extra, num_workers)
 
     return factory
