@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -291,12 +292,28 @@ def all_reduce_sums(sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str
 # ----------------------------------------------------------------------------- batch norm
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over ranks: the gradient of a sum is the sum of the gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, t: torch.Tensor) -> torch.Tensor:
+        out = t.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.contiguous().clone()
+        dist.all_reduce(out)
+        return out
+
+
 class SyncBatchNormCPU(nn.modules.batchnorm._BatchNorm):
     """Batch norm over the global batch of all ranks, for any device and backend.
 
     PyTorch's ``nn.SyncBatchNorm`` runs on GPUs only; this one all-reduces
-    ``(sum x, sum x^2, count)`` per channel with the differentiable
-    ``torch.distributed.nn.all_reduce``, so autograd gives the exact gradient
+    ``(sum x, sum x^2, count)`` per channel with a differentiable
+    all-reduce, so autograd gives the exact gradient
     of the global-batch normalisation. Outside training, or in a single
     process, it is plain batch norm. Holds the same parameters and buffers as
     ``BatchNorm1d/2d`` (state dicts are interchangeable).
@@ -310,15 +327,13 @@ class SyncBatchNormCPU(nn.modules.batchnorm._BatchNorm):
         self._check_input_dim(input)
         if not (self.training and is_distributed()):
             return super().forward(input)
-        from torch.distributed.nn import functional as dist_nn
-
         dims = [0, *range(2, input.dim())]
         x = input.float()
         local_n = torch.tensor(
             [float(input.numel() // input.shape[1])], dtype=x.dtype, device=x.device
         )
         stats = torch.cat([x.sum(dims), (x * x).sum(dims), local_n])
-        stats = dist_nn.all_reduce(stats)
+        stats = _AllReduceSum.apply(stats)
         c = input.shape[1]
         total = stats[2 * c]
         mean = stats[:c] / total
