@@ -338,8 +338,12 @@ def run_embed(
 
 
 def save_run_config(out_dir: str | Path, command: str, options: dict[str, Any]) -> Path:
-    """Record the command and options a run was made with (``run.json``)."""
+    """Record the command and options a run was made with (``run.json``; rank 0 only)."""
     from aelab import __version__
+    from aelab.training import distributed as dist_utils
+
+    if not dist_utils.is_main():
+        return Path(out_dir) / "run.json"
 
     return write_json(
         Path(out_dir) / "run.json", {"command": command, "aelab": __version__, "options": options}
@@ -351,6 +355,67 @@ def _subsample(ds: ImageDataset, max_images: int, seed: int) -> ImageDataset:
         idx = np.sort(np.random.default_rng(seed).choice(len(ds), size=max_images, replace=False))
         return ds.subset(idx)
     return ds
+
+
+def stream_for_model(
+    data: str | Path | ImageDataset,
+    model: str = "auto",
+    *,
+    max_images: int = 0,
+    seed: int = 0,
+    model_overrides: dict[str, Any] | None = None,
+) -> tuple[Any, str, Any]:
+    """A fresh model and a view of ``data`` read batch by batch, never loaded whole.
+
+    A folder becomes an :class:`~aelab.data.ImageFolderStream` decoded at the
+    model's size; a ``.npy`` file stays a memory map and must already hold
+    uint8 images of the model's shape (converting it would load it).
+
+    Returns
+    -------
+    model : torch.nn.Module
+    model_name : str
+    rows : ImageRows
+        All images (or ``max_images`` of them, chosen by ``seed``).
+    """
+    from aelab.data import DataSpec, ImageFolderStream, ImageRows, load_dataset
+    from aelab.models import auto_model_spec, create_model
+
+    source: Any
+    if isinstance(data, ImageDataset):
+        source = data
+    else:
+        spec = DataSpec.parse(data)
+        if spec.kind == "folder":
+            source = ImageFolderStream(spec.path)
+        elif spec.kind == "npz":
+            raise ValueError(
+                f"{data}: an .npz archive is read into memory whole; save the images as .npy "
+                "(np.save) to stream them, or drop --stream"
+            )
+        else:
+            source = load_dataset(data)
+    shape = tuple(source.image_shape)
+    name, auto = auto_model_spec(*shape) if model == "auto" else (model, {})
+    net = create_model(name, **{**auto, **(model_overrides or {})})
+    want = (net.config.in_channels, net.config.image_size, net.config.image_size)
+    if shape != want:
+        if isinstance(source, ImageFolderStream):
+            source = ImageFolderStream(
+                source.root, image_size=net.config.image_size, channels=net.config.in_channels
+            )
+        else:
+            raise ValueError(
+                f"{data}: images are {'x'.join(map(str, shape))} but model {name!r} wants "
+                f"{'x'.join(map(str, want))}; streaming reads the array as it is, so save it "
+                "at the model's size and channels (uint8) or drop --stream"
+            )
+    index = None
+    if max_images and len(source) > max_images:
+        index = np.sort(
+            np.random.default_rng(seed).choice(len(source), size=max_images, replace=False)
+        )
+    return net, name, ImageRows(source, index)
 
 
 def _augment(preset: str) -> Any:
@@ -379,8 +444,15 @@ def run_pretrain(
     skip_bad: bool = False,
     progress: bool = True,
     model_overrides: dict[str, Any] | None = None,
+    stream: bool = False,
+    num_workers: int = 0,
 ) -> dict[str, Any]:
     """Pre-train an autoencoder on ``data`` (labels ignored) into ``out/pretrain``.
+
+    With ``stream`` the images are read batch by batch (see
+    :func:`stream_for_model`), so memory does not grow with the dataset;
+    ``num_workers`` processes read the batches ahead. The same call runs
+    data-parallel under ``torchrun``.
 
     Returns
     -------
@@ -388,34 +460,52 @@ def run_pretrain(
         ``run_dir``, ``history`` (per-epoch metrics), ``train_loss``, ``val_loss``.
     """
     from aelab._runtime import seed_everything
-    from aelab.data import load_dataset, split_dataset
+    from aelab.data import load_dataset, split_dataset, split_indices
     from aelab.training import PretrainConfig, pretrain
 
-    ds = data if isinstance(data, ImageDataset) else load_dataset(data, skip_bad=skip_bad)
-    ds = _subsample(ds, max_images, seed)
-    seed_everything(seed)
-    md = model_for_data(ds, model, **(model_overrides or {}))
-    parts = split_dataset(md.data, val_fraction=val_fraction, seed=seed)
+    if stream:
+        if skip_bad:
+            raise ValueError(
+                "--skip-bad needs the eager loader (it drops files before training); "
+                "clean the folder or drop --stream"
+            )
+        seed_everything(seed)
+        net, net_name, rows = stream_for_model(
+            data, model, max_images=max_images, seed=seed, model_overrides=model_overrides
+        )
+        _, rest, val_idx = split_indices(rows, val_fraction=val_fraction, seed=seed)
+        rows.labels = None  # pre-training never sees labels
+        train_part, val_part = rows.subset(rest), rows.subset(val_idx) if val_idx.size else None
+    else:
+        ds = data if isinstance(data, ImageDataset) else load_dataset(data, skip_bad=skip_bad)
+        ds = _subsample(ds, max_images, seed)
+        seed_everything(seed)
+        md = model_for_data(ds, model, **(model_overrides or {}))
+        net, net_name = md.model, md.model_name
+        parts = split_dataset(md.data, val_fraction=val_fraction, seed=seed)
+        train_part, val_part = parts.unlabeled, parts.val
     config = PretrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, amp=amp, seed=seed,
         device=device, progress=progress,
     )  # fmt: skip
     run_dir = Path(out) / "pretrain"
     result = pretrain(
-        md.model, parts.unlabeled, val=parts.val, config=config, out_dir=run_dir,
-        augment=_augment(augment), resume=resume, overwrite=overwrite, model_name=md.model_name,
+        net, train_part, val=val_part, config=config, out_dir=run_dir,
+        augment=_augment(augment), resume=resume, overwrite=overwrite, model_name=net_name,
+        num_workers=num_workers,
     )  # fmt: skip
     save_run_config(run_dir, "pretrain", {"data": str(data) if not isinstance(data, ImageDataset) else "<memory>",
-                                          "model": md.model_name, "augment": augment, "max_images": max_images,
-                                          "val_fraction": val_fraction, "config": vars(config)})  # fmt: skip
+                                          "model": net_name, "augment": augment, "max_images": max_images,
+                                          "val_fraction": val_fraction, "config": vars(config),
+                                          "stream": stream})  # fmt: skip
     last = result.history[-1] if result.history else {}
     return {
         "run_dir": str(run_dir),
         "history": result.history,
         "train_loss": float(last.get("train_loss", float("nan"))),
         "val_loss": last.get("val_loss"),
-        "n_train": len(parts.unlabeled),
-        "n_val": 0 if parts.val is None else len(parts.val),
+        "n_train": len(train_part),
+        "n_val": 0 if val_part is None else len(val_part),
     }
 
 
@@ -640,7 +730,11 @@ def run_anomaly_fit(data: str | Path | ImageDataset, out: str | Path, *, normal_
         batch_size=batch_size, lr=lr, k=k, device=device, random_state=seed, verbose=progress,
     )  # fmt: skip
     det.fit(ds)
-    path = det.save(out)
+    from aelab.training import distributed as dist_utils
+
+    # Every rank holds the same trained detector; one writes it.
+    path = det.save(out) if dist_utils.is_main() else Path(out)
+    dist_utils.barrier()
     return {"path": str(path), "n_train": len(det.decision_scores_), "threshold": det.threshold_,
             "rule": str(det.threshold_rule_), "history": det.history_, "detector": det}  # fmt: skip
 

@@ -12,7 +12,8 @@ from aelab.cli._common import echo, user_errors
 def cluster(
     features: Path = typer.Argument(
         ...,
-        help="Feature matrix (n_samples, n_features): .npy, .npz or .csv. "
+        help="Feature matrix (n_samples, n_features): .npy, .npz or .csv, or a folder of "
+        ".npy shards (clustered with Dask, never loaded whole). "
         "An .npz from `aelab embed` gives its latents z and, when known, its labels.",
     ),
     k: int = typer.Option(..., "--k", min=1, help="Number of clusters."),
@@ -75,6 +76,12 @@ def cluster(
     max_iter: int = typer.Option(
         300, "--max-iter", min=1, help="Maximum passes over the data per start."
     ),
+    scheduler: str | None = typer.Option(
+        None,
+        "--scheduler",
+        help="With a shard folder: a dask.distributed scheduler ADDRESS (tcp://host:8786) "
+        "to run on, or 'local' for a local cluster of worker processes.",
+    ),
 ) -> None:
     """Cluster feature vectors with Equilibrium K-Means and print the cluster sizes."""
     with user_errors():
@@ -88,7 +95,7 @@ def cluster(
             features, k, alpha=parse_alpha(alpha), seed=seed, out_dir=out, key=key,
             n_init=n_init, update=update, max_iter=max_iter, labels_key=labels_key,
             space=space, n_components=pca_dim, target_ratio=ratio, sweep=alpha_sweep,
-            plot=plot, map_method=map_method,
+            plot=plot, map_method=map_method, scheduler=scheduler,
         )  # fmt: skip
     s = res.summary
     n = s["n_samples"]

@@ -322,6 +322,7 @@ def run_cluster(
     sweep: str | list[float] | None = None,
     plot: str | Path | None = None,
     map_method: str = "tsne",
+    scheduler: str | None = None,
 ) -> ClusterResult:
     """Cluster a feature matrix with Equilibrium K-Means and optionally write the results.
 
@@ -367,6 +368,12 @@ def run_cluster(
         true classes, or the sweep's panels.
     map_method : {"tsne", "umap", "pca"}
         How the map is made (:func:`aelab.viz.embed_2d`).
+    scheduler : str or None
+        With a folder of ``.npy`` shards (see :mod:`aelab.data.shards`; clustered
+        with Dask, never loaded whole): the address of a ``dask.distributed``
+        scheduler (``tcp://host:8786``), or ``"local"`` for a local cluster of
+        worker processes; ``None`` uses Dask's threads in this process. The
+        shard path supports the plain fit only (no sweep, plot or space).
 
     Returns
     -------
@@ -376,6 +383,20 @@ def run_cluster(
     from aelab.clustering.space import fit_feature_space
     from aelab.clustering.sweep import alpha_sweep, parse_alpha_list, ratio_mismatch, search_alpha
 
+    if isinstance(features, (str, Path)) and Path(features).is_dir():
+        if any(v is not None for v in (target_ratio, sweep, plot)) or space != "raw":
+            raise ValueError(
+                "a folder of shards supports the plain fit only (no sweep, target ratio, plot or space)"
+            )
+        return _run_cluster_dask(
+            Path(features), k, alpha=alpha, seed=seed, out_dir=out_dir, n_init=n_init,
+            update=update, max_iter=max_iter, scheduler=scheduler,
+        )  # fmt: skip
+    if scheduler is not None:
+        raise ValueError(
+            "--scheduler runs on a folder of .npy shards (e.g. written by aelab.data.shards.ShardWriter); "
+            "give the folder instead of a single file"
+        )
     source = None
     if isinstance(features, (str, Path)):
         source = str(features)
@@ -530,3 +551,107 @@ def run_cluster(
         labels=labels, centroids=est.cluster_centers_, summary=summary, estimator=est,
         files=files, sweep=sweep_rows, search=search_rows, figure=figure,
     )  # fmt: skip
+
+
+def _fit_plain(X: Any, k: int, alpha: float | str, seed: int | None, n_init: int, update: str,
+         max_iter: int) -> tuple[Any, list[str]]:  # fmt: skip
+    from aelab.clustering._ekm import EquilibriumKMeans
+
+    if isinstance(alpha, str):
+        alpha = parse_alpha(alpha)
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k={k!r} must be a positive integer")
+    if k > X.shape[0]:
+        raise ValueError(f"k={k} is larger than the number of samples ({X.shape[0]}); lower --k")
+    est = EquilibriumKMeans(
+        k, alpha=alpha, n_init=n_init, update=update, max_iter=max_iter, random_state=seed
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(X)
+    messages = [str(w.message) for w in caught]
+    for msg in messages:  # re-issue so callers still see them
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    return est, messages
+
+
+def _client(scheduler: str) -> Any:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError(
+            "--scheduler needs the dask.distributed package: pip install 'aelab[dask]' "
+            "(or pip install distributed)"
+        ) from None
+    if scheduler == "local":
+        return Client(LocalCluster(processes=True))
+    try:
+        return Client(scheduler, timeout="30s")
+    except OSError as e:
+        raise ValueError(
+            f"cannot reach the Dask scheduler at {scheduler!r} ({e}); start one with "
+            "`dask scheduler` and workers with `dask worker ADDRESS`, or use --scheduler local"
+        ) from None
+
+
+def _run_cluster_dask(directory: Path, k: int, *, alpha: float | str, seed: int | None,
+                      out_dir: str | Path | None, n_init: int, update: str, max_iter: int,
+                      scheduler: str | None) -> ClusterResult:  # fmt: skip
+    """:func:`run_cluster` on a folder of shards, with Dask (optionally on a cluster)."""
+    from aelab.data.shards import read_shards
+
+    X = read_shards(directory)
+    client = _client(scheduler) if scheduler is not None else None
+    try:
+        est, messages = _fit_plain(X, k, alpha, seed, n_init, update, max_iter)
+        labels = np.asarray(est.labels_.compute())
+    finally:
+        if client is not None:
+            cluster = getattr(client, "cluster", None) if scheduler == "local" else None
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    return _finish_plain(est, messages, labels, X.shape, X.dtype, str(directory), k, alpha, seed, n_init,
+                   update, out_dir, {"scheduler": scheduler, "chunks": len(X.chunks[0])})  # fmt: skip
+
+
+def _finish_plain(est: Any, messages: list[str], labels: np.ndarray, shape: tuple[int, ...], dtype: Any, source: str | None,
+            k: int, alpha: float | str, seed: int | None, n_init: int, update: str,
+            out_dir: str | Path | None, extra: dict[str, Any] | None = None) -> ClusterResult:  # fmt: skip
+    X_shape = shape
+    if isinstance(alpha, str):
+        alpha = parse_alpha(alpha)
+    sizes = np.bincount(labels, minlength=k)
+    summary: dict[str, Any] = {
+        "features": source,
+        "n_samples": int(X_shape[0]),
+        "n_features": int(X_shape[1]),
+        "dtype": str(np.dtype(dtype)),
+        "k": int(k),
+        "alpha": float(est.alpha_),
+        "alpha_setting": alpha,
+        "seed": seed,
+        "n_init": int(n_init),
+        "update": update,
+        "sizes": [int(s) for s in sizes],
+        "objective": float(est.objective_),
+        "inertia": float(est.inertia_),
+        "iterations": int(est.n_iter_),
+        "converged": bool(est.converged_),
+        "warnings": messages,
+        **(extra or {}),
+    }
+    files: list[Path] = []
+    if out_dir is not None:
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise NotADirectoryError(f"--out {out} exists and is not a folder")
+        csv = "index,cluster\n" + "".join(f"{i},{c}\n" for i, c in enumerate(labels.tolist()))
+        files = [
+            write_text(out / "labels.csv", csv),
+            write_npy(out / "centroids.npy", est.cluster_centers_),
+            write_json(out / "summary.json", summary),
+        ]
+    return ClusterResult(
+        labels=labels, centroids=est.cluster_centers_, summary=summary, estimator=est, files=files
+    )

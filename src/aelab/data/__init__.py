@@ -12,7 +12,9 @@ from aelab.data.splits import (
     parse_ratio,
     select_classes,
     split_dataset,
+    split_indices,
 )
+from aelab.data.streaming import ImageFolderStream, ImageRows
 from aelab.data.transforms import FIT_MODES, conform
 
 __all__ = [
@@ -23,6 +25,8 @@ __all__ = [
     "BadImageError",
     "DataSpec",
     "ImageDataset",
+    "ImageFolderStream",
+    "ImageRows",
     "Splits",
     "batch_indices",
     "conform",
@@ -34,5 +38,6 @@ __all__ = [
     "parse_ratio",
     "select_classes",
     "split_dataset",
+    "split_indices",
     "to_float",
 ]
