@@ -531,14 +531,7 @@ def run_cluster(
     files: list[Path] = []
     if out_dir is not None:
         out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise NotADirectoryError(f"--out {out} exists and is not a folder")
-        csv = "index,cluster\n" + "".join(f"{i},{c}\n" for i, c in enumerate(labels.tolist()))
-        files = [
-            write_text(out / "labels.csv", csv),
-            write_npy(out / "centroids.npy", est.cluster_centers_),
-            write_json(out / "summary.json", summary),
-        ]
+        files = _write_core(out, labels, est.cluster_centers_, summary)
         if sweep_rows:
             files.append(write_text(out / "sweep.csv", sweep_table(sweep_rows)))
         if search_rows:
@@ -551,6 +544,20 @@ def run_cluster(
         labels=labels, centroids=est.cluster_centers_, summary=summary, estimator=est,
         files=files, sweep=sweep_rows, search=search_rows, figure=figure,
     )  # fmt: skip
+
+
+def _write_core(
+    out: Path, labels: np.ndarray, centroids: np.ndarray, summary: dict[str, Any]
+) -> list[Path]:
+    """``labels.csv`` (index,cluster), ``centroids.npy`` and ``summary.json`` in ``out``."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a folder")
+    csv = "index,cluster\n" + "".join(f"{i},{c}\n" for i, c in enumerate(labels.tolist()))
+    return [
+        write_text(out / "labels.csv", csv),
+        write_npy(out / "centroids.npy", centroids),
+        write_json(out / "summary.json", summary),
+    ]
 
 
 def _fit_plain(X: Any, k: int, alpha: float | str, seed: int | None, n_init: int, update: str,
@@ -643,15 +650,7 @@ def _finish_plain(est: Any, messages: list[str], labels: np.ndarray, shape: tupl
     }
     files: list[Path] = []
     if out_dir is not None:
-        out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise NotADirectoryError(f"--out {out} exists and is not a folder")
-        csv = "index,cluster\n" + "".join(f"{i},{c}\n" for i, c in enumerate(labels.tolist()))
-        files = [
-            write_text(out / "labels.csv", csv),
-            write_npy(out / "centroids.npy", est.cluster_centers_),
-            write_json(out / "summary.json", summary),
-        ]
+        files = _write_core(Path(out_dir), labels, est.cluster_centers_, summary)
     return ClusterResult(
         labels=labels, centroids=est.cluster_centers_, summary=summary, estimator=est, files=files
     )
