@@ -26,14 +26,17 @@ import torch.nn as nn
 from aelab._runtime import resolve_device
 from aelab.data.dataset import ImageDataset
 from aelab.training.loop import TrainConfig, Trainer, TrainResult
+from aelab.training.semisup import SEMI_METHODS, fixmatch_step, make_strong_augment
 from aelab.training.steps import RECON_LOSSES, Augment, classification_step, reconstruction_step
 
 __all__ = [
+    "FINETUNE_RECIPES",
     "FinetuneConfig",
     "PretrainConfig",
     "encode",
     "evaluate",
     "finetune",
+    "finetune_recipe",
     "predict",
     "pretrain",
     "reconstruct",
@@ -96,6 +99,25 @@ class FinetuneConfig(TrainConfig):
         Learning rate of the encoder relative to ``lr`` (the head gets ``lr``).
     label_smoothing : float
         Label smoothing of the training cross-entropy, in [0, 1).
+    semi : {"none", "fixmatch"}
+        How the ``unlabeled`` images take part: ``"none"`` (only through the
+        reconstruction term, if any) or ``"fixmatch"`` (confident predictions
+        on weakly augmented unlabeled images become the targets of strongly
+        augmented ones, see :func:`aelab.training.semisup.fixmatch_step`).
+    unlabeled_weight : float
+        Weight of the FixMatch term.
+    threshold : float
+        Confidence (maximum softmax probability) above which FixMatch keeps
+        a pseudo-label, in (0, 1].
+    unlabeled_ratio : int
+        Unlabeled images per labelled image in a step (FixMatch's mu).
+
+    Notes
+    -----
+    With ``semi`` other than ``"none"``, an epoch is one pass over the
+    unlabeled images (``len(unlabeled) // (batch_size * unlabeled_ratio)``
+    steps) while the labelled images repeat; otherwise one pass over the
+    labelled images.
     """
 
     epochs: int = 30
@@ -105,6 +127,10 @@ class FinetuneConfig(TrainConfig):
     freeze_encoder_epochs: int = 0
     encoder_lr_mult: float = 0.1
     label_smoothing: float = 0.1
+    semi: str = "none"
+    unlabeled_weight: float = 1.0
+    threshold: float = 0.95
+    unlabeled_ratio: int = 3
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -126,6 +152,85 @@ class FinetuneConfig(TrainConfig):
             raise ValueError(f"encoder_lr_mult must be >= 0, got {self.encoder_lr_mult}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.semi not in SEMI_METHODS:
+            raise ValueError(f"unknown semi {self.semi!r}; use one of {', '.join(SEMI_METHODS)}")
+        if not self.unlabeled_weight >= 0:
+            raise ValueError(f"unlabeled_weight must be >= 0, got {self.unlabeled_weight}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.unlabeled_ratio < 1:
+            raise ValueError(f"unlabeled_ratio must be >= 1, got {self.unlabeled_ratio}")
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether this recipe learns from unlabeled images (FixMatch or a reconstruction term)."""
+        return self.semi != "none" or self.recon_weight > 0
+
+
+# ----------------------------------------------------------------------------- named recipes
+
+#: Fine-tuning recipes by name: each is a set of :class:`FinetuneConfig` fields
+#: (plus ``augment``, the weak augmentation preset). ``benchmarks/fewlabel.py``
+#: measures them; ``"default"`` is what ``aelab finetune`` uses.
+FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
+    # Supervised fine-tuning on the labelled images only (aelab's recipe before FixMatch).
+    "plain": {
+        "augment": "standard",
+        "semi": "none",
+        "epochs": 30,
+        "lr": 1e-3,
+        "encoder_lr_mult": 0.1,
+        "label_smoothing": 0.1,
+        "recon_weight": 0.0,
+    },
+    # FixMatch on the unlabeled pool, from the pre-trained encoder.
+    "fixmatch": {
+        "augment": "standard",
+        "semi": "fixmatch",
+        # Epochs are passes over the unlabeled images here (see FinetuneConfig).
+        "epochs": 3,
+        "warmup_epochs": 0.2,
+        "lr": 1e-3,
+        "encoder_lr_mult": 1.0,
+        "label_smoothing": 0.0,
+        "recon_weight": 0.0,
+        "threshold": 0.95,
+        "unlabeled_weight": 1.0,
+        "unlabeled_ratio": 3,
+    },
+}
+FINETUNE_RECIPES["default"] = dict(FINETUNE_RECIPES["fixmatch"])
+
+
+def finetune_recipe(name: str = "default", **overrides: Any) -> tuple[FinetuneConfig, str]:
+    """The :class:`FinetuneConfig` and augmentation preset of a named recipe.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`FINETUNE_RECIPES` (``"default"``, ``"plain"``, ``"fixmatch"``).
+    **overrides
+        :class:`FinetuneConfig` fields (or ``augment``) replacing the
+        recipe's; ``None`` values are ignored, so unset CLI options fall
+        through to the recipe.
+
+    Returns
+    -------
+    config : FinetuneConfig
+    augment : str
+        The augmentation preset name (``"standard"`` or ``"none"``).
+    """
+    if name not in FINETUNE_RECIPES:
+        raise ValueError(
+            f"unknown fine-tuning recipe {name!r}; use one of {', '.join(FINETUNE_RECIPES)}"
+        )
+    values = {**FINETUNE_RECIPES[name], **{k: v for k, v in overrides.items() if v is not None}}
+    augment = values.pop("augment")
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown FinetuneConfig fields: {', '.join(unknown)}")
+    return FinetuneConfig(**values), augment
 
 
 # ----------------------------------------------------------------------------- batches
@@ -146,9 +251,11 @@ class _EpochBatches:
         drop_last: bool,
         device: torch.device,
         unlabeled: tuple[torch.Tensor, torch.Tensor] | None = None,
+        unlabeled_batch_size: int | None = None,
     ) -> None:
         self.images, self.labels, self.order = images, labels, order
         self.batch_size, self.device, self.unlabeled = batch_size, device, unlabeled
+        self.unlabeled_batch_size = unlabeled_batch_size or batch_size
         n = len(order)
         # Drop a ragged last batch only when a full one exists: a batch of one
         # image breaks batch norm, and tiny labelled sets must still train.
@@ -174,7 +281,8 @@ class _EpochBatches:
                 continue
             u_images, u_order = self.unlabeled
             # Unlabeled batches cycle through their own permutation.
-            u_idx = u_order[(b * bs + torch.arange(bs, device=u_order.device)) % len(u_order)]
+            ubs = self.unlabeled_batch_size
+            u_idx = u_order[(b * ubs + torch.arange(ubs, device=u_order.device)) % len(u_order)]
             yield x, y, self._float(u_images[u_idx])
 
 
@@ -195,8 +303,16 @@ def _batch_factory(
     device: torch.device,
     labels: bool,
     unlabeled: ImageDataset | None = None,
+    unlabeled_batch_size: int | None = None,
+    epoch_over_unlabeled: bool = False,
 ) -> Callable[[int], _EpochBatches]:
-    """``factory(epoch)``: batches of ``data``, reshuffled from ``(seed, epoch)`` when ``shuffle``."""
+    """``factory(epoch)``: batches of ``data``, reshuffled from ``(seed, epoch)`` when ``shuffle``.
+
+    With ``epoch_over_unlabeled`` an epoch is one pass over ``unlabeled`` (in
+    batches of ``unlabeled_batch_size``) and the labelled images repeat, in
+    fresh permutations, as often as that takes: how semi-supervised methods
+    count epochs, so their length does not shrink with the number of labels.
+    """
     images = _place(data.images, device)
     ys = _place(data.labels, device) if labels and data.labels is not None else None
     u_images = _place(unlabeled.images, device) if unlabeled is not None else None
@@ -208,12 +324,24 @@ def _batch_factory(
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7 + stream)
         return torch.randperm(size, generator=g).to(images.device)
 
+    def repeated_perm(epoch: int, length: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7 + 2)
+        reps = math.ceil(length / n)
+        return torch.cat([torch.randperm(n, generator=g) for _ in range(reps)])[:length].to(
+            images.device
+        )
+
     def factory(epoch: int) -> _EpochBatches:
         order = perm(n, epoch, 0) if shuffle else torch.arange(n, device=images.device)
         extra = None
         if u_images is not None:
             extra = (u_images, perm(len(u_images), epoch, 1))
-        return _EpochBatches(images, ys, order, batch_size, shuffle, device, extra)
+            if epoch_over_unlabeled:
+                steps = max(1, len(u_images) // (unlabeled_batch_size or batch_size))
+                order = repeated_perm(epoch, steps * batch_size)
+        return _EpochBatches(
+            images, ys, order, batch_size, shuffle, device, extra, unlabeled_batch_size
+        )
 
     return factory
 
@@ -430,13 +558,18 @@ def finetune(
         _check_dataset(model, val, "val", labels=True)
     if unlabeled is not None:
         _check_dataset(model, unlabeled, "unlabeled")
-        if config.recon_weight == 0:
+        if not config.uses_unlabeled:
             warnings.warn(
-                "unlabeled images are only used by the reconstruction term; set recon_weight > 0 "
-                "to use them (ignored now)",
+                "unlabeled images are used by semi='fixmatch' or the reconstruction term; "
+                "set one of them to use them (ignored now)",
                 stacklevel=2,
             )
             unlabeled = None
+    elif config.semi != "none":
+        raise ValueError(
+            f"semi={config.semi!r} learns from unlabeled images; pass unlabeled=... "
+            "(e.g. the unlabeled part of split_dataset) or set semi='none'"
+        )
     if len(labeled) < 2:
         raise ValueError("fine-tuning needs at least 2 labelled images (batch norm)")
     k = labeled.num_classes
@@ -460,6 +593,9 @@ def finetune(
         device=device,
         labels=True,
         unlabeled=unlabeled,
+        unlabeled_batch_size=config.batch_size
+        * (config.unlabeled_ratio if config.semi != "none" else 1),
+        epoch_over_unlabeled=config.semi != "none",
     )
     val_batches = None
     if val is not None:
@@ -471,12 +607,23 @@ def finetune(
             device=device,
             labels=True,
         )
-    step = classification_step(
-        augment=augment,
-        label_smoothing=config.label_smoothing,
-        recon_weight=config.recon_weight,
-        recon_loss=config.recon_loss,
-    )
+    if config.semi == "fixmatch":
+        step = fixmatch_step(
+            weak=augment,
+            strong=make_strong_augment(),
+            threshold=config.threshold,
+            unlabeled_weight=config.unlabeled_weight,
+            label_smoothing=config.label_smoothing,
+            recon_weight=config.recon_weight,
+            recon_loss=config.recon_loss,
+        )
+    else:
+        step = classification_step(
+            augment=augment,
+            label_smoothing=config.label_smoothing,
+            recon_weight=config.recon_weight,
+            recon_loss=config.recon_loss,
+        )
     lr_mult = {"encoder.": config.encoder_lr_mult} if config.encoder_lr_mult != 1 else None
     trainer = Trainer(
         model,
