@@ -32,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from pathlib import Path
@@ -146,7 +147,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a smaller check (minutes)")
     ap.add_argument("--pretrain-epochs", type=int, default=None)
     ap.add_argument("--pretrain-lr", type=float, default=2e-3)
-    ap.add_argument("--epochs", type=int, default=None, help="epochs of the supervised rows")
+    ap.add_argument(
+        "--epochs", type=int, default=None,
+        help="epochs of the supervised rows (default: 30,000 labelled images in all)",
+    )  # fmt: skip
     ap.add_argument("--default-epochs", type=int, default=None, help="override the recipe's")
     ap.add_argument("--ablation", action="store_true", help="also the default recipe from scratch")
     ap.add_argument("--rows", default="", help="comma-separated row keys to run (default: all)")
@@ -160,7 +164,10 @@ def main() -> None:
     q = args.quick
     args.pretrain_epochs = args.pretrain_epochs or (1 if q else 2)
     args.pretrain_images = 10_000 if q else 0
-    sup_epochs = args.epochs or (10 if q else 30)
+    # The supervised rows see 30,000 labelled images (30 epochs at 100 labels
+    # per class) whatever the number of labels, so the curve compares equal work.
+    n_labeled = 10 * args.labels_per_class
+    sup_epochs = args.epochs or math.ceil((10_000 if q else 30_000) / n_labeled)
     default_epochs = args.default_epochs or (1 if q else None)
     n_unlabeled = 10_000 if q else 0
     n_test = 2_000 if q else 0

@@ -12,6 +12,7 @@ from aelab.cli._common import echo, user_errors
 
 class Augment(StrEnum):
     none = "none"
+    weak = "weak"
     standard = "standard"
 
 

@@ -218,7 +218,7 @@ def finetune_recipe(name: str = "default", **overrides: Any) -> tuple[FinetuneCo
     -------
     config : FinetuneConfig
     augment : str
-        The augmentation preset name (``"standard"`` or ``"none"``).
+        The augmentation preset name (``"standard"``, ``"weak"`` or ``"none"``).
     """
     if name not in FINETUNE_RECIPES:
         raise ValueError(
@@ -539,8 +539,9 @@ def finetune(
     val : ImageDataset, optional
         Labelled validation images; then ``val_acc`` picks the best epoch.
     unlabeled : ImageDataset, optional
-        Extra images for the reconstruction term (used only when
-        ``config.recon_weight > 0``).
+        Images without labels (of shape (n_unlabeled, C, H, W)); FixMatch
+        (``config.semi="fixmatch"``, then required) and the reconstruction
+        term (``config.recon_weight > 0``) learn from them; ignored otherwise.
     config : FinetuneConfig, optional
         Defaults to ``FinetuneConfig()``.
     out_dir, augment, resume, overwrite, model_name
