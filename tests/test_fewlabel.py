@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_shapes
 
 from aelab.data import ImageDataset, make_augment
 from aelab.models import create_model
@@ -22,6 +21,7 @@ from aelab.training import (
     save_checkpoint,
 )
 from aelab.training.recipes import _batch_factory
+from conftest import make_shapes
 
 
 def shapes(n: int, seed: int = 0) -> ImageDataset:
