@@ -71,3 +71,47 @@ def test_detection_metrics():
 def test_unknown_score():
     with pytest.raises(ValueError, match="unknown score"):
         check_score("psnr")
+
+
+def test_parse_score():
+    from aelab.anomaly.scores import parse_score
+
+    assert parse_score("mse") == ("mse",)
+    assert parse_score("SSIM + latent") == ("ssim", "latent")
+    for bad, msg in [("", "score must be"), ("mse+mse", "twice"), ("mse+psnr", "unknown score")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_score(bad)
+
+
+def test_combine_scores_standardises_on_normals():
+    from aelab.anomaly.scores import combine_scores, score_stats
+
+    normal = {"a": np.array([1.0, 3.0]), "b": np.array([10.0, 30.0]), "c": np.array([5.0, 5.0])}
+    stats = score_stats(normal)
+    assert stats == {"a": (2.0, 1.0), "b": (20.0, 10.0), "c": (5.0, 1.0)}
+    new = {"a": np.array([4.0]), "b": np.array([0.0]), "c": np.array([6.0])}
+    # (4-2)/1 + (0-20)/10 + (6-5)/1 = 2 - 2 + 1
+    np.testing.assert_allclose(combine_scores(new, stats), [1.0])
+
+
+def test_rotation_scores_hand_computed():
+    from aelab.anomaly.scores import rotation_scores
+
+    sure = torch.full((4, 1, 4), -1e4)
+    for t in range(4):
+        sure[t, 0, t] = 1e4  # right and certain about every turn
+    flat = torch.zeros(4, 1, 4)  # no idea: cross-entropy log(4)
+    s = rotation_scores(torch.cat([sure, flat], dim=1))
+    assert s.shape == (2,)
+    assert s[0] == pytest.approx(0.0, abs=1e-6)
+    assert s[1] == pytest.approx(np.log(4), rel=1e-6)
+
+
+def test_rotate_each_matches_rot90():
+    from aelab.anomaly.selfsup import rotate, rotate_each
+
+    x = torch.arange(2 * 1 * 3 * 3, dtype=torch.float32).reshape(2, 1, 3, 3)
+    out = rotate_each(x, torch.tensor([1, 3]))
+    assert torch.equal(out[0], torch.rot90(x[0], 1, (1, 2)))
+    assert torch.equal(out[1], rotate(x[1:], 3)[0])
+    assert torch.equal(rotate(rotate(x, 1), 3), x)

@@ -115,6 +115,31 @@ def test_semi_epoch_is_a_pass_over_the_unlabeled_images():
     assert len(seen) == 8 * 4
 
 
+def test_semi_epoch_shards_labelled_and_unlabeled_batches_across_ranks(monkeypatch):
+    # Two simulated ranks together see exactly the single process's global batches.
+    from aelab.training import distributed as dist_utils
+
+    lab, unl = shapes(10), unlabeled(shapes(100, seed=1))
+    kw = {
+        "batch_size": 4, "shuffle": True, "seed": 0, "device": torch.device("cpu"),
+        "labels": True, "unlabeled": unl, "unlabeled_batch_size": 12,
+        "epoch_over_unlabeled": True,
+    }  # fmt: skip
+    whole = list(_batch_factory(lab, **kw)(1))
+    ranks = []
+    for rank in range(2):
+        monkeypatch.setattr(dist_utils, "info", lambda r=rank: dist_utils.DistInfo(r, 2, 0, "gloo"))
+        ranks.append(list(_batch_factory(lab, **kw)(1)))
+    assert len(ranks[0]) == len(ranks[1]) == len(whole) == 100 // 12
+    for b, (x, y, xu) in enumerate(whole):
+        (x0, y0, u0), (x1, y1, u1) = ranks[0][b], ranks[1][b]
+        assert x0.shape[0] == 2 and u0.shape[0] == 6
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+        assert torch.equal(torch.cat([u0, u1]), xu)
+    with pytest.raises(ValueError, match="unlabeled batch size 9"):
+        _batch_factory(lab, **{**kw, "unlabeled_batch_size": 9})
+
+
 @pytest.mark.parametrize("name", sorted(FINETUNE_RECIPES))
 def test_every_named_recipe_trains_a_few_steps(name):
     config, augment = finetune_recipe(name, **fast(threshold=0.5))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from aelab._io import write_json, write_npz, write_text
+from aelab._io import write_json, write_npy, write_npz, write_text
 from aelab.data.dataset import ImageDataset
 
 
@@ -103,16 +103,23 @@ def write_submission(
     return write_text(path, buf.getvalue())
 
 
-def write_latents(path: str | Path, z: np.ndarray, ds: ImageDataset) -> Path:
+def write_latents(
+    path: str | Path, z: np.ndarray, ds: ImageDataset, *, index: np.ndarray | None = None
+) -> Path:
     """Save latents with ids (and labels and class names when known) as ``.npz``.
 
-    Keys: ``z`` (n_samples, latent_dim), ``ids``, and optionally ``labels``,
-    ``class_names``. ``aelab cluster`` reads ``z`` by default.
+    Keys: ``z`` (n_samples, latent_dim), ``ids``, optionally ``labels``,
+    ``class_names`` and ``index`` (each row's position in the source data).
+    ``aelab cluster`` reads ``z`` by default and ``labels`` as the true classes.
     """
+    if len(z) != len(ds):
+        raise ValueError(f"{len(z)} latent vectors for {len(ds)} images")
     arrays: dict[str, np.ndarray] = {
         "z": z.astype(np.float32),
         "ids": np.asarray(ds.ids, dtype=str),
     }
+    if index is not None:
+        arrays["index"] = np.asarray(index, dtype=np.int64)
     if ds.labels is not None:
         arrays["labels"] = ds.labels.numpy()
     if ds.class_names is not None:
@@ -120,9 +127,223 @@ def write_latents(path: str | Path, z: np.ndarray, ds: ImageDataset) -> Path:
     return write_npz(path, **arrays)
 
 
+def sample_subset(
+    ds: ImageDataset,
+    *,
+    classes: list[int | str] | None = None,
+    ratio: list[float] | None = None,
+    n: int | None = None,
+    seed: int = 0,
+) -> tuple[ImageDataset, np.ndarray]:
+    """A seeded subset: some classes in a ratio (relabelled 0..k-1), or ``n`` random images.
+
+    Parameters
+    ----------
+    ds : ImageDataset
+    classes : list of int or str, optional
+        Keep these classes (see :func:`aelab.data.select_classes`), renumbered
+        0..k-1 in this order with matching class names.
+    ratio : list of float, optional
+        Their relative sizes; needs ``classes``.
+    n : int, optional
+        Images in all (per ``ratio``, equal shares, or a random sample without ``classes``).
+    seed : int
+
+    Returns
+    -------
+    subset : ImageDataset
+        Rows in source order; ids are those of ``ds``.
+    index : ndarray of shape (n_subset,), int64
+        Each row's position in ``ds``.
+    """
+    from aelab.data import select_classes
+
+    if ratio is not None and classes is None:
+        raise ValueError("--ratio needs --classes (the classes the ratio refers to)")
+    if n is not None and n < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    index = np.arange(len(ds), dtype=np.int64)
+    if classes is not None:
+        if ds.labels is None:
+            raise ValueError(
+                "--classes needs labeled data (class subfolders, labels in the .npz, or --labels)"
+            )
+        tagged = ImageDataset(images=ds.images, labels=ds.labels, ids=[str(i) for i in range(len(ds))],
+                              class_names=ds.class_names)  # fmt: skip
+        sub = select_classes(tagged, classes, ratio=ratio, n=n, seed=seed, relabel=True)
+        # select_classes keeps source order; the positional ids say which rows it kept.
+        index = np.array([int(i) for i in sub.ids], dtype=np.int64)
+        ds = ImageDataset(images=sub.images, labels=sub.labels, ids=[ds.ids[i] for i in index],
+                          class_names=sub.class_names)  # fmt: skip
+    elif n is not None and n < len(ds):
+        index = np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False))
+        ds = ds.subset(index)
+    return ds, index
+
+
+def run_deepcluster(
+    data: str | Path | ImageDataset,
+    init: str | Path,
+    out: str | Path,
+    *,
+    k: int,
+    method: str = "ekm",
+    name: str | None = None,
+    rounds: int = 10,
+    epochs_per_round: int = 1,
+    gamma: float = 1.0,
+    alpha: float | str = "auto",
+    space: str = "l2",
+    n_components: int = 32,
+    lr: float = 1e-4,
+    batch_size: int = 128,
+    classes: list[int | str] | None = None,
+    ratio: list[float] | None = None,
+    n: int | None = None,
+    overwrite: bool = False,
+    seed: int = 0,
+    device: str = "auto",
+    skip_bad: bool = False,
+    labels: str | Path | None = None,
+    progress: bool = False,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Deep clustering from a pre-trained checkpoint into ``out/name``.
+
+    Loads ``init``, optionally samples a subset (as :func:`sample_subset`),
+    runs :func:`aelab.training.deepcluster.deep_cluster` and writes into
+    ``out/name`` (default ``deepcluster-<method>``): the fine-tuned checkpoint
+    (usable by ``aelab embed --ckpt``), ``labels.csv`` (``id,cluster``, and
+    ``label`` when known), ``centroids.npy`` (clustering space),
+    ``rounds.csv`` (one row per round) and ``summary.json``.
+
+    Returns
+    -------
+    dict
+        ``run_dir``, ``initial``, ``final``, ``history``, ``result`` (the DeepClusterResult).
+    """
+    from aelab.training import save_checkpoint
+    from aelab.training.deepcluster import METHODS, deep_cluster, result_to_dict
+
+    if method not in METHODS:
+        raise ValueError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    run_dir = Path(out) / (name or f"deepcluster-{method}")
+    if (run_dir / "model.json").exists() and not overwrite:
+        raise ValueError(
+            f"{run_dir} already holds a run; add --overwrite or choose another --out/--name"
+        )
+    md = load_for_checkpoint(data, init, skip_bad=skip_bad, device=device, labels=labels)
+    ds, _ = sample_subset(md.data, classes=classes, ratio=ratio, n=n, seed=seed)
+    model = md.model
+    res = deep_cluster(
+        model, ds, k=k, method=method, rounds=rounds, epochs_per_round=epochs_per_round,
+        gamma=gamma, alpha=alpha, space=space, n_components=n_components, lr=lr,
+        batch_size=batch_size, seed=seed, device=device, progress=progress, log=log,
+    )  # fmt: skip
+    save_checkpoint(run_dir, model.cpu(), model_name=md.model_name,
+                    model_meta={"task": "deepcluster", "image_shape": list(ds.image_shape),
+                                "class_names": md.meta.get("class_names")})  # fmt: skip
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    known = ds.labels is not None
+    w.writerow(["id", "cluster", *(["label"] if known else [])])
+    true = ds.labels.tolist() if known else [None] * len(ds)
+    for i, c, t in zip(ds.ids, res.labels.tolist(), true, strict=True):
+        w.writerow([i, c, *([ds.class_name(t)] if known else [])])
+    write_text(run_dir / "labels.csv", buf.getvalue())
+    write_npy(run_dir / "centroids.npy", res.centroids.astype(np.float32))
+    cols: list[str] = []
+    for row in res.history:
+        cols += [c for c in row if c not in cols]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for row in res.history:
+        w.writerow(
+            [
+                ":".join(map(str, row[c])) if isinstance(row.get(c), list) else row.get(c, "")
+                for c in cols
+            ]
+        )
+    write_text(run_dir / "rounds.csv", buf.getvalue())
+    summary = {"data": str(data) if not isinstance(data, ImageDataset) else "<memory>", "init": str(init),
+               "n_images": len(ds), **result_to_dict(res)}  # fmt: skip
+    write_json(run_dir / "summary.json", summary)
+    return {"run_dir": str(run_dir), "initial": res.initial, "final": res.final,
+            "history": res.history, "result": res}  # fmt: skip
+
+
+def run_embed(
+    data: str | Path | ImageDataset,
+    ckpt: str | Path,
+    out: str | Path,
+    *,
+    classes: list[int | str] | None = None,
+    ratio: list[float] | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    device: str = "auto",
+    skip_bad: bool = False,
+    labels: str | Path | None = None,
+) -> dict[str, Any]:
+    """Encode images with a checkpoint's encoder and save the latents as ``.npz``.
+
+    Parameters
+    ----------
+    data : data spec or ImageDataset
+        Images (brought to the checkpoint's size and channels).
+    ckpt : path
+        A run folder of :func:`run_pretrain` or :func:`run_finetune`.
+    out : path
+        The ``.npz`` to write (keys of :func:`write_latents`, plus ``index``,
+        each row's position in ``data``).
+    classes : list of int or str, optional
+        Keep only these classes (labels renumbered 0..k-1 in this order, with
+        matching class names); see :func:`aelab.data.select_classes`.
+    ratio : list of float, optional
+        Class sizes in this ratio (e.g. ``[2, 1, 1]``); with ``n``, ``n``
+        images in all. Needs ``classes``.
+    n : int, optional
+        Images in all: with ``classes``, taken per ``ratio`` (or equally);
+        without, a seeded random sample of ``data``.
+    seed : int
+        Seed of the sampling.
+    batch_size : int
+        Images per forward pass.
+    device : str
+        ``"auto"`` uses CUDA when present.
+
+    Returns
+    -------
+    dict
+        ``path``, ``n``, ``latent_dim``, ``class_counts`` (when labeled), ``z``.
+    """
+    from aelab.training import encode
+
+    if out is None or Path(out).suffix.lower() != ".npz":
+        raise ValueError(f"--out {out}: the latents file must end in .npz")
+    md = load_for_checkpoint(data, ckpt, skip_bad=skip_bad, device=device, labels=labels)
+    ds, index = sample_subset(md.data, classes=classes, ratio=ratio, n=n, seed=seed)
+    z = encode(md.model, ds, batch_size=batch_size, device=device)
+    path = write_latents(out, z, ds, index=index)
+    res: dict[str, Any] = {"path": str(path), "n": len(ds), "latent_dim": int(z.shape[1]), "z": z}
+    if ds.labels is not None:
+        k = ds.num_classes or int(ds.labels.max()) + 1
+        res["class_counts"] = {
+            ds.class_name(c): int(v)
+            for c, v in enumerate(np.bincount(ds.labels.numpy(), minlength=k))
+        }
+    return res
+
+
 def save_run_config(out_dir: str | Path, command: str, options: dict[str, Any]) -> Path:
-    """Record the command and options a run was made with (``run.json``)."""
+    """Record the command and options a run was made with (``run.json``; rank 0 only)."""
     from aelab import __version__
+    from aelab.training import distributed as dist_utils
+
+    if not dist_utils.is_main():
+        return Path(out_dir) / "run.json"
 
     return write_json(
         Path(out_dir) / "run.json", {"command": command, "aelab": __version__, "options": options}
@@ -134,6 +355,67 @@ def _subsample(ds: ImageDataset, max_images: int, seed: int) -> ImageDataset:
         idx = np.sort(np.random.default_rng(seed).choice(len(ds), size=max_images, replace=False))
         return ds.subset(idx)
     return ds
+
+
+def stream_for_model(
+    data: str | Path | ImageDataset,
+    model: str = "auto",
+    *,
+    max_images: int = 0,
+    seed: int = 0,
+    model_overrides: dict[str, Any] | None = None,
+) -> tuple[Any, str, Any]:
+    """A fresh model and a view of ``data`` read batch by batch, never loaded whole.
+
+    A folder becomes an :class:`~aelab.data.ImageFolderStream` decoded at the
+    model's size; a ``.npy`` file stays a memory map and must already hold
+    uint8 images of the model's shape (converting it would load it).
+
+    Returns
+    -------
+    model : torch.nn.Module
+    model_name : str
+    rows : ImageRows
+        All images (or ``max_images`` of them, chosen by ``seed``).
+    """
+    from aelab.data import DataSpec, ImageFolderStream, ImageRows, load_dataset
+    from aelab.models import auto_model_spec, create_model
+
+    source: Any
+    if isinstance(data, ImageDataset):
+        source = data
+    else:
+        spec = DataSpec.parse(data)
+        if spec.kind == "folder":
+            source = ImageFolderStream(spec.path)
+        elif spec.kind == "npz":
+            raise ValueError(
+                f"{data}: an .npz archive is read into memory whole; save the images as .npy "
+                "(np.save) to stream them, or drop --stream"
+            )
+        else:
+            source = load_dataset(data)
+    shape = tuple(source.image_shape)
+    name, auto = auto_model_spec(*shape) if model == "auto" else (model, {})
+    net = create_model(name, **{**auto, **(model_overrides or {})})
+    want = (net.config.in_channels, net.config.image_size, net.config.image_size)
+    if shape != want:
+        if isinstance(source, ImageFolderStream):
+            source = ImageFolderStream(
+                source.root, image_size=net.config.image_size, channels=net.config.in_channels
+            )
+        else:
+            raise ValueError(
+                f"{data}: images are {'x'.join(map(str, shape))} but model {name!r} wants "
+                f"{'x'.join(map(str, want))}; streaming reads the array as it is, so save it "
+                "at the model's size and channels (uint8) or drop --stream"
+            )
+    index = None
+    if max_images and len(source) > max_images:
+        index = np.sort(
+            np.random.default_rng(seed).choice(len(source), size=max_images, replace=False)
+        )
+    return net, name, ImageRows(source, index)
 
 
 def _augment(preset: str) -> Any:
@@ -162,8 +444,15 @@ def run_pretrain(
     skip_bad: bool = False,
     progress: bool = True,
     model_overrides: dict[str, Any] | None = None,
+    stream: bool = False,
+    num_workers: int = 0,
 ) -> dict[str, Any]:
     """Pre-train an autoencoder on ``data`` (labels ignored) into ``out/pretrain``.
+
+    With ``stream`` the images are read batch by batch (see
+    :func:`stream_for_model`), so memory does not grow with the dataset;
+    ``num_workers`` processes read the batches ahead. The same call runs
+    data-parallel under ``torchrun``.
 
     Returns
     -------
@@ -171,34 +460,52 @@ def run_pretrain(
         ``run_dir``, ``history`` (per-epoch metrics), ``train_loss``, ``val_loss``.
     """
     from aelab._runtime import seed_everything
-    from aelab.data import load_dataset, split_dataset
+    from aelab.data import load_dataset, split_dataset, split_indices
     from aelab.training import PretrainConfig, pretrain
 
-    ds = data if isinstance(data, ImageDataset) else load_dataset(data, skip_bad=skip_bad)
-    ds = _subsample(ds, max_images, seed)
-    seed_everything(seed)
-    md = model_for_data(ds, model, **(model_overrides or {}))
-    parts = split_dataset(md.data, val_fraction=val_fraction, seed=seed)
+    if stream:
+        if skip_bad:
+            raise ValueError(
+                "--skip-bad needs the eager loader (it drops files before training); "
+                "clean the folder or drop --stream"
+            )
+        seed_everything(seed)
+        net, net_name, rows = stream_for_model(
+            data, model, max_images=max_images, seed=seed, model_overrides=model_overrides
+        )
+        _, rest, val_idx = split_indices(rows, val_fraction=val_fraction, seed=seed)
+        rows.labels = None  # pre-training never sees labels
+        train_part, val_part = rows.subset(rest), rows.subset(val_idx) if val_idx.size else None
+    else:
+        ds = data if isinstance(data, ImageDataset) else load_dataset(data, skip_bad=skip_bad)
+        ds = _subsample(ds, max_images, seed)
+        seed_everything(seed)
+        md = model_for_data(ds, model, **(model_overrides or {}))
+        net, net_name = md.model, md.model_name
+        parts = split_dataset(md.data, val_fraction=val_fraction, seed=seed)
+        train_part, val_part = parts.unlabeled, parts.val
     config = PretrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, amp=amp, seed=seed,
         device=device, progress=progress,
     )  # fmt: skip
     run_dir = Path(out) / "pretrain"
     result = pretrain(
-        md.model, parts.unlabeled, val=parts.val, config=config, out_dir=run_dir,
-        augment=_augment(augment), resume=resume, overwrite=overwrite, model_name=md.model_name,
+        net, train_part, val=val_part, config=config, out_dir=run_dir,
+        augment=_augment(augment), resume=resume, overwrite=overwrite, model_name=net_name,
+        num_workers=num_workers,
     )  # fmt: skip
     save_run_config(run_dir, "pretrain", {"data": str(data) if not isinstance(data, ImageDataset) else "<memory>",
-                                          "model": md.model_name, "augment": augment, "max_images": max_images,
-                                          "val_fraction": val_fraction, "config": vars(config)})  # fmt: skip
+                                          "model": net_name, "augment": augment, "max_images": max_images,
+                                          "val_fraction": val_fraction, "config": vars(config),
+                                          "stream": stream})  # fmt: skip
     last = result.history[-1] if result.history else {}
     return {
         "run_dir": str(run_dir),
         "history": result.history,
         "train_loss": float(last.get("train_loss", float("nan"))),
         "val_loss": last.get("val_loss"),
-        "n_train": len(parts.unlabeled),
-        "n_val": 0 if parts.val is None else len(parts.val),
+        "n_train": len(train_part),
+        "n_val": 0 if val_part is None else len(val_part),
     }
 
 
@@ -413,24 +720,34 @@ def _load(spec: str | Path | ImageDataset) -> ImageDataset:
 def run_anomaly_fit(data: str | Path | ImageDataset, out: str | Path, *, normal_class: str | int | None = None,
                     model: str = "auto", epochs: int = 10, batch_size: int = 128, lr: float = 2e-3,
                     score: str = "mse", threshold: str = "fpr:0.05", latent_dim: int = 0,
-                    max_images: int = 0, seed: int = 0, device: str = "auto",
-                    progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Train a :class:`~aelab.anomaly.ReconstructionDetector` on normal images; save it to ``out``."""
+                    calibration_fraction: float = 0.2, k: int = 5, max_images: int = 0, seed: int = 0,
+                    device: str = "auto", progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Train a :class:`~aelab.anomaly.ReconstructionDetector` on normal images; save it to ``out``.
+
+    With ``normal_class`` only that class (index or name) of a labeled ``data``
+    is used. Returns the detector, its folder, the threshold and the training history.
+    """
     from aelab.anomaly import ReconstructionDetector
 
     ds = _load(data)
     if normal_class is not None:
         ds, _ = split_by_class(ds, [normal_class])
+        if len(ds) == 0:
+            raise ValueError(f"no normal images: class {normal_class!r} has no images in {data}")
     ds = _subsample(ds, max_images, seed)
     if len(ds) == 0:
-        raise ValueError("no normal images to train on")
+        raise ValueError(f"no normal images to train on in {data}")
     det = ReconstructionDetector(
         model=model, model_overrides={"latent_dim": latent_dim} if latent_dim else None, score=score,
-        threshold=threshold, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-        random_state=seed, verbose=progress,
+        threshold=threshold, calibration_fraction=calibration_fraction, epochs=epochs,
+        batch_size=batch_size, lr=lr, k=k, device=device, random_state=seed, verbose=progress,
     )  # fmt: skip
     det.fit(ds)
-    path = det.save(out)
+    from aelab.training import distributed as dist_utils
+
+    # Every rank holds the same trained detector; one writes it.
+    path = det.save(out) if dist_utils.is_main() else Path(out)
+    dist_utils.barrier()
     return {"path": str(path), "n_train": len(det.decision_scores_), "threshold": det.threshold_,
             "rule": str(det.threshold_rule_), "history": det.history_, "detector": det}  # fmt: skip
 
@@ -460,15 +777,24 @@ def run_anomaly_score(data: str | Path | ImageDataset, detector: str | Path, out
 
 
 def anomaly_figures(
-    det: Any, normal: ImageDataset, anomalous: ImageDataset, n_show: int = 8
+    det: Any,
+    normal: ImageDataset,
+    anomalous: ImageDataset,
+    n_show: int = 8,
+    *,
+    scores: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """ROC curve, score histogram, and image/reconstruction/error-map grids of a detector.
 
-    Returns a dict of name -> matplotlib Figure, plus the two score arrays.
+    ``scores``, when given, are the detector's scores of ``normal`` and
+    ``anomalous`` (so they are not computed twice). Returns a dict of name ->
+    matplotlib Figure, plus the two score arrays under ``"_scores"``.
     """
     from aelab import viz
 
-    s_n, s_a = det.decision_function(normal), det.decision_function(anomalous)
+    if scores is None:
+        scores = det.decision_function(normal), det.decision_function(anomalous)
+    s_n, s_a = scores
     y = np.r_[np.zeros(len(s_n)), np.ones(len(s_a))]
     figs: dict[str, Any] = {
         "roc": viz.roc_curve_plot(y, np.r_[s_n, s_a], label=f"{det.score} score"),
@@ -539,8 +865,8 @@ def run_anomaly_eval(detector: str | Path | Any, normal: str | Path | ImageDatas
     else:
         a_ds = a_src
     n_ds, a_ds = _subsample(n_ds, max_images, seed), _subsample(a_ds, max_images, seed + 1)
-    metrics = det.evaluate(n_ds, a_ds)
-    figs = anomaly_figures(det, n_ds, a_ds)
+    metrics, s_n, s_a = det.evaluate(n_ds, a_ds, return_scores=True)
+    figs = anomaly_figures(det, n_ds, a_ds, scores=(s_n, s_a))
     out = Path(out)
     files = [str(write_json(out / "metrics.json", metrics))]
     for name, fig in figs.items():

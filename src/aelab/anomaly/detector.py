@@ -21,7 +21,23 @@ import numpy as np
 import torch
 
 from aelab._io import read_json, write_json, write_npy
-from aelab.anomaly.scores import SCORES, check_score, error_maps, knn_distance, pixel_scores
+from aelab.anomaly.scores import (
+    PIXEL_SCORES,
+    SCORES,
+    combine_scores,
+    error_maps,
+    knn_distance,
+    parse_score,
+    pixel_scores,
+    rotation_scores,
+    score_stats,
+)
+from aelab.anomaly.selfsup import (
+    N_ROTATIONS,
+    batch_factory,
+    rotation_logits,
+    rotation_reconstruction_step,
+)
 from aelab.anomaly.thresholds import (
     ThresholdRule,
     detection_metrics,
@@ -32,22 +48,29 @@ from aelab.data.dataset import ImageDataset
 
 _DETECTOR_FILE = "detector.json"
 _MODEL_DIR = "model"
+_KIND = "aelab.ReconstructionDetector"
+_FORMAT = 1
 
 
 def _as_dataset(X: Any, what: str) -> ImageDataset:
-    """ImageDataset, a data spec (path or ``fashion-mnist``), or uint8/float images."""
+    """ImageDataset, a data spec (path or ``fashion-mnist``), or an array of images."""
     if isinstance(X, ImageDataset):
         ds = X
     elif isinstance(X, str | Path):
         from aelab.data import load_dataset
 
         ds = load_dataset(X, progress=False)
-    else:
-        from aelab.data.arrays import images_from_array
+    elif isinstance(X, np.ndarray | torch.Tensor):
+        from aelab.data import from_array
 
-        ds = images_from_array(np.asarray(X), what=what)
+        ds = from_array(X)
+    else:
+        raise ValueError(
+            f"{what}: expected an aelab ImageDataset, a data spec (folder, .npy/.npz, "
+            f"fashion-mnist[:split]) or an array of images, got {type(X).__name__}"
+        )
     if len(ds) == 0:
-        raise ValueError(f"{what} holds no images")
+        raise ValueError(f"{what}: no images; give at least one")
     return ds
 
 
@@ -61,10 +84,21 @@ class ReconstructionDetector:
         (see :func:`aelab.models.auto_model_spec`).
     model_overrides : dict, optional
         Config overrides for the model (e.g. ``{"latent_dim": 64}``).
-    score : {"mse", "mae", "ssim", "latent"}, default="mse"
-        Per-image score: mean squared or absolute reconstruction error (the
-        study's measure is ``"mse"``), ``1 - SSIM``, or the mean distance of the
-        image's latent code to its ``k`` nearest training codes.
+    score : str, default="mse"
+        Per-image score, one of:
+
+        - ``"mse"``: mean squared reconstruction error (the study's measure);
+        - ``"mae"``: mean absolute reconstruction error;
+        - ``"ssim"``: mean of ``1 - SSIM`` over local windows;
+        - ``"latent"``: mean distance of the image's code to its ``k`` nearest
+          codes of the training images;
+        - ``"rotation"``: the model's head is also trained to tell which of
+          four quarter turns was applied to a normal image (GEOM's idea, see
+          :mod:`aelab.anomaly.selfsup`); the score is its mean cross-entropy
+          over the four turns of the image;
+        - several of them joined with ``+`` (e.g. ``"ssim+latent"``): the sum
+          of each score standardised by its mean and spread on the held-out
+          normal images (see :func:`aelab.anomaly.scores.combine_scores`).
     threshold : str or float, default="fpr:0.05"
         ``"fpr:R"``: flag a share R of held-out normal images;
         ``"contamination:R"``: flag a share R of the training images; a number:
@@ -72,15 +106,37 @@ class ReconstructionDetector:
     contamination : float, optional
         PyOD's name for ``threshold="contamination:R"``; overrides ``threshold``.
     calibration_fraction : float, default=0.2
-        Share of the normal images held out of training to calibrate the threshold.
+        Share of the normal images held out of training, to calibrate the
+        threshold and standardise combined scores.
     epochs, batch_size, lr, loss :
         Training of the autoencoder (see :class:`aelab.training.PretrainConfig`).
     k : int, default=5
         Neighbours of the ``"latent"`` score.
+    rotation_weight : float, default=1.0
+        Weight of the rotation cross-entropy next to the reconstruction loss
+        in training, when ``"rotation"`` is part of the score.
     device : str, default="auto"
     random_state : int, default=0
     verbose : bool, default=True
         Progress bars while training.
+
+    Attributes
+    ----------
+    model_ : torch.nn.Module
+        The trained autoencoder.
+    decision_scores_ : ndarray of shape (n_train,)
+        Scores of the training images (the ``"latent"`` part leaves each image
+        out of its own neighbours).
+    calibration_scores_ : ndarray of shape (n_calibration,)
+        Scores of the held-out normal images.
+    threshold_ : float
+        Images scoring strictly above it are anomalies.
+    labels_ : ndarray of shape (n_train,)
+        0/1 labels of the training images at ``threshold_``.
+    score_stats_ : dict of str to (float, float)
+        Mean and standard deviation of each score part on the held-out normals.
+    latent_bank_ : ndarray of shape (n_train, latent_dim) or None
+        Codes of the training images, kept when ``"latent"`` is part of the score.
     """
 
     def __init__(
@@ -97,6 +153,7 @@ class ReconstructionDetector:
         lr: float = 2e-3,
         loss: str = "mse",
         k: int = 5,
+        rotation_weight: float = 1.0,
         device: str = "auto",
         random_state: int = 0,
         verbose: bool = True,
@@ -112,6 +169,7 @@ class ReconstructionDetector:
         self.lr = lr
         self.loss = loss
         self.k = k
+        self.rotation_weight = rotation_weight
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -121,19 +179,23 @@ class ReconstructionDetector:
         names = (
             "model", "model_overrides", "score", "threshold", "contamination",
             "calibration_fraction", "epochs", "batch_size", "lr", "loss", "k",
-            "device", "random_state", "verbose",
+            "rotation_weight", "device", "random_state", "verbose",
         )  # fmt: skip
         return {n: getattr(self, n) for n in names}
 
-    def _validate(self) -> ThresholdRule:
-        check_score(self.score)
+    def _validate(self) -> tuple[tuple[str, ...], ThresholdRule]:
+        parts = parse_score(self.score)
         if not 0.0 < self.calibration_fraction < 0.9:
             raise ValueError(
                 f"calibration_fraction must be in (0, 0.9), got {self.calibration_fraction}"
             )
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
-        return parse_threshold(self.threshold, self.contamination)
+        if isinstance(self.k, bool) or int(self.k) != self.k or self.k < 1:
+            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        if isinstance(self.epochs, bool) or int(self.epochs) != self.epochs or self.epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if not self.rotation_weight >= 0:
+            raise ValueError(f"rotation_weight must be >= 0, got {self.rotation_weight!r}")
+        return parts, parse_threshold(self.threshold, self.contamination)
 
     def fit(
         self, X: Any, y: None = None, *, out_dir: str | Path | None = None
@@ -142,7 +204,7 @@ class ReconstructionDetector:
 
         Parameters
         ----------
-        X : ImageDataset, data spec, or array of shape (n_samples, H, W[, C])
+        X : ImageDataset, data spec, or array-like of shape (n_samples, H, W[, C])
             Normal images only. Labels, if any, are ignored.
         y : None
             Ignored (present for scikit-learn-style pipelines).
@@ -158,7 +220,7 @@ class ReconstructionDetector:
         from aelab.models import auto_model_spec, create_model
         from aelab.training import PretrainConfig, pretrain
 
-        rule = self._validate()
+        parts, rule = self._validate()
         data = _as_dataset(X, "normal images")
         if len(data) < 10:
             raise ValueError(
@@ -169,7 +231,9 @@ class ReconstructionDetector:
             name, overrides = auto_model_spec(c, h, w)
         else:
             name, overrides = self.model, {}
-        overrides = {**overrides, **(self.model_overrides or {}), "num_classes": 1}
+        # The head is used only by the rotation score; otherwise it is a stub of one output.
+        n_out = N_ROTATIONS if "rotation" in parts else 1
+        overrides = {**overrides, **(self.model_overrides or {}), "num_classes": n_out}
         seed_everything(self.random_state)
         net = create_model(name, **overrides)
         cfg = net.config
@@ -184,20 +248,61 @@ class ReconstructionDetector:
             epochs=self.epochs, batch_size=min(self.batch_size, len(train)), lr=self.lr,
             loss=self.loss, seed=self.random_state, device=self.device, progress=self.verbose,
         )  # fmt: skip
-        result = pretrain(net, train, val=calib, config=config, out_dir=out_dir, model_name=name)
+        if "rotation" in parts:
+            result = self._train_with_rotations(net, train, calib, config, out_dir, name)
+        else:
+            result = pretrain(
+                net, train, val=calib, config=config, out_dir=out_dir, model_name=name
+            )
         self.model_ = net
         self.model_name_ = name
         self.history_ = result.history
-        self.image_shape_ = tuple(int(v) for v in (cfg.in_channels, cfg.image_size, cfg.image_size))
+        self.image_shape_ = (int(cfg.in_channels), int(cfg.image_size), int(cfg.image_size))
         self.threshold_rule_ = rule
-        self.latent_bank_ = self._encode(train.images) if self.score == "latent" else None
-        self.decision_scores_ = self._scores(train.images, self_bank=True)
-        self.calibration_scores_ = self._scores(calib.images)
+        self.score_parts_ = parts
+
+        train_parts, z_train = self._forward(train.images, parts)
+        self.latent_bank_ = z_train
+        if z_train is not None:
+            # Leave-one-out: a training image is not its own neighbour.
+            train_parts["latent"] = knn_distance(z_train, z_train, self.k, exclude_self=True)
+        calib_parts = self._components(calib.images, parts)
+        self.score_stats_ = score_stats(calib_parts)
+        self.decision_scores_ = self._combine(train_parts)
+        self.calibration_scores_ = self._combine(calib_parts)
         self.threshold_ = threshold_from_scores(
             rule, train_scores=self.decision_scores_, calib_scores=self.calibration_scores_
         )
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
         return self
+
+    def _train_with_rotations(
+        self,
+        net: torch.nn.Module,
+        train: ImageDataset,
+        calib: ImageDataset,
+        config: Any,
+        out_dir: str | Path | None,
+        name: str,
+    ) -> Any:
+        from aelab.training import Trainer
+
+        if train.image_shape[1] != train.image_shape[2]:
+            raise ValueError("the rotation score needs square images; use a square model")
+        bs = config.batch_size
+        trainer = Trainer(
+            net,
+            rotation_reconstruction_step(rotation_weight=self.rotation_weight, loss=self.loss),
+            batch_factory(train.images, bs, shuffle=True, seed=self.random_state),
+            config=config,
+            val_batches=batch_factory(calib.images, bs, shuffle=False, seed=self.random_state),
+            run_dir=out_dir,
+            model_name=name,
+            model_meta={"task": "anomaly-rotation", "image_shape": list(train.image_shape)},
+            run_config={"task": "anomaly-rotation", "batch_size": bs, "loss": self.loss,
+                        "rotation_weight": self.rotation_weight},
+        )  # fmt: skip
+        return trainer.fit()
 
     # ------------------------------------------------------------------ scoring
     def _check_fitted(self) -> None:
@@ -206,64 +311,101 @@ class ReconstructionDetector:
                 "this detector is not fitted yet; call fit(normal_images) or load a saved one"
             )
 
-    def _prepare(self, X: Any) -> torch.Tensor:
+    def _prepare(self, X: Any, what: str = "images") -> torch.Tensor:
         from aelab.data import conform
 
         self._check_fitted()
         c, s, _ = self.image_shape_
-        return conform(_as_dataset(X, "images"), image_size=s, channels=c).images
+        return conform(_as_dataset(X, what), image_size=s, channels=c).images
 
-    def _encode(self, images: torch.Tensor) -> np.ndarray:
-        from aelab.training import encode
-
-        return encode(self.model_, images, batch_size=self.batch_size, device=self.device)
-
-    def _maps_and_scores(
-        self, images: torch.Tensor, score: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(
+        self, images: torch.Tensor, names: tuple[str, ...]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """One pass over ``images``: every score of ``names`` but ``"latent"``, and the codes when it is named."""
         from aelab.training import map_batches
 
-        kind = "mse" if score == "latent" else score
+        pixel = [p for p in names if p in PIXEL_SCORES]
+        latent, rotation = "latent" in names, "rotation" in names
 
         def fn(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-            r = m.decode(m.encode(x))
-            # (B, H, W) maps with the per-image score appended as one extra row
-            maps = error_maps(x, r, kind)
-            return torch.cat([maps.flatten(1), maps.flatten(1).mean(1, keepdim=True)], 1)
+            z = m.encode(x)
+            cols = []
+            if pixel:
+                r = m.decode(z)
+                cols.append(torch.stack([pixel_scores(x, r, p) for p in pixel], dim=1))
+            if rotation:
+                cols.append(rotation_scores(rotation_logits(m, x))[:, None])
+            if latent:
+                cols.append(z)
+            # (B, len(pixel) + rotation + latent_dim * latent)
+            return torch.cat([c.float() for c in cols], dim=1)
 
         out = map_batches(self.model_, images, fn, batch_size=self.batch_size, device=self.device)
-        h, w = images.shape[-2:]
-        return out[:, :-1].reshape(-1, h, w), out[:, -1]
+        out = out.numpy()
+        order = [*pixel, *(["rotation"] if rotation else [])]
+        comps = {p: out[:, i].astype(np.float64) for i, p in enumerate(order)}
+        z = out[:, len(order) :].astype(np.float32) if latent else None
+        return comps, z
 
-    def _scores(self, images: torch.Tensor, *, self_bank: bool = False) -> np.ndarray:
-        if self.score == "latent":
-            return knn_distance(
-                self._encode(images), self.latent_bank_, self.k, exclude_self=self_bank
+    def _components(self, images: torch.Tensor, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        comps, z = self._forward(images, names)
+        if z is not None:
+            comps["latent"] = knn_distance(z, self.latent_bank_, self.k)
+        return comps
+
+    def _combine(self, comps: dict[str, np.ndarray]) -> np.ndarray:
+        parts = self.score_parts_
+        if len(parts) == 1:
+            # A single score keeps its units, so a threshold reads as, e.g., an MSE.
+            return comps[parts[0]]
+        return combine_scores({p: comps[p] for p in parts}, self.score_stats_)
+
+    def score_components(self, X: Any, names: str | None = None) -> dict[str, np.ndarray]:
+        """Each score separately, in its own units.
+
+        Parameters
+        ----------
+        X : ImageDataset, data spec, or array-like of shape (n_samples, H, W[, C])
+        names : str, optional
+            Scores to compute, joined with ``+`` (e.g. ``"mse+ssim"``); by default
+            the parts of this detector's ``score``. ``"latent"`` needs a detector
+            fitted with ``"latent"`` in its score.
+
+        Returns
+        -------
+        dict of str to ndarray of shape (n_samples,)
+        """
+        self._check_fitted()
+        wanted = self.score_parts_ if names is None else parse_score(names)
+        if "latent" in wanted and self.latent_bank_ is None:
+            raise ValueError(
+                "the latent score needs the training codes; fit with 'latent' in the score"
             )
-        from aelab.training import map_batches
-
-        kind = self.score
-        s = map_batches(
-            self.model_, images, lambda m, x: pixel_scores(x, m.decode(m.encode(x)), kind),
-            batch_size=self.batch_size, device=self.device,
-        )  # fmt: skip
-        return s.numpy().astype(np.float64)
+        if "rotation" in wanted and "rotation" not in self.score_parts_:
+            raise ValueError(
+                "the rotation score needs a head trained on rotations; fit with 'rotation' in the score"
+            )
+        return self._components(self._prepare(X), wanted)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Anomaly score of every image, higher meaning more anomalous.
+
+        Parameters
+        ----------
+        X : ImageDataset, data spec, or array-like of shape (n_samples, H, W[, C])
 
         Returns
         -------
         ndarray of shape (n_samples,)
         """
-        return self._scores(self._prepare(X))
+        return self._combine(self._components(self._prepare(X), self.score_parts_))
 
     def predict(self, X: Any) -> np.ndarray:
         """0 for normal, 1 for anomalous: ndarray of shape (n_samples,)."""
         return (self.decision_function(X) > self.threshold_).astype(np.int64)
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """[P(normal), P(anomaly)] per image, by min-max scaling of the training scores.
+        """[P(normal), P(anomaly)] per image, by min-max scaling of the training scores (PyOD's "linear").
 
         Returns
         -------
@@ -281,35 +423,59 @@ class ReconstructionDetector:
         -------
         reconstructions : ndarray of shape (n_samples, C, H, W), float32 in [0, 1]
         maps : ndarray of shape (n_samples, H, W), float32
-            The pixel part of the score (squared error for ``"latent"``).
-        """
-        from aelab.training import reconstruct
-
-        images = self._prepare(X)
-        recon = reconstruct(self.model_, images, batch_size=self.batch_size, device=self.device)
-        maps, _ = self._maps_and_scores(images, self.score)
-        return recon.numpy(), maps.numpy()
-
-    def evaluate(self, normal: Any, anomalous: Any) -> dict[str, float]:
-        """ROC AUC, average precision, F1 and FPR at the threshold, and mean scores.
-
-        Also reports ``mean_mse_normal`` and ``mean_mse_anomalous``, the mean
-        per-image squared reconstruction error of each set (the study's figures).
+            The first pixel score of ``score`` per pixel (squared error when the
+            score is ``"latent"`` alone).
         """
         from aelab.training import map_batches
 
-        n_img, a_img = self._prepare(normal), self._prepare(anomalous)
-        out = detection_metrics(self._scores(n_img), self._scores(a_img), self.threshold_)
+        images = self._prepare(X)
+        kind = next((p for p in self.score_parts_ if p in PIXEL_SCORES), "mse")
 
-        def mse(images: torch.Tensor) -> float:
-            s = map_batches(
-                self.model_, images, lambda m, x: pixel_scores(x, m.decode(m.encode(x)), "mse"),
-                batch_size=self.batch_size, device=self.device,
-            )  # fmt: skip
-            return float(s.mean())
+        def fn(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+            r = m.decode(m.encode(x))
+            # (B, C, H, W) + (B, 1, H, W) -> (B, C + 1, H, W)
+            return torch.cat([r, error_maps(x, r, kind)[:, None]], dim=1)
 
-        out["mean_mse_normal"], out["mean_mse_anomalous"] = mse(n_img), mse(a_img)
+        out = map_batches(self.model_, images, fn, batch_size=self.batch_size, device=self.device)
+        return out[:, :-1].numpy(), out[:, -1].numpy()
+
+    def evaluate(
+        self, normal: Any, anomalous: Any, *, return_scores: bool = False
+    ) -> dict[str, Any] | tuple[dict[str, Any], np.ndarray, np.ndarray]:
+        """Detection metrics on normal and anomalous images (no threshold tuning).
+
+        Parameters
+        ----------
+        normal, anomalous : ImageDataset, data spec, or array-like of shape (n_samples, H, W[, C])
+        return_scores : bool, default=False
+            Also return the scores of both sets, shapes (n_normal,) and (n_anomalous,).
+
+        Returns
+        -------
+        dict
+            ``roc_auc``, ``average_precision``, ``f1``, ``fpr`` and ``tpr`` at
+            ``threshold_``, ``mean_score_normal``, ``mean_score_anomalous``, the
+            set sizes, ``mean_mse_normal`` and ``mean_mse_anomalous`` (the mean
+            per-image squared reconstruction error of each set, the study's
+            figures), and for a combined score ``roc_auc_<part>`` of each part.
+        """
+        n_img = self._prepare(normal, "normal images")
+        a_img = self._prepare(anomalous, "anomalous images")
+        names = tuple(dict.fromkeys((*self.score_parts_, "mse")))
+        cn, ca = self._components(n_img, names), self._components(a_img, names)
+        s_n, s_a = self._combine(cn), self._combine(ca)
+        out: dict[str, Any] = detection_metrics(s_n, s_a, self.threshold_)
+        out["mean_mse_normal"] = float(cn["mse"].mean())
+        out["mean_mse_anomalous"] = float(ca["mse"].mean())
+        if len(self.score_parts_) > 1:
+            from sklearn.metrics import roc_auc_score
+
+            y = np.r_[np.zeros(len(n_img)), np.ones(len(a_img))]
+            for p in self.score_parts_:
+                out[f"roc_auc_{p}"] = float(roc_auc_score(y, np.r_[cn[p], ca[p]]))
         out["score"] = self.score
+        if return_scores:
+            return out, s_n, s_a
         return out
 
     # ------------------------------------------------------------------ saving
@@ -327,13 +493,16 @@ class ReconstructionDetector:
         write_npy(d / "calibration_scores.npy", self.calibration_scores_)
         if self.latent_bank_ is not None:
             write_npy(d / "latent_bank.npy", self.latent_bank_)
+        # Written last: its presence marks a complete detector folder.
         write_json(
             d / _DETECTOR_FILE,
             {
-                "kind": "aelab.ReconstructionDetector",
+                "kind": _KIND,
+                "format": _FORMAT,
                 "params": self._params(),
                 "threshold_": self.threshold_,
                 "threshold_rule": dataclasses.asdict(self.threshold_rule_),
+                "score_stats": {k: list(v) for k, v in self.score_stats_.items()},
                 "image_shape": list(self.image_shape_),
                 "model_name": self.model_name_,
             },
@@ -342,35 +511,50 @@ class ReconstructionDetector:
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | None = None) -> ReconstructionDetector:
-        """Rebuild a detector written by :meth:`save` (or by ``aelab anomaly fit``)."""
+        """Rebuild a detector written by :meth:`save` (or by ``aelab anomaly fit``).
+
+        Raises
+        ------
+        ValueError
+            When ``directory`` is not a detector folder, or a file in it is missing.
+        """
         from aelab.training import load_model
 
         d = Path(directory)
         meta_path = d / _DETECTOR_FILE
         if not meta_path.is_file():
             raise ValueError(
-                f"{d} is not a detector directory (no {_DETECTOR_FILE}); "
+                f"{d} is not a detector folder (no {_DETECTOR_FILE}); "
                 "make one with `aelab anomaly fit NORMAL_DATA --out DIR`"
             )
         meta = read_json(meta_path)
-        if meta.get("kind") != "aelab.ReconstructionDetector":
+        if not isinstance(meta, dict) or meta.get("kind") != _KIND:
             raise ValueError(f"{meta_path} does not describe an aelab ReconstructionDetector")
         params = dict(meta["params"])
         if device is not None:
             params["device"] = device
         det = cls(**params)
+        det.score_parts_, _ = det._validate()
         det.model_, _ = load_model(d / _MODEL_DIR, device="cpu", which="last")
         det.model_name_ = meta["model_name"]
-        det.image_shape_ = tuple(meta["image_shape"])
+        det.image_shape_ = tuple(int(v) for v in meta["image_shape"])
         det.threshold_ = float(meta["threshold_"])
         det.threshold_rule_ = ThresholdRule(**meta["threshold_rule"])
-        det.decision_scores_ = np.load(d / "decision_scores.npy", allow_pickle=False)
-        det.calibration_scores_ = np.load(d / "calibration_scores.npy", allow_pickle=False)
-        bank = d / "latent_bank.npy"
-        det.latent_bank_ = np.load(bank, allow_pickle=False) if bank.exists() else None
+        det.score_stats_ = {k: (float(v[0]), float(v[1])) for k, v in meta["score_stats"].items()}
+        det.decision_scores_ = _load_npy(d / "decision_scores.npy")
+        det.calibration_scores_ = _load_npy(d / "calibration_scores.npy")
+        det.latent_bank_ = (
+            _load_npy(d / "latent_bank.npy") if "latent" in det.score_parts_ else None
+        )
         det.labels_ = (det.decision_scores_ > det.threshold_).astype(np.int64)
         det.history_ = []
         return det
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise ValueError(f"{path.parent}: incomplete detector folder, {path.name} is missing")
+    return np.load(path, allow_pickle=False)
 
 
 __all__ = ["SCORES", "ReconstructionDetector"]

@@ -1,27 +1,60 @@
-"""Per-image anomaly scores from images and their reconstructions.
+"""Per-image anomaly scores from images, their reconstructions and their codes.
 
 Every score is "higher means more anomalous". The pixel scores compare an image
 with its reconstruction; the latent score compares its code with the codes of
-the normal training images.
+the normal training images; the rotation score measures how unsure the
+model's head is about which way up the image was turned (see
+:mod:`aelab.anomaly.selfsup`). Several scores combine into one by standardising
+each on held-out normal images and adding them (:func:`combine_scores`).
+
+Everything here is a pure function of its arguments; the detector decides
+which images go in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-#: Score names accepted by :class:`aelab.anomaly.ReconstructionDetector`.
-SCORES: tuple[str, ...] = ("mse", "mae", "ssim", "latent")
+#: Scores computed from an image and its reconstruction.
+PIXEL_SCORES: tuple[str, ...] = ("mse", "mae", "ssim")
+
+#: Score names accepted by :class:`aelab.anomaly.ReconstructionDetector`;
+#: join several with ``+`` (e.g. ``"ssim+latent"``) to combine them.
+SCORES: tuple[str, ...] = (*PIXEL_SCORES, "latent", "rotation")
 
 #: Window of the SSIM score; odd, and small enough for 16x16 images.
 SSIM_WINDOW = 7
 
 
 def check_score(name: str) -> str:
-    """Validate a score name and return it."""
+    """Validate a single score name and return it."""
     if name not in SCORES:
         raise ValueError(f"unknown score {name!r}; choose one of: {', '.join(SCORES)}")
     return name
+
+
+def parse_score(spec: str) -> tuple[str, ...]:
+    """Split a score spec such as ``"ssim+latent"`` into its validated parts.
+
+    Raises
+    ------
+    ValueError
+        For an unknown or repeated name, or an empty spec.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(
+            f"score must be one of {', '.join(SCORES)} or several joined with '+', got {spec!r}"
+        )
+    parts = tuple(p.strip().lower() for p in spec.split("+"))
+    for p in parts:
+        check_score(p)
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"score {spec!r} names a score twice")
+    return parts
 
 
 def error_maps(x: torch.Tensor, recon: torch.Tensor, score: str = "mse") -> torch.Tensor:
@@ -81,3 +114,72 @@ def knn_distance(
     if exclude_self:
         dist = dist[:, 1:]
     return dist.mean(axis=1)
+
+
+def rotation_scores(logits: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the true rotation over the rotated copies of each image.
+
+    Parameters
+    ----------
+    logits : torch.Tensor of shape (n_rotations, B, n_rotations)
+        ``logits[t, i]``: the head's outputs for image ``i`` turned ``t`` times.
+
+    Returns
+    -------
+    torch.Tensor of shape (B,)
+        0 when the head is sure and right about every turn; higher when unsure or wrong.
+    """
+    t, b, _ = logits.shape
+    target = torch.arange(t, device=logits.device).repeat_interleave(b)
+    ce = F.cross_entropy(logits.float().reshape(t * b, -1), target, reduction="none")
+    return ce.reshape(t, b).mean(dim=0)
+
+
+def score_stats(components: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of each score on normal images, for :func:`combine_scores`.
+
+    Parameters
+    ----------
+    components : mapping of str to ndarray of shape (n_samples,)
+        Scores of held-out normal images, by name.
+
+    Returns
+    -------
+    dict of str to (mean, std)
+        A zero spread is replaced by 1 so that a constant score adds nothing.
+    """
+    out = {}
+    for name, s in components.items():
+        s = np.asarray(s, dtype=np.float64)
+        std = float(s.std())
+        out[name] = (float(s.mean()), std if std > 0 else 1.0)
+    return out
+
+
+def combine_scores(
+    components: Mapping[str, np.ndarray], stats: Mapping[str, tuple[float, float]]
+) -> np.ndarray:
+    """Sum of standardised scores: ``sum_i (s_i - mean_i) / std_i``.
+
+    Standardising on normal images puts scores of different units (squared
+    pixel error, latent distance) on one scale, so that each counts as much
+    as its spread among normal images, and no anomaly is needed to weigh them.
+
+    Parameters
+    ----------
+    components : mapping of str to ndarray of shape (n_samples,)
+    stats : mapping of str to (mean, std)
+        From :func:`score_stats` on held-out normal images; one entry per component.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+    """
+    total = None
+    for name, s in components.items():
+        mean, std = stats[name]
+        z = (np.asarray(s, dtype=np.float64) - mean) / std
+        total = z if total is None else total + z
+    if total is None:
+        raise ValueError("combine_scores needs at least one score")
+    return total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import typer
@@ -31,4 +32,6 @@ def user_errors() -> Iterator[None]:
 
 
 def echo(msg: str) -> None:
-    typer.echo(msg)
+    """Print a line; under torchrun only rank 0 prints, so a line appears once."""
+    if os.environ.get("RANK", "0") in ("", "0"):
+        typer.echo(msg)

@@ -26,11 +26,20 @@ def fit_cmd(
     epochs: int = typer.Option(10, "--epochs", min=1),
     batch_size: int = typer.Option(128, "--batch-size", min=2),
     lr: float = typer.Option(2e-3, "--lr"),
-    score: str = typer.Option("mse", "--score", help="mse, mae, ssim or latent."),
+    score: str = typer.Option(
+        "mse",
+        "--score",
+        help="mse, mae, ssim, latent (distance to the k nearest training codes), or several "
+        "joined with + (each standardised on held-out normals, then summed), e.g. ssim+latent.",
+    ),
     threshold: str = typer.Option(
         "fpr:0.05", "--threshold", help="fpr:R (held-out normals), contamination:R, or a number."
     ),
     latent_dim: int = typer.Option(0, "--latent-dim", help="Latent size (0: the model's default)."),
+    calibration_fraction: float = typer.Option(
+        0.2, "--calibration-fraction", help="Share of normal images held out to calibrate."
+    ),
+    k: int = typer.Option(5, "--k", min=1, help="Neighbours of the latent score."),
     max_images: int = typer.Option(
         0, "--max-images", help="Train on at most this many images (0: all)."
     ),
@@ -43,8 +52,9 @@ def fit_cmd(
 
         res = run_anomaly_fit(
             data, out, normal_class=normal_class, model=model, epochs=epochs, batch_size=batch_size,
-            lr=lr, score=score, threshold=threshold, latent_dim=latent_dim, max_images=max_images,
-            seed=seed, device=device,
+            lr=lr, score=score, threshold=threshold, latent_dim=latent_dim,
+            calibration_fraction=calibration_fraction, k=k, max_images=max_images, seed=seed,
+            device=device,
         )  # fmt: skip
         echo(
             f"trained on {res['n_train']} normal images; threshold {res['threshold']:.6g} ({res['rule']})"
@@ -114,6 +124,11 @@ def eval_cmd(
         )
         echo(f"ROC AUC {m['roc_auc']:.4f}  average precision {m['average_precision']:.4f}  "
              f"F1 {m['f1']:.4f}  FPR at threshold {m['fpr']:.4f}")  # fmt: skip
+        parts = [
+            f"{k[len('roc_auc_') :]} {v:.4f}" for k, v in m.items() if k.startswith("roc_auc_")
+        ]
+        if parts:
+            echo("ROC AUC of each part: " + ", ".join(parts))
         for p in res["files"]:
             echo(f"wrote {p}")
 

@@ -67,8 +67,20 @@ def pretrain_cmd(
     seed: int = SeedOpt,
     device: str = DeviceOpt,
     skip_bad: bool = SkipBadOpt,
+    stream: bool = typer.Option(
+        False,
+        "--stream",
+        help="Read images batch by batch (folder decoded on access, .npy memory-mapped) "
+        "instead of loading them: memory stays bounded for datasets larger than RAM.",
+    ),
+    num_workers: int = typer.Option(
+        0, "--num-workers", min=0, help="Processes that read batches ahead (0: none)."
+    ),
 ) -> None:
-    """Pre-train an autoencoder on images without labels (reconstruction loss)."""
+    """Pre-train an autoencoder on images without labels (reconstruction loss).
+
+    Runs data-parallel unchanged under torchrun (--batch-size is the global batch).
+    """
     with user_errors():
         from aelab.pipeline import run_pretrain
 
@@ -76,7 +88,7 @@ def pretrain_cmd(
             data, out, model=model, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss.value,
             augment=augment.value, val_fraction=val_fraction, max_images=max_images,
             amp="bf16" if amp else None, resume=resume, overwrite=overwrite, seed=seed,
-            device=device, skip_bad=skip_bad,
+            device=device, skip_bad=skip_bad, stream=stream, num_workers=num_workers,
         )  # fmt: skip
         echo(f"wrote {res['run_dir']} (final train_loss {res['train_loss']:.5f})")
 

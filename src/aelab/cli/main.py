@@ -22,7 +22,9 @@ app = typer.Typer(
 _COMMAND_MODULES: tuple[str, ...] = (
     "study",
     "learn",
+    "embed",
     "cluster",
+    "deepcluster",
     "anomaly",
     "models",
 )

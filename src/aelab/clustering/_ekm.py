@@ -20,9 +20,11 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
+from aelab.clustering import _ekm_dask
 from aelab.clustering._ekm_kernels import (
     ChunkStats,
     _assign,
+    _chunk_rows,
     _farthest,
     _per_sample,
     _row_sq_norms,
@@ -83,11 +85,16 @@ def _random_state(seed: Any) -> np.random.RandomState:
 
 
 def _check_finite(X: np.ndarray, name: str = "X") -> None:
-    if np.isfinite(X).all():
+    """Raise a ValueError counting NaN and inf values; checks in row chunks (no N x D temporary)."""
+    step = max(1, (1 << 22) // max(1, X.shape[1]))
+    if all(np.isfinite(X[s : s + step]).all() for s in range(0, X.shape[0], step)):
         return
-    n_nan = int(np.isnan(X).sum())
-    n_inf = int(np.isinf(X).sum())
-    bad_rows = int((~np.isfinite(X)).any(axis=1).sum())
+    n_nan = n_inf = bad_rows = 0
+    for s in range(0, X.shape[0], step):
+        blk = X[s : s + step]
+        n_nan += int(np.isnan(blk).sum())
+        n_inf += int(np.isinf(blk).sum())
+        bad_rows += int((~np.isfinite(blk)).any(axis=1).sum())
     raise ValueError(
         f"{name} contains {n_nan} NaN and {n_inf} infinite (inf) values in {bad_rows} of "
         f"{X.shape[0]} rows; remove or impute them before clustering"
@@ -102,37 +109,52 @@ def _auto_alpha(mean_sq_dev: float) -> float:
 class _DataStats:
     """What every pass needs about X: its centre, ``||x - shift||^2`` and scales.
 
-    ``shift`` is the (weighted) mean when the data sit far from the origin
-    (``||mean||^2`` larger than the mean squared deviation); the kernels then
-    subtract it chunk by chunk, so distances do not cancel catastrophically.
+    One chunked pass computes ``||x||^2`` and the column sums (and finds NaN or
+    inf through the row norms). ``shift`` is the (weighted) mean when the data
+    sit far from the origin (``||mean||^2`` larger than the mean squared
+    deviation); the kernels then subtract it chunk by chunk, so distances do
+    not cancel catastrophically, and a second pass recomputes the norms.
     """
 
     def __init__(self, X: np.ndarray, sample_weight: np.ndarray | None) -> None:
         n, d = X.shape
-        if sample_weight is None:
-            mean = X.mean(axis=0, dtype=np.float64)
-            total_w = float(n)
-        else:
-            total_w = float(sample_weight.sum())
-            mean = (sample_weight @ X).astype(np.float64) / total_w
-        sq_dev = _row_sq_norms(X, mean.astype(X.dtype))
-        wsum = float(
-            sq_dev.sum(dtype=np.float64) if sample_weight is None else sample_weight @ sq_dev
-        )
+        step = _chunk_rows(d, X.itemsize)
+        x_sq = np.empty(n, dtype=X.dtype)
+        colsum = np.zeros(d)
+        wcolsum = np.zeros(d) if sample_weight is not None else colsum
+        for s in range(0, n, step):
+            blk = X[s : s + step]
+            x_sq[s : s + step] = np.einsum("ij,ij->i", blk, blk)
+            colsum += blk.sum(axis=0, dtype=np.float64)
+            if sample_weight is not None:
+                wcolsum += sample_weight[s : s + step] @ blk
+        if not np.isfinite(x_sq).all():
+            _check_finite(X)  # raises with the counts when there are NaN or inf values
+            raise ValueError(
+                f"X has values too large to square in {X.dtype} (max |x| = {float(np.abs(X).max()):.3g}); "
+                f"rescale the features"
+            )
+        total_w = float(n) if sample_weight is None else float(sample_weight.sum())
+        mean = wcolsum / total_w
+        sq_total = float(x_sq.sum(dtype=np.float64))
+        w_sq_total = sq_total if sample_weight is None else float(sample_weight @ x_sq)
         self.total_weight = total_w
-        self.mean_sq_dev = wsum / total_w
+        self.mean_sq_dev = max(0.0, w_sq_total / total_w - float(mean @ mean))
+        umean = colsum / n
         # scikit-learn's tolerance scale: the mean variance of the features (unweighted).
-        self.mean_var = (
-            float(sq_dev.sum(dtype=np.float64)) / (n * d)
-            if sample_weight is not None
-            else self.mean_sq_dev / d
-        )
+        self.mean_var = max(0.0, sq_total / n - float(umean @ umean)) / d
+        self.shift: np.ndarray | None = None
+        self.x_sq = x_sq
         if float(mean @ mean) > self.mean_sq_dev:
-            self.shift: np.ndarray | None = mean.astype(X.dtype)
-            self.x_sq = sq_dev
-        else:
-            self.shift = None
-            self.x_sq = _row_sq_norms(X, None)
+            # Far from the origin: work relative to the mean, and redo the
+            # statistics there (the differences above lost precision).
+            self.shift = mean.astype(X.dtype)
+            self.x_sq = _row_sq_norms(X, self.shift)
+            sq_dev = float(self.x_sq.sum(dtype=np.float64))
+            self.mean_sq_dev = (
+                sq_dev if sample_weight is None else float(sample_weight @ self.x_sq)
+            ) / total_w
+            self.mean_var = sq_dev / (n * d)
 
 
 # --------------------------------------------------------------------------- #
@@ -171,17 +193,25 @@ def _fixed_point(
 
 
 def _relocate_dead(
-    X: np.ndarray, C: np.ndarray, stats: ChunkStats, data: _DataStats, owner: str
+    X: np.ndarray,
+    C: np.ndarray,
+    stats: ChunkStats,
+    data: _DataStats,
+    owner: str,
+    farthest: Callable[[np.ndarray, int], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Move centroids with vanishing total weight to the farthest samples; warn naming them."""
     dead = np.flatnonzero(stats.weight_total <= _DEAD_FRACTION * data.total_weight)
     if dead.size == 0:
         return C, False
-    far = _farthest(X, C, dead.size, shift=data.shift)
+    if farthest is None:
+        far = _farthest(X, C, dead.size, shift=data.shift)
+    else:
+        far = farthest(C, dead.size)
     C = C.copy()
     moves = []
     for k, idx in zip(dead, far, strict=False):
-        C[k] = X[idx]
+        C[k] = np.asarray(X[idx])
         moves.append(f"centroid {k} (total weight {stats.weight_total[k]:.3g}) -> sample {idx}")
     warnings.warn(
         f"{owner}: {dead.size} centroid(s) had a vanishing total weight and were relocated to the "
@@ -205,6 +235,8 @@ def _run_ekm(
     tol: float,
     verbose: int,
     owner: str,
+    evaluate: Callable[[np.ndarray], ChunkStats] | None = None,
+    farthest: Callable[[np.ndarray, int], np.ndarray] | None = None,
 ) -> _RunResult:
     """Iterate one start to convergence, a period-2 cycle, or ``max_iter`` passes.
 
@@ -218,12 +250,17 @@ def _run_ekm(
     otherwise it falls back to the plain damped step. ``update="fixed-point"``
     is the paper's rule; when two iterates two steps apart agree (a period-2
     cycle) it stops and keeps the lower-J state of the pair.
+
+    ``evaluate(C)`` and ``farthest(C, n)`` replace the in-memory pass and the
+    search for relocation targets (the Dask path passes its own).
     """
 
-    def evaluate(C: np.ndarray) -> ChunkStats:
-        return _sufficient_stats(
-            X, C, alpha, x_sq=data.x_sq, sample_weight=sample_weight, shift=data.shift
-        )
+    if evaluate is None:
+
+        def evaluate(C: np.ndarray) -> ChunkStats:
+            return _sufficient_stats(
+                X, C, alpha, x_sq=data.x_sq, sample_weight=sample_weight, shift=data.shift
+            )
 
     eps = float(np.finfo(X.dtype).eps)
     C = np.asarray(C0, dtype=np.float64).copy()
@@ -237,7 +274,7 @@ def _run_ekm(
     while True:
         alive = st.weight_total > _DEAD_FRACTION * data.total_weight
         if not alive.all() and relocations < 10 * C.shape[0] and n_iter < max_iter:
-            C, moved = _relocate_dead(X, C, st, data, owner)
+            C, moved = _relocate_dead(X, C, st, data, owner, farthest)
             relocations += int(moved)
             hist_g.clear()
             hist_f.clear()
@@ -314,11 +351,12 @@ class _EKMBase(ClusterMixin, TransformerMixin, BaseEstimator):
     }
 
     # -- validation ---------------------------------------------------------
-    def _validate_fit_X(self, X: Any, reset: bool = True) -> np.ndarray:
+    def _validate_fit_X(self, X: Any, reset: bool = True, check_finite: bool = True) -> np.ndarray:
         X = _sk_validate_data(
             self, X, reset=reset, dtype=[np.float64, np.float32], order="C", ensure_all_finite=False
         )
-        _check_finite(X)
+        if check_finite:
+            _check_finite(X)
         return X
 
     def _check_test_data(self, X: Any) -> np.ndarray:
@@ -379,13 +417,17 @@ class _EKMBase(ClusterMixin, TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask.array of shape (n_samples, n_features)
 
         Returns
         -------
         labels : ndarray of shape (n_samples,), int64
+            A lazy ``dask.array`` of the same for a Dask input.
         """
         check_is_fitted(self)
+        if _ekm_dask.is_dask_array(X):
+            X = _ekm_dask.check_dask_X(X, self.n_features_in_)
+            return _ekm_dask.predict(X, self.cluster_centers_, self._pred_shift())
         X = self._check_test_data(X)
         return _assign(X, self.cluster_centers_, shift=self._pred_shift())[0]
 
@@ -602,8 +644,13 @@ class EquilibriumKMeans(_EKMBase):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data; float32 stays float32.
+        X : array-like or dask.array of shape (n_samples, n_features)
+            Training data; float32 stays float32. A ``dask.array`` is never
+            gathered: each pass computes per-block sufficient statistics that
+            Dask sums (on a ``dask.distributed`` cluster when a Client is
+            active), and ``labels_`` is then a lazy Dask array. k-means++ and
+            random starts are drawn from a uniform sample of
+            ``max(20000, 1000 * n_clusters)`` rows.
         y : ignored
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weight of each sample.
@@ -612,7 +659,9 @@ class EquilibriumKMeans(_EKMBase):
         -------
         self : EquilibriumKMeans
         """
-        X = self._validate_fit_X(X)
+        if _ekm_dask.is_dask_array(X):
+            return self._fit_dask(X, sample_weight)
+        X = self._validate_fit_X(X, check_finite=False)  # _DataStats checks it
         self._check_params_values(X.shape[0])
         sw = None
         if sample_weight is not None:
@@ -644,6 +693,55 @@ class EquilibriumKMeans(_EKMBase):
         self._shift = data.shift
         self.cluster_centers_ = best.centers.astype(X.dtype)
         self.labels_ = _assign(X, self.cluster_centers_, shift=data.shift)[0]
+        self.alpha_ = alpha
+        self.objective_ = float(best.stats.objective)
+        self.inertia_ = float(best.stats.inertia)
+        self.n_iter_ = int(best.n_iter)
+        self.converged_ = bool(best.converged)
+        return self
+
+    def _fit_dask(self, X: Any, sample_weight: Any) -> EquilibriumKMeans:
+        """:meth:`fit` on a dask.array: the same iteration, each pass a Dask reduction."""
+        X = _ekm_dask.check_dask_X(X)
+        self._check_params_values(X.shape[0])
+        self.n_features_in_ = int(X.shape[1])
+        sw = None if sample_weight is None else _ekm_dask._aligned_weights(sample_weight, X)
+        data = _ekm_dask.DaskDataStats(X, sw)
+        alpha = self._resolve_alpha(data)  # type: ignore[arg-type]
+        tol = self.tol * data.mean_var
+        rs = _random_state(self.random_state)
+        n_init = 1 if not isinstance(self.init, str) else self.n_init
+        owner = type(self).__name__
+        evaluate = _ekm_dask.make_evaluate(X, sw, alpha, data.shift)
+        farthest = _ekm_dask.make_farthest(X, data.shift)
+        sample = sample_idx = None
+        if isinstance(self.init, str):
+            sample, sample_idx = _ekm_dask.sample_rows(X, self.n_clusters, rs)
+        sw_sample = None
+        if sw is not None and sample_idx is not None:
+            sw_sample = np.asarray(sw[:, 0][sample_idx].compute(), dtype=np.float64)
+        best: _RunResult | None = None
+        outcomes = []
+        for i in range(n_init):
+            if sample is not None:
+                C0 = self._init_centers(sample, sw_sample, rs)
+            else:
+                C0 = self._init_centers(np.empty((0, X.shape[1]), X.dtype), None, rs)
+            if self.verbose:
+                print(f"[{owner}] start {i + 1}/{n_init} (dask), alpha {alpha:.6g}")
+            res = _run_ekm(
+                X, C0, alpha, data, None,  # type: ignore[arg-type]
+                update=self.update, acceleration=self.acceleration, max_iter=self.max_iter,
+                tol=tol, verbose=self.verbose, owner=owner, evaluate=evaluate, farthest=farthest,
+            )  # fmt: skip
+            outcomes.append(res)
+            if best is None or res.stats.objective < best.stats.objective:
+                best = res
+        assert best is not None
+        self._warn_convergence(best, outcomes)
+        self._shift = data.shift
+        self.cluster_centers_ = best.centers.astype(X.dtype)
+        self.labels_ = _ekm_dask.predict(X, self.cluster_centers_, data.shift)
         self.alpha_ = alpha
         self.objective_ = float(best.stats.objective)
         self.inertia_ = float(best.stats.inertia)
@@ -820,7 +918,7 @@ class MiniBatchEquilibriumKMeans(_EKMBase):
         -------
         self : MiniBatchEquilibriumKMeans
         """
-        X = self._validate_fit_X(X)
+        X = self._validate_fit_X(X, check_finite=False)  # _DataStats checks it
         n, d = X.shape
         self._check_params_values(n)
         sw = None

@@ -35,7 +35,7 @@ from threadpoolctl import ThreadpoolController
 
 #: Bytes of one row chunk of X the kernels aim for: small enough that the chunk
 #: stays in L2 cache between the two matrix products that read it.
-_CHUNK_BYTES = 1 << 20
+_CHUNK_BYTES = 2 << 20
 #: Above this alpha, float32 cannot hold alpha / s safely; use float64 there.
 _FLOAT32_ALPHA_MAX = 1e30
 
@@ -131,7 +131,7 @@ class ChunkStats(NamedTuple):
 def _chunk_rows(n_features: int, itemsize: int) -> int:
     """Rows per chunk so that one chunk of X is about ``_CHUNK_BYTES``."""
     rows = _CHUNK_BYTES // max(1, n_features * itemsize)
-    return int(min(16384, max(256, rows)))
+    return int(min(8192, max(512, rows)))
 
 
 def _work_dtype(dtype: np.dtype, alpha: float) -> np.dtype:
@@ -325,7 +325,7 @@ def _sufficient_stats(
         ``||x||^2 - 2 x.c + ||c||^2`` does not cancel catastrophically for data far
         from the origin. The returned ``weighted_sum`` is in that shifted frame.
     chunk : int or None
-        Rows per chunk (None: about 1 MiB of X per chunk).
+        Rows per chunk (None: about 2 MiB of X per chunk).
     """
     n, d = X.shape
     k = C.shape[0]

@@ -1,5 +1,6 @@
 """Data: loaders for image folders, arrays and Fashion-MNIST; splits; augmentation."""
 
+from aelab.data.arrays import from_array
 from aelab.data.augment import PRESETS, Augment, make_augment
 from aelab.data.batches import batch_indices, iterate_batches, to_float
 from aelab.data.dataset import ImageDataset
@@ -11,7 +12,9 @@ from aelab.data.splits import (
     parse_ratio,
     select_classes,
     split_dataset,
+    split_indices,
 )
+from aelab.data.streaming import ImageFolderStream, ImageRows
 from aelab.data.transforms import FIT_MODES, conform
 
 __all__ = [
@@ -22,9 +25,12 @@ __all__ = [
     "BadImageError",
     "DataSpec",
     "ImageDataset",
+    "ImageFolderStream",
+    "ImageRows",
     "Splits",
     "batch_indices",
     "conform",
+    "from_array",
     "iterate_batches",
     "load_dataset",
     "make_augment",
@@ -32,5 +38,6 @@ __all__ = [
     "parse_ratio",
     "select_classes",
     "split_dataset",
+    "split_indices",
     "to_float",
 ]

@@ -276,3 +276,59 @@ def load_array(
         ids=[str(i) for i in range(n)],
         class_names=class_names,
     )
+
+
+def from_array(
+    images: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor | None = None,
+    *,
+    ids: list[str] | None = None,
+    class_names: list[str] | None = None,
+) -> ImageDataset:
+    """An :class:`ImageDataset` from images already in memory.
+
+    Parameters
+    ----------
+    images : array-like of shape (n_samples, H, W), (n_samples, H, W, C) or (n_samples, C, H, W)
+        uint8, floats in [0, 1], or integers in [0, 255]; C in 1-4 (alpha is
+        dropped). The same rules as a ``.npy`` file (see the module docstring).
+    labels : array-like of shape (n_samples,), optional
+        Integer class indices, or strings (then sorted into class names).
+    ids : list of str, optional
+        One id per image; defaults to the row numbers as text.
+    class_names : list of str, optional
+        Names of the integer labels.
+
+    Returns
+    -------
+    ImageDataset
+        Images as uint8 (n_samples, C, H, W); a uint8 channels-last input is
+        shared, not copied.
+
+    Raises
+    ------
+    ValueError
+        For an array that is not 3-D or 4-D, has no channel axis of size 1-4,
+        holds values outside the accepted ranges, or labels/ids of the wrong length.
+    """
+    source = Path("<array>")
+    a = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    a = _channels_last(a, source)
+    n = a.shape[0]
+    tensor = _images_tensor(a, source, None, None, "resize", progress=False)
+    label_t = None
+    if labels is not None:
+        values = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else labels
+        label_arr, names = _labels_from_values(np.asarray(values), "labels")
+        if label_arr.shape[0] != n:
+            raise ValueError(f"{label_arr.shape[0]} labels for {n} images")
+        class_names = names or class_names
+        label_t = torch.from_numpy(label_arr)
+    if ids is not None and len(ids) != n:
+        raise ValueError(f"{len(ids)} ids for {n} images")
+    return ImageDataset(
+        images=tensor,
+        labels=label_t,
+        ids=[str(i) for i in ids] if ids is not None else [str(i) for i in range(n)],
+        class_names=class_names,
+    )

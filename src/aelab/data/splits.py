@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,6 +119,46 @@ def split_dataset(
         Conflicting options, options that need labels on unlabeled data, or a
         class with fewer images than asked for (the message names the class).
     """
+    lab_idx, rest, val_idx = split_indices(
+        ds, labels_per_class=labels_per_class, labeled_fraction=labeled_fraction,
+        val_fraction=val_fraction, val_per_class=val_per_class, seed=seed,
+    )  # fmt: skip
+    return _assemble(ds, lab_idx, rest, val_idx)
+
+
+def split_indices(
+    ds: ImageDataset | Any,
+    *,
+    labels_per_class: int | None = None,
+    labeled_fraction: float | None = None,
+    val_fraction: float = 0.1,
+    val_per_class: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """The rows of :func:`split_dataset`'s parts, without copying any image.
+
+    The way to split data larger than memory: wrap the parts as
+    :class:`aelab.data.ImageRows` views.
+
+    Parameters
+    ----------
+    ds : ImageDataset, ImageRows or ImageFolderStream
+        Only its length, ``labels``, ``num_classes`` and ``class_name`` are used.
+    labels_per_class, labeled_fraction, val_fraction, val_per_class, seed
+        As in :func:`split_dataset`.
+
+    Returns
+    -------
+    labeled_index : ndarray of int64 or None
+        ``None`` for unlabeled data.
+    unlabeled_index, val_index : ndarray of int64
+        Sorted; the same arguments give the same rows as :func:`split_dataset`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`split_dataset`.
+    """
     _check_count("labels_per_class", labels_per_class)
     _check_count("val_per_class", val_per_class)
     _check_fraction("labeled_fraction", labeled_fraction, allow_one=True)
@@ -142,7 +183,7 @@ def split_dataset(
         k = round(val_fraction * n)
         val_idx = np.sort(rng.choice(n, size=k, replace=False)) if k else np.empty(0, np.int64)
         rest = np.setdiff1d(np.arange(n), val_idx)
-        return _assemble(ds, None, rest, val_idx)
+        return None, rest, val_idx
 
     labels = ds.labels.numpy()
     num_classes = ds.num_classes or 0
@@ -177,7 +218,7 @@ def split_dataset(
     val_idx = np.sort(np.concatenate(val_parts)).astype(np.int64)
     lab_idx = np.sort(np.concatenate(lab_parts)).astype(np.int64)
     rest = np.sort(np.concatenate(rest_parts)).astype(np.int64)
-    return _assemble(ds, lab_idx, rest, val_idx)
+    return lab_idx, rest, val_idx
 
 
 def _assemble(

@@ -169,16 +169,12 @@ class _Study:
             base = float(alpha)
         factors = [float(f) for f in c["alpha_factors"]]
         rows = alpha_sweep(z, k, [base * f for f in factors], y=y, random_state=self.seed)
-        cents = np.concatenate([r["estimator"].cluster_centers_ for r in rows])
-        emb, cent_emb = viz.embed_2d(z, method=c["map"], random_state=self.seed, extra=cents)
         names = [sub.class_name(i) for i in range(k)]
-        panels = []
-        for i, (r, f) in enumerate(zip(rows, factors, strict=True)):
-            panels.append({
-                "emb": emb, "labels": r["estimator"].labels_, "centroids_emb": cent_emb[i * k : (i + 1) * k],
-                "title": f"alpha = {f:g} x {base:.3g} = {r['alpha']:.3g}", "true_labels": y,
-            })  # fmt: skip
-        fig = viz.cluster_panels(panels, class_names=names, legend=True)
+        fig = viz.latent_panels(
+            z, [r["estimator"].labels_ for r in rows], [r["estimator"].cluster_centers_ for r in rows],
+            titles=[f"alpha = {f:g} x {base:.3g} = {r['alpha']:.3g}" for r, f in zip(rows, factors, strict=True)],
+            true_labels=y, class_names=names, method=c["map"], random_state=self.seed,
+        )  # fmt: skip
         viz.save_figure(fig, self.fig_dir / "ekm_panels.png")
         table = [
             {"factor": f, **{kk: v for kk, v in r.items() if kk != "estimator"}}

@@ -6,9 +6,17 @@
 - :mod:`aelab.training.checkpoint` — safetensors + JSON checkpoints
 - :mod:`aelab.training.recipes` — :func:`pretrain`, :func:`finetune`,
   :func:`predict`, :func:`evaluate`, :func:`encode`, :func:`reconstruct`
+- :mod:`aelab.training.deepcluster` — :func:`deep_cluster` (EKM or K-means
+  clustering loss, alternating with re-clustering)
 """
 
 from aelab.training.checkpoint import load_model, read_checkpoint_meta, save_checkpoint
+from aelab.training.deepcluster import (
+    DeepClusterResult,
+    clustering_loss,
+    deep_cluster,
+    deep_clustering_step,
+)
 from aelab.training.loop import NonFiniteLossError, TrainConfig, Trainer, TrainResult
 from aelab.training.recipes import (
     FINETUNE_RECIPES,
@@ -29,6 +37,7 @@ from aelab.training.steps import classification_step, reconstruction_loss, recon
 __all__ = [
     "FINETUNE_RECIPES",
     "Cutout",
+    "DeepClusterResult",
     "FinetuneConfig",
     "NonFiniteLossError",
     "PretrainConfig",
@@ -36,6 +45,9 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "classification_step",
+    "clustering_loss",
+    "deep_cluster",
+    "deep_clustering_step",
     "encode",
     "evaluate",
     "finetune",

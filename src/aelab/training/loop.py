@@ -11,6 +11,12 @@ Batches come from *factories*: ``train_batches(epoch)`` returns an iterable
 with ``len()`` for that epoch, so each epoch can reshuffle deterministically
 from ``(seed, epoch)`` and a resumed run sees the same batches as an
 uninterrupted one.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the same code trains data-parallel:
+the trainer joins the process group, wraps the step in
+``DistributedDataParallel``, all-reduces the epoch metrics and writes files on
+rank 0 only; the factories must then yield this rank's share of each global
+batch (see :mod:`aelab.training.distributed`; the recipes do).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from tqdm.auto import tqdm
 from aelab._io import read_json, write_json, write_text
 from aelab._runtime import resolve_device, seed_everything
 from aelab.training import checkpoint as ckpt
+from aelab.training import distributed as dist_utils
 
 __all__ = ["NonFiniteLossError", "StepFn", "TrainConfig", "TrainResult", "Trainer"]
 
@@ -47,7 +54,7 @@ BatchFactory = Callable[[int], Iterable[Any]]
 _EVENTS = ("on_fit_start", "on_train_epoch_start", "on_epoch_end", "on_fit_end")
 # Settings that may change between an interrupted run and its resumption
 # without changing the numbers it computes.
-_RESUME_FREE = {"device", "progress", "tensorboard", "log_every"}
+_RESUME_FREE = {"device", "progress", "tensorboard", "log_every", "sync_batchnorm"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -103,6 +110,10 @@ class TrainConfig:
     tensorboard : bool
         Also log to ``run_dir/tensorboard`` when the ``tensorboard`` package is
         importable (it is not a dependency of aelab).
+    sync_batchnorm : bool
+        With several processes (torchrun), normalise batch-norm layers with the
+        statistics of the global batch rather than each rank's share. Ignored
+        in a single process.
     """
 
     epochs: int = 20
@@ -123,6 +134,7 @@ class TrainConfig:
     progress: bool = True
     log_every: int = 25
     tensorboard: bool = False
+    sync_batchnorm: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -285,6 +297,8 @@ class Trainer:
         self.global_step = 0
         self.history: list[dict[str, float]] = []
         self.should_stop = False
+        # Set by fit() when several processes train together.
+        self._ddp: nn.Module | None = None
 
     # ------------------------------------------------------------------ callbacks
 
@@ -405,12 +419,17 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         count = 0
         desc = f"epoch {self.epoch + 1}/{cfg.epochs} {stage}"
-        bar = tqdm(batches, desc=desc, leave=False, disable=not cfg.progress, dynamic_ncols=True)
+        show = cfg.progress and dist_utils.is_main()
+        bar = tqdm(batches, desc=desc, leave=False, disable=not show, dynamic_ncols=True)
         params = [p for p in self.model.parameters()]
         for i, raw in enumerate(bar):
             batch = self._to_device(raw)
             with self._autocast():
-                out = self.step(self.model, batch, stage)
+                if train and self._ddp is not None:
+                    # Through DDP's forward, so that backward averages the gradients.
+                    out = self._ddp(batch, stage)
+                else:
+                    out = self.step(self.model, batch, stage)
             loss = out["loss"]
             if train:
                 assert self.optimizer is not None and self.scheduler is not None
@@ -430,15 +449,16 @@ class Trainer:
                     sums[k] = torch.zeros((), dtype=torch.float64, device=v.device)
                 sums[k].add_(v.detach(), alpha=n)
             # Reading the loss waits for the device, so only every log_every steps.
-            if cfg.progress and i % cfg.log_every == 0:
+            if show and i % cfg.log_every == 0:
                 value = float(loss.detach())
                 bar.set_postfix(loss=f"{value:.4g}")
                 if not math.isfinite(value):
                     self._non_finite(stage, value)
         bar.close()
+        totals, count = dist_utils.all_reduce_sums(sums, count)
         if count == 0:
             raise ValueError(f"the {stage} batches of epoch {self.epoch + 1} are empty")
-        metrics = {k: float(v) / count for k, v in sums.items()}
+        metrics = {k: v / count for k, v in totals.items()}
         if "loss" not in metrics:
             raise ValueError("the step function must return a 'loss' entry")
         if not math.isfinite(metrics["loss"]):
@@ -500,13 +520,18 @@ class Trainer:
         """
         cfg = self.config
         monitor, mode = self._monitor()
+        world = dist_utils.init_from_env(cfg.device)
         self.device = resolve_device(cfg.device)
+        if world.world_size > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", world.local_rank)
         if self.device.type == "cuda":
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if world.world_size > 1 and cfg.sync_batchnorm:
+            dist_utils.convert_sync_batchnorm(self.model, self.device)
         steps_per_epoch = self._steps_per_epoch()
         total = cfg.epochs * steps_per_epoch
         warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
@@ -520,6 +545,8 @@ class Trainer:
         self.history = []
         start = 0
         resuming = self.run_dir is not None and self._check_run_dir(resume, overwrite)
+        # Every rank has looked at the run folder before rank 0 changes it.
+        dist_utils.barrier()
         if resuming:
             assert self.run_dir is not None
             self._check_resume_config()
@@ -534,7 +561,7 @@ class Trainer:
         else:
             seed_everything(cfg.seed)
             self.global_step = 0
-            if self.run_dir is not None:
+            if self.run_dir is not None and dist_utils.is_main():
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 # With overwrite=True, nothing of the old run may survive to be
                 # mistaken for this one's (e.g. its best weights).
@@ -542,7 +569,8 @@ class Trainer:
                 for name in (*old, ckpt.MODEL_META_FILE, ckpt.METRICS_FILE):
                     (self.run_dir / name).unlink(missing_ok=True)
                 write_json(self.run_dir / ckpt.CONFIG_FILE, self._run_config())
-        writer = self._tensorboard()
+        self._ddp = self._wrap_ddp(world) if world.world_size > 1 else None
+        writer = self._tensorboard() if dist_utils.is_main() else None
         self.should_stop = stopped
         self._fire("on_fit_start")
         try:
@@ -551,6 +579,10 @@ class Trainer:
                     break
                 self.epoch = epoch
                 t0 = time.perf_counter()
+                if world.world_size > 1:
+                    # Ranks see different images; their augmentations must differ too.
+                    # Seeded by (seed, epoch, rank), so a resumed run repeats them.
+                    seed_everything((cfg.seed * 1_000_003 + epoch) * 1009 + world.rank)
                 self.model.train()
                 self._fire("on_train_epoch_start")
                 lr = self.optimizer.param_groups[0]["lr"]
@@ -589,17 +621,22 @@ class Trainer:
                 if cfg.patience is not None and es["bad_epochs"] >= cfg.patience:
                     self.should_stop = True
                 stopped = self.should_stop and epoch + 1 < cfg.epochs
-                if self.run_dir is not None:
+                if self.run_dir is not None and dist_utils.is_main():
                     self._save(improved, es, stopped)
                 if writer is not None:
                     for k, v in row.items():
                         if k != "epoch":
                             writer.add_scalar(k, v, epoch + 1)
-                if cfg.progress:
+                if cfg.progress and dist_utils.is_main():
                     tqdm.write(_summary(row, cfg.epochs), file=sys.stderr)
         finally:
             if writer is not None:
                 writer.close()
+            self._ddp = None
+            if world.world_size > 1 and cfg.sync_batchnorm:
+                dist_utils.revert_sync_batchnorm(self.model)
+        # The checkpoint is complete before any rank goes on to read it.
+        dist_utils.barrier()
         if cfg.restore_best and best_state is not None:
             self.model.load_state_dict(best_state)
         result = TrainResult(
@@ -613,6 +650,17 @@ class Trainer:
         )
         self._fire("on_fit_end")
         return result
+
+    def _wrap_ddp(self, world: dist_utils.DistInfo) -> nn.Module:
+        """The model and step function as one DistributedDataParallel module."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # find_unused_parameters: a step may leave parts of the model out (the
+        # decoder in plain fine-tuning, the head in pre-training, a frozen encoder).
+        return DistributedDataParallel(
+            _StepModule(self.model, self.step), device_ids=ids, find_unused_parameters=True
+        )
 
     def _steps_per_epoch(self) -> int:
         batches = self.train_batches(0)
@@ -656,6 +704,18 @@ class Trainer:
             "metrics": ckpt.METRICS_FILE,
         }
         return {k: self.run_dir / v for k, v in names.items() if (self.run_dir / v).is_file()}
+
+
+class _StepModule(nn.Module):
+    """``step(model, batch, stage)`` as a module, so DDP sees one forward per step."""
+
+    def __init__(self, model: nn.Module, step: StepFn) -> None:
+        super().__init__()
+        self.model = model
+        self._step = step
+
+    def forward(self, batch: Any, stage: str) -> dict[str, Any]:
+        return dict(self._step(self.model, batch, stage))
 
 
 def _summary(row: Mapping[str, float], epochs: int) -> str:

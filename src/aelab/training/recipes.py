@@ -25,6 +25,8 @@ import torch.nn as nn
 
 from aelab._runtime import resolve_device
 from aelab.data.dataset import ImageDataset
+from aelab.data.streaming import ImageRows
+from aelab.training import distributed as dist_utils
 from aelab.training.loop import TrainConfig, Trainer, TrainResult
 from aelab.training.semisup import SEMI_METHODS, fixmatch_step, make_strong_augment
 from aelab.training.steps import RECON_LOSSES, Augment, classification_step, reconstruction_step
@@ -239,27 +241,28 @@ def finetune_recipe(name: str = "default", **overrides: Any) -> tuple[FinetuneCo
 class _EpochBatches:
     """One epoch of batches: uint8 rows gathered by index, then float in [0, 1] on the device.
 
-    Trusts its input (built by :func:`_batch_factory`).
+    ``order`` holds this process's rows batch after batch (already sharded and
+    with a dropped ragged batch left out, see :func:`_batch_factory`).
+    Trusts its input.
     """
 
     def __init__(
         self,
-        images: torch.Tensor,
+        reader: _Reader,
         labels: torch.Tensor | None,
         order: torch.Tensor,
         batch_size: int,
-        drop_last: bool,
         device: torch.device,
-        unlabeled: tuple[torch.Tensor, torch.Tensor] | None = None,
+        unlabeled: tuple[_Reader, torch.Tensor, int, int] | None = None,
+        num_workers: int = 0,
         unlabeled_batch_size: int | None = None,
     ) -> None:
-        self.images, self.labels, self.order = images, labels, order
+        self.reader, self.labels, self.order = reader, labels, order
         self.batch_size, self.device, self.unlabeled = batch_size, device, unlabeled
+        self.num_workers = num_workers
+        # This process's share of each global unlabeled batch.
         self.unlabeled_batch_size = unlabeled_batch_size or batch_size
-        n = len(order)
-        # Drop a ragged last batch only when a full one exists: a batch of one
-        # image breaks batch norm, and tiny labelled sets must still train.
-        self._len = n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size)
+        self._len = math.ceil(len(order) / batch_size)
 
     def __len__(self) -> int:
         return self._len
@@ -267,11 +270,30 @@ class _EpochBatches:
     def _float(self, u8: torch.Tensor) -> torch.Tensor:
         return u8.to(self.device, non_blocking=True).float().div_(255)
 
-    def __iter__(self) -> Iterator[Any]:
+    def _index(self) -> list[torch.Tensor]:
         bs = self.batch_size
-        for b in range(self._len):
-            idx = self.order[b * bs : (b + 1) * bs]
-            x = self._float(self.images[idx])
+        return [self.order[b * bs : (b + 1) * bs] for b in range(self._len)]
+
+    def _images(self) -> Iterator[torch.Tensor]:
+        index = self._index()
+        if self.num_workers == 0:
+            yield from (self.reader(idx) for idx in index)
+            return
+        from torch.utils.data import DataLoader
+
+        # One task per batch (batch_size=None): a worker reads a whole batch.
+        loader = DataLoader(
+            self.reader,
+            sampler=index,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        yield from loader
+
+    def __iter__(self) -> Iterator[Any]:
+        for b, (idx, u8) in enumerate(zip(self._index(), self._images(), strict=True)):
+            x = self._float(u8)
             if self.labels is None:
                 yield x
                 continue
@@ -279,11 +301,30 @@ class _EpochBatches:
             if self.unlabeled is None:
                 yield x, y
                 continue
-            u_images, u_order = self.unlabeled
-            # Unlabeled batches cycle through their own permutation.
+            u_reader, u_order, offset, stride = self.unlabeled
+            # Unlabeled batches cycle through their own permutation; this
+            # process takes its share of the global unlabeled batch.
             ubs = self.unlabeled_batch_size
-            u_idx = u_order[(b * ubs + torch.arange(ubs, device=u_order.device)) % len(u_order)]
-            yield x, y, self._float(u_images[u_idx])
+            pos = b * stride + offset + torch.arange(ubs, device=u_order.device)
+            yield x, y, self._float(u_reader(u_order[pos % len(u_order)]))
+
+
+class _Reader:
+    """``reader(idx)``: uint8 images at positions ``idx`` of a dataset or a row view.
+
+    Also a map-style dataset (``reader[idx]``), which is how DataLoader workers call it.
+    """
+
+    def __init__(self, images: torch.Tensor | None, rows: ImageRows | None) -> None:
+        self.images, self.rows = images, rows
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.images is not None:
+            return self.images[idx]
+        assert self.rows is not None
+        return self.rows.read(idx)
+
+    __getitem__ = __call__
 
 
 def _place(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -294,54 +335,105 @@ def _place(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t
 
 
+def _reader(data: ImageDataset | ImageRows, device: torch.device) -> _Reader:
+    if isinstance(data, ImageDataset):
+        return _Reader(_place(data.images, device), None)
+    return _Reader(None, data)
+
+
 def _batch_factory(
-    data: ImageDataset,
+    data: ImageDataset | ImageRows,
     *,
     batch_size: int,
     shuffle: bool,
     seed: int,
     device: torch.device,
     labels: bool,
-    unlabeled: ImageDataset | None = None,
+    unlabeled: ImageDataset | ImageRows | None = None,
+    num_workers: int = 0,
     unlabeled_batch_size: int | None = None,
     epoch_over_unlabeled: bool = False,
 ) -> Callable[[int], _EpochBatches]:
     """``factory(epoch)``: batches of ``data``, reshuffled from ``(seed, epoch)`` when ``shuffle``.
 
-    With ``epoch_over_unlabeled`` an epoch is one pass over ``unlabeled`` (in
-    batches of ``unlabeled_batch_size``) and the labelled images repeat, in
+    ``batch_size`` is the global batch. Under torchrun every process draws the
+    same permutation and keeps its share of each global batch (training), or
+    every ``world_size``-th row (evaluation, ``shuffle=False``).
+
+    ``unlabeled_batch_size`` (default ``batch_size``) is the global unlabeled
+    batch, shared between processes the same way. With ``epoch_over_unlabeled``
+    an epoch is one pass over ``unlabeled`` and the labelled images repeat, in
     fresh permutations, as often as that takes: how semi-supervised methods
     count epochs, so their length does not shrink with the number of labels.
     """
-    images = _place(data.images, device)
-    ys = _place(data.labels, device) if labels and data.labels is not None else None
-    u_images = _place(unlabeled.images, device) if unlabeled is not None else None
+    reader = _reader(data, device)
+    # Index tensors live where the images do (the GPU for device-resident data).
+    where = reader.images.device if reader.images is not None else torch.device("cpu")
+    ys = None
+    if labels and data.labels is not None:
+        ys = _place(data.labels, device) if isinstance(data, ImageDataset) else data.labels
+    u_reader = _reader(unlabeled, device) if unlabeled is not None else None
+    u_where = (
+        u_reader.images.device
+        if u_reader is not None and u_reader.images is not None
+        else torch.device("cpu")
+    )
     n = len(data)
+    world = dist_utils.info()
+    if shuffle:
+        per = dist_utils.shard_order(
+            torch.arange(n), batch_size, drop_last=True, rank=world.rank,
+            world_size=world.world_size,
+        )[1]  # fmt: skip
+    else:
+        per = math.ceil(batch_size / world.world_size)
+        mine = dist_utils.shard_rows(n, rank=world.rank, world_size=world.world_size)
+    # ``unlabeled_batch_size`` is global too; each process reads its share.
+    u_batch = unlabeled_batch_size or batch_size
+    if unlabeled is not None and u_batch % world.world_size:
+        raise ValueError(
+            f"the global unlabeled batch size {u_batch} is not a multiple of the "
+            f"{world.world_size} processes; choose a batch size divisible by {world.world_size}"
+        )
+    u_per = u_batch // world.world_size
 
-    def perm(size: int, epoch: int, stream: int) -> torch.Tensor:
+    def perm(size: int, epoch: int, stream: int, device: torch.device) -> torch.Tensor:
         # One generator per (seed, epoch, stream): the order of epoch e never
         # depends on what ran before it, which is what makes resume exact.
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7 + stream)
-        return torch.randperm(size, generator=g).to(images.device)
+        return torch.randperm(size, generator=g).to(device)
 
-    def repeated_perm(epoch: int, length: int) -> torch.Tensor:
+    def repeated_perm(epoch: int, length: int, device: torch.device) -> torch.Tensor:
+        # The labelled rows repeat, each pass in a fresh permutation, until
+        # ``length`` rows; the same on every rank, sharded like ``perm``.
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7 + 2)
         reps = math.ceil(length / n)
-        return torch.cat([torch.randperm(n, generator=g) for _ in range(reps)])[:length].to(
-            images.device
-        )
+        return torch.cat([torch.randperm(n, generator=g) for _ in range(reps)])[:length].to(device)
 
     def factory(epoch: int) -> _EpochBatches:
-        order = perm(n, epoch, 0) if shuffle else torch.arange(n, device=images.device)
+        if shuffle:
+            order, _ = dist_utils.shard_order(
+                perm(n, epoch, 0, where), batch_size, drop_last=True, rank=world.rank,
+                world_size=world.world_size,
+            )  # fmt: skip
+        else:
+            order = mine.to(where)
         extra = None
-        if u_images is not None:
-            extra = (u_images, perm(len(u_images), epoch, 1))
+        if u_reader is not None:
+            assert unlabeled is not None
+            extra = (
+                u_reader,
+                perm(len(unlabeled), epoch, 1, u_where),
+                world.rank * u_per,
+                u_batch,
+            )
             if epoch_over_unlabeled:
-                steps = max(1, len(u_images) // (unlabeled_batch_size or batch_size))
-                order = repeated_perm(epoch, steps * batch_size)
-        return _EpochBatches(
-            images, ys, order, batch_size, shuffle, device, extra, unlabeled_batch_size
-        )
+                steps = max(1, len(unlabeled) // u_batch)
+                order, _ = dist_utils.shard_order(
+                    repeated_perm(epoch, steps * batch_size, where), batch_size,
+                    drop_last=True, rank=world.rank, world_size=world.world_size,
+                )  # fmt: skip
+        return _EpochBatches(reader, ys, order, per, device, extra, num_workers, u_per)
 
     return factory
 
@@ -366,9 +458,13 @@ def _check_images(model: nn.Module, shape: tuple[int, ...], what: str) -> None:
         )
 
 
-def _check_dataset(model: nn.Module, data: Any, what: str, *, labels: bool = False) -> ImageDataset:
-    if not isinstance(data, ImageDataset):
-        raise ValueError(f"{what} must be an aelab.data.ImageDataset, got {type(data).__name__}")
+def _check_dataset(
+    model: nn.Module, data: Any, what: str, *, labels: bool = False
+) -> ImageDataset | ImageRows:
+    if not isinstance(data, ImageDataset | ImageRows):
+        raise ValueError(
+            f"{what} must be an aelab.data.ImageDataset or ImageRows, got {type(data).__name__}"
+        )
     if len(data) == 0:
         raise ValueError(f"{what} is empty")
     _check_images(model, data.image_shape, what)
@@ -388,7 +484,7 @@ def _model_name(model: nn.Module, model_name: str | None) -> str:
     raise ValueError("give model_name, the registry name that rebuilds this model")
 
 
-def _model_meta(model: nn.Module, data: ImageDataset, task: str) -> dict[str, Any]:
+def _model_meta(model: nn.Module, data: ImageDataset | ImageRows, task: str) -> dict[str, Any]:
     return {
         "task": task,
         "image_shape": list(data.image_shape),
@@ -396,24 +492,30 @@ def _model_meta(model: nn.Module, data: ImageDataset, task: str) -> dict[str, An
     }
 
 
-def _data_summary(**sets: ImageDataset | None) -> dict[str, Any]:
+def _data_summary(**sets: ImageDataset | ImageRows | None) -> dict[str, Any]:
     return {name: (None if ds is None else len(ds)) for name, ds in sets.items()}
 
 
 # ----------------------------------------------------------------------------- training
 
 
+def _check_num_workers(num_workers: int) -> None:
+    if isinstance(num_workers, bool) or int(num_workers) != num_workers or num_workers < 0:
+        raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+
+
 def pretrain(
     model: nn.Module,
-    data: ImageDataset,
+    data: ImageDataset | ImageRows,
     *,
-    val: ImageDataset | None = None,
+    val: ImageDataset | ImageRows | None = None,
     config: PretrainConfig | None = None,
     out_dir: str | Path | None = None,
     augment: Augment | None = None,
     resume: bool = False,
     overwrite: bool = False,
     model_name: str | None = None,
+    num_workers: int = 0,
 ) -> TrainResult:
     """Pre-train an autoencoder to reconstruct images (labels are ignored).
 
@@ -422,9 +524,12 @@ def pretrain(
     model : torch.nn.Module
         An autoencoder with ``encode`` and ``decode`` (e.g. from
         ``aelab.models.create_model``); trained in place.
-    data : ImageDataset
-        Training images, shape (n_samples, C, H, W) matching the model.
-    val : ImageDataset, optional
+    data : ImageDataset or ImageRows
+        Training images, shape (n_samples, C, H, W) matching the model. An
+        :class:`~aelab.data.ImageRows` view (of a memory map or an
+        :class:`~aelab.data.ImageFolderStream`) is read batch by batch, so
+        memory does not grow with the dataset.
+    val : ImageDataset or ImageRows, optional
         Validation images; then ``val_loss`` picks the best epoch.
     config : PretrainConfig, optional
         Defaults to ``PretrainConfig()``.
@@ -439,10 +544,18 @@ def pretrain(
         Replace a finished or interrupted run in ``out_dir``.
     model_name : str, optional
         Registry name for ``model.json``; inferred for ``ConvAutoencoder``.
+    num_workers : int
+        Worker processes that read training batches (0: in this process).
 
     Returns
     -------
     TrainResult
+
+    Notes
+    -----
+    Under ``torchrun`` every process runs this same call: ``config.batch_size``
+    is the global batch (a multiple of the number of processes), each process
+    trains on its share of it, and rank 0 writes ``out_dir``.
     """
     config = config or PretrainConfig()
     if not isinstance(config, PretrainConfig):
@@ -452,6 +565,8 @@ def pretrain(
         _check_dataset(model, val, "val")
     if len(data) < 2:
         raise ValueError("pre-training needs at least 2 images (batch norm)")
+    _check_num_workers(num_workers)
+    dist_utils.init_from_env(config.device)
     device = resolve_device(config.device)
     name = _model_name(model, model_name) if out_dir is not None else model_name
     train_batches = _batch_factory(
@@ -461,6 +576,7 @@ def pretrain(
         seed=config.seed,
         device=device,
         labels=False,
+        num_workers=num_workers,
     )
     val_batches = None
     if val is not None:
@@ -471,6 +587,7 @@ def pretrain(
             seed=config.seed,
             device=device,
             labels=False,
+            num_workers=num_workers,
         )
     trainer = Trainer(
         model,
@@ -511,16 +628,17 @@ def _freeze_encoder(
 
 def finetune(
     model: nn.Module,
-    labeled: ImageDataset,
+    labeled: ImageDataset | ImageRows,
     *,
-    val: ImageDataset | None = None,
-    unlabeled: ImageDataset | None = None,
+    val: ImageDataset | ImageRows | None = None,
+    unlabeled: ImageDataset | ImageRows | None = None,
     config: FinetuneConfig | None = None,
     out_dir: str | Path | None = None,
     augment: Augment | None = None,
     resume: bool = False,
     overwrite: bool = False,
     model_name: str | None = None,
+    num_workers: int = 0,
 ) -> TrainResult:
     """Fine-tune an autoencoder's encoder and classifier head on labelled images.
 
@@ -544,8 +662,8 @@ def finetune(
         term (``config.recon_weight > 0``) learn from them; ignored otherwise.
     config : FinetuneConfig, optional
         Defaults to ``FinetuneConfig()``.
-    out_dir, augment, resume, overwrite, model_name
-        As in :func:`pretrain`.
+    out_dir, augment, resume, overwrite, model_name, num_workers
+        As in :func:`pretrain` (also for running under ``torchrun``).
 
     Returns
     -------
@@ -584,6 +702,8 @@ def finetune(
         model.reset_classifier(k)  # type: ignore[operator]
     if config.monitor is None and val is not None:
         config = dataclasses.replace(config, monitor="val_acc")
+    _check_num_workers(num_workers)
+    dist_utils.init_from_env(config.device)
     device = resolve_device(config.device)
     name = _model_name(model, model_name) if out_dir is not None else model_name
     train_batches = _batch_factory(
@@ -597,6 +717,7 @@ def finetune(
         unlabeled_batch_size=config.batch_size
         * (config.unlabeled_ratio if config.semi != "none" else 1),
         epoch_over_unlabeled=config.semi != "none",
+        num_workers=num_workers,
     )
     val_batches = None
     if val is not None:

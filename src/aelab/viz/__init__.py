@@ -12,6 +12,7 @@ from aelab.viz.clusters import cluster_map, cluster_panels
 from aelab.viz.curves import confusion_matrix_plot, roc_curve_plot, score_histogram, training_curves
 from aelab.viz.embedding import MissingDependencyError, embed_2d
 from aelab.viz.images import error_maps, image_grid
+from aelab.viz.latent import latent_map, latent_panels
 from aelab.viz.summary import layer_table
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "figure_to_data_uri",
     "figure_to_png_bytes",
     "image_grid",
+    "latent_map",
+    "latent_panels",
     "layer_table",
     "roc_curve_plot",
     "save_figure",

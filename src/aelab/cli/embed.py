@@ -1,0 +1,65 @@
+"""``aelab embed``: latent vectors of images, optionally of a class subset in a given ratio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from aelab.cli._common import echo, user_errors
+
+
+def embed(
+    data: str = typer.Argument(
+        ..., help="Image folder, .npy/.npz file, or fashion-mnist[:train|:test]."
+    ),
+    ckpt: Path = typer.Option(
+        ..., "--ckpt", help="Run folder of a checkpoint (e.g. RUN/pretrain or RUN/finetune)."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="The .npz to write: z, ids, index, and labels/class_names when known."
+    ),
+    classes: str | None = typer.Option(
+        None,
+        "--classes",
+        help="Keep these classes, by index or name (0,1,2 or Coat,Bag); relabelled 0..k-1 in this order.",
+    ),
+    ratio: str | None = typer.Option(
+        None, "--ratio", help="Class sizes in this ratio, e.g. 2:1:1 (with --classes)."
+    ),
+    n: int | None = typer.Option(
+        None,
+        "--n",
+        min=1,
+        help="Images in all (per --ratio, or a random sample without --classes).",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampling."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per forward pass."),
+    device: str = typer.Option(
+        "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."
+    ),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="Labels file (.npy or .csv) for array data."
+    ),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Skip unreadable images (listed) instead of failing."
+    ),
+) -> None:
+    """Encode images into latent vectors for `aelab cluster` (and notebooks)."""
+    with user_errors():
+        from aelab.data import parse_class_list, parse_ratio
+        from aelab.pipeline import run_embed
+
+        res = run_embed(
+            data, ckpt, out,
+            classes=None if classes is None else parse_class_list(classes),
+            ratio=None if ratio is None else parse_ratio(ratio), n=n, seed=seed,
+            batch_size=batch_size, device=device, skip_bad=skip_bad, labels=labels,
+        )  # fmt: skip
+    echo(f"wrote {res['path']}: {res['n']} latent vectors of dimension {res['latent_dim']}")
+    if "class_counts" in res:
+        echo("classes: " + ", ".join(f"{k} {v}" for k, v in res["class_counts"].items()))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed")(embed)

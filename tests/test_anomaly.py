@@ -1,0 +1,179 @@
+"""ReconstructionDetector on tiny Fashion-MNIST subsets (convae_tiny, a few epochs)."""
+
+import numpy as np
+import pytest
+import torch
+
+from aelab.anomaly import ReconstructionDetector
+from aelab.data import ImageDataset, from_array, load_dataset, select_classes
+
+SNEAKER, TROUSER, BAG = 7, 1, 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models train fastest on one thread, most of all on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def fmnist() -> ImageDataset:
+    return load_dataset("fashion-mnist:train", progress=False)
+
+
+@pytest.fixture(scope="module")
+def sets(fmnist):
+    normal = select_classes(fmnist, [SNEAKER], n=300, seed=0)
+    rest = fmnist.subset(np.setdiff1d(np.arange(len(fmnist)), _rows(fmnist, normal)))
+    held_out = select_classes(rest, [SNEAKER], n=150, seed=1)
+    other = select_classes(rest, [TROUSER, BAG], n=150, seed=2)
+    return normal, held_out, other
+
+
+def _rows(full: ImageDataset, part: ImageDataset) -> np.ndarray:
+    index = {i: r for r, i in enumerate(full.ids)}
+    return np.array([index[i] for i in part.ids])
+
+
+def _detector(**kw) -> ReconstructionDetector:
+    base = dict(model="convae_tiny", epochs=5, batch_size=32, lr=3e-3, device="cpu", verbose=False)
+    return ReconstructionDetector(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def fitted(sets):
+    normal, _, _ = sets
+    return _detector(score="mse+ssim+latent+rotation", threshold="fpr:0.1").fit(normal)
+
+
+def test_fitted_attributes(fitted, sets):
+    normal, _, _ = sets
+    n_cal = round(0.2 * len(normal))
+    assert fitted.decision_scores_.shape == (len(normal) - n_cal,)
+    assert fitted.calibration_scores_.shape == (n_cal,)
+    assert set(np.unique(fitted.labels_)) <= {0, 1}
+    assert fitted.latent_bank_.shape == (len(normal) - n_cal, 32)
+    assert set(fitted.score_stats_) == {"mse", "ssim", "latent", "rotation"}
+    assert fitted.model_.config.num_classes == 4  # the head tells four turns apart
+    assert fitted.history_[-1]["val_rotation_acc"] > 0.5  # well above chance (0.25)
+    # About 10% of the calibration images lie above an fpr:0.1 threshold.
+    assert (fitted.calibration_scores_ > fitted.threshold_).mean() <= 0.1
+
+
+def test_every_score_higher_on_a_different_class(fitted, sets):
+    _, held_out, other = sets
+    n, a = fitted.score_components(held_out), fitted.score_components(other)
+    for name in ("mse", "ssim", "latent", "rotation"):
+        assert a[name].mean() > n[name].mean(), name
+    m = fitted.evaluate(held_out, other)
+    assert m["roc_auc"] > 0.9
+    assert m["mean_mse_anomalous"] > m["mean_mse_normal"]
+    assert {"roc_auc_mse", "roc_auc_ssim", "roc_auc_latent", "roc_auc_rotation"} <= set(m)
+    mae = fitted.score_components(other, "mae")["mae"]
+    assert mae.shape == (len(other),) and (mae > 0).all()
+
+
+def test_threshold_hits_target_fpr_on_fresh_normals(fitted, sets):
+    _, held_out, other = sets
+    fpr = fitted.predict(held_out).mean()
+    # 60 calibration images set the quantile; allow for their sampling error.
+    assert 0.0 < fpr < 0.25
+    assert fitted.predict(other).mean() > 0.5
+
+
+def test_predict_proba_and_maps(fitted, sets):
+    _, held_out, other = sets
+    p = fitted.predict_proba(other)
+    assert p.shape == (len(other), 2)
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    assert p[:, 1].mean() > fitted.predict_proba(held_out)[:, 1].mean()
+    recon, maps = fitted.score_maps(other.subset(np.arange(5)))
+    assert recon.shape == (5, 1, 16, 16) and maps.shape == (5, 16, 16)
+    assert 0.0 <= recon.min() and recon.max() <= 1.0 and (maps >= 0).all()
+
+
+def test_arrays_and_datasets_score_alike(fitted, sets):
+    _, held_out, _ = sets
+    sub = held_out.subset(np.arange(8))
+    arr = sub.images[:, 0].numpy()  # (8, 28, 28) uint8
+    np.testing.assert_allclose(fitted.decision_function(arr), fitted.decision_function(sub))
+    as_float = from_array(arr.astype(np.float32) / 255)
+    np.testing.assert_allclose(
+        fitted.decision_function(as_float), fitted.decision_function(sub), rtol=1e-5
+    )
+
+
+def test_save_load_gives_identical_scores(fitted, sets, tmp_path):
+    _, held_out, other = sets
+    fitted.save(tmp_path / "det")
+    again = ReconstructionDetector.load(tmp_path / "det")
+    assert again.threshold_ == fitted.threshold_
+    assert again.score_stats_ == fitted.score_stats_
+    for ds in (held_out, other):
+        np.testing.assert_array_equal(again.decision_function(ds), fitted.decision_function(ds))
+    np.testing.assert_array_equal(again.labels_, fitted.labels_)
+    assert not list((tmp_path / "det").rglob("*.pkl"))
+
+
+def test_contamination_threshold(sets):
+    normal, _, _ = sets
+    det = _detector(score="mae", contamination=0.1, epochs=2).fit(normal)
+    assert det.threshold_rule_.kind == "contamination"
+    assert abs(det.labels_.mean() - 0.1) <= 0.02
+
+
+def test_single_score_keeps_its_units(sets):
+    normal, held_out, _ = sets
+    det = _detector(score="mse", epochs=2).fit(normal)
+    comps = det.score_components(held_out)
+    np.testing.assert_allclose(det.decision_function(held_out), comps["mse"])
+    with pytest.raises(ValueError, match="fit with 'latent'"):
+        det.score_components(held_out, "latent")
+    with pytest.raises(ValueError, match="fit with 'rotation'"):
+        det.score_components(held_out, "rotation")
+
+
+def test_reproducible_with_the_same_seed(sets):
+    normal, held_out, _ = sets
+    small = normal.subset(np.arange(60))
+    a = _detector(epochs=1).fit(small).decision_function(held_out)
+    b = _detector(epochs=1).fit(small).decision_function(held_out)
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_bad_inputs_give_clear_errors(tmp_path, sets):
+    normal, _, _ = sets
+    empty = ImageDataset(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), None, [])
+    with pytest.raises(ValueError, match="no images"):
+        _detector().fit(empty)
+    with pytest.raises(ValueError, match="at least 10 normal images"):
+        _detector().fit(normal.subset(np.arange(5)))
+    with pytest.raises(ValueError, match="unknown score"):
+        _detector(score="mse+psnr").fit(normal)
+    with pytest.raises(ValueError, match="twice"):
+        _detector(score="mse+mse").fit(normal)
+    with pytest.raises(ValueError, match="not fitted"):
+        _detector().decision_function(normal)
+    with pytest.raises(ValueError, match="expected an aelab ImageDataset"):
+        _detector().fit([1, 2, 3])
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(ValueError, match="not a detector folder"):
+        ReconstructionDetector.load(tmp_path / "junk")
+    (tmp_path / "junk" / "detector.json").write_text('{"kind": "something else"}')
+    with pytest.raises(ValueError, match="does not describe"):
+        ReconstructionDetector.load(tmp_path / "junk")
+
+
+def test_from_array_validates():
+    ds = from_array(np.zeros((3, 8, 8, 3), dtype=np.uint8), labels=["a", "b", "a"])
+    assert ds.images.shape == (3, 3, 8, 8) and ds.class_names == ["a", "b"]
+    assert ds.ids == ["0", "1", "2"]
+    with pytest.raises(ValueError, match=r"float images must be in \[0, 1\]"):
+        from_array(np.full((2, 8, 8), 3.0))
+    with pytest.raises(ValueError, match="2 labels for 3 images"):
+        from_array(np.zeros((3, 8, 8), dtype=np.uint8), labels=[0, 1])
+    with pytest.raises(ValueError, match="leading axis"):
+        from_array(np.zeros((8, 8), dtype=np.uint8))
