@@ -519,14 +519,19 @@ def run_finetune(
     labels_per_class: int = 0,
     val_per_class: int = 0,
     val_fraction: float = 0.1,
-    augment: str = "standard",
-    epochs: int = 30,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    recon_weight: float = 0.0,
-    freeze_encoder_epochs: int = 0,
-    encoder_lr_mult: float = 0.1,
-    label_smoothing: float = 0.1,
+    recipe: str = "default",
+    augment: str | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    recon_weight: float | None = None,
+    freeze_encoder_epochs: int | None = None,
+    encoder_lr_mult: float | None = None,
+    label_smoothing: float | None = None,
+    semi: str | None = None,
+    unlabeled_weight: float | None = None,
+    threshold: float | None = None,
+    unlabeled_ratio: int | None = None,
     patience: int | None = None,
     amp: str | None = None,
     resume: bool = False,
@@ -539,6 +544,12 @@ def run_finetune(
 ) -> dict[str, Any]:
     """Fine-tune a classifier on labeled ``data`` into ``out/name``, from ``init`` or from scratch.
 
+    The settings start from the named ``recipe`` (see
+    :data:`aelab.training.FINETUNE_RECIPES`; ``"default"`` is FixMatch on the
+    unlabeled images, ``"plain"`` supervised fine-tuning only); every option
+    left at ``None`` keeps the recipe's value. Recipes that learn from
+    unlabeled images get every image not held out for validation.
+
     Returns
     -------
     dict
@@ -546,7 +557,7 @@ def run_finetune(
     """
     from aelab._runtime import seed_everything
     from aelab.data import conform, load_dataset, split_dataset
-    from aelab.training import FinetuneConfig, finetune, load_model
+    from aelab.training import finetune, finetune_recipe, load_model
 
     ds = (
         data
@@ -574,22 +585,24 @@ def run_finetune(
         val_fraction=val_fraction,
         seed=seed,
     )
-    config = FinetuneConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, recon_weight=recon_weight,
-        freeze_encoder_epochs=freeze_encoder_epochs, encoder_lr_mult=encoder_lr_mult,
-        label_smoothing=label_smoothing, patience=patience, amp=amp, seed=seed, device=device,
-        progress=progress,
+    config, augment = finetune_recipe(
+        recipe, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
+        recon_weight=recon_weight, freeze_encoder_epochs=freeze_encoder_epochs,
+        encoder_lr_mult=encoder_lr_mult, label_smoothing=label_smoothing, semi=semi,
+        unlabeled_weight=unlabeled_weight, threshold=threshold, unlabeled_ratio=unlabeled_ratio,
+        patience=patience, amp=amp, seed=seed, device=device, progress=progress,
     )  # fmt: skip
     run_dir = Path(out) / name
     result = finetune(
         net, parts.labeled, val=parts.val,
-        unlabeled=parts.unlabeled if recon_weight > 0 else None,
+        unlabeled=parts.unlabeled if config.uses_unlabeled else None,
         config=config, out_dir=run_dir, augment=_augment(augment), resume=resume,
         overwrite=overwrite, model_name=model_name,
     )  # fmt: skip
     save_run_config(run_dir, "finetune", {"data": str(data) if not isinstance(data, ImageDataset) else "<memory>",
                                           "init": None if init is None else str(init), "model": model_name,
-                                          "augment": augment, "labels_per_class": labels_per_class,
+                                          "recipe": recipe, "augment": augment,
+                                          "labels_per_class": labels_per_class,
                                           "val_per_class": val_per_class, "config": vars(config),
                                           "splits": parts.summary()})  # fmt: skip
     val_accs = [r["val_acc"] for r in result.history if "val_acc" in r]

@@ -12,7 +12,19 @@ from aelab.cli._common import echo, user_errors
 
 class Augment(StrEnum):
     none = "none"
+    weak = "weak"
     standard = "standard"
+
+
+class Semi(StrEnum):
+    none = "none"
+    fixmatch = "fixmatch"
+
+
+class Recipe(StrEnum):
+    default = "default"
+    plain = "plain"
+    fixmatch = "fixmatch"
 
 
 class Loss(StrEnum):
@@ -96,18 +108,56 @@ def finetune_cmd(
         0, "--val-per-class", help="Validation images per class (0: use --val-fraction)."
     ),
     val_fraction: float = typer.Option(0.1, "--val-fraction"),
-    augment: Augment = typer.Option(Augment.standard, "--augment"),
-    epochs: int = typer.Option(30, "--epochs", min=1),
-    batch_size: int = typer.Option(64, "--batch-size", min=2),
-    lr: float = typer.Option(1e-3, "--lr"),
-    recon_weight: float = typer.Option(
-        0.0, "--recon-weight", help="Keep the reconstruction loss on with this weight."
+    recipe: Recipe = typer.Option(
+        Recipe.default,
+        "--recipe",
+        help="Named settings the options below override: default (= fixmatch: also learns "
+        "from the images not labeled), fixmatch, or plain (labeled images only).",
     ),
-    freeze_encoder_epochs: int = typer.Option(0, "--freeze-encoder-epochs"),
-    encoder_lr_mult: float = typer.Option(
-        0.1, "--encoder-lr-mult", help="Encoder learning rate relative to the head's."
+    augment: Augment | None = typer.Option(
+        None, "--augment", help="Augmentation of labeled images (default: from --recipe)."
     ),
-    label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
+    epochs: int | None = typer.Option(
+        None,
+        "--epochs",
+        min=1,
+        help="Passes over the labeled images; with --semi fixmatch, over the unlabeled ones (default: from --recipe).",
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=2, help="Labeled images per step (default 64)."
+    ),
+    lr: float | None = typer.Option(
+        None, "--lr", help="Peak learning rate (default: from --recipe)."
+    ),
+    recon_weight: float | None = typer.Option(
+        None, "--recon-weight", help="Keep the reconstruction loss on with this weight (default 0)."
+    ),
+    freeze_encoder_epochs: int | None = typer.Option(
+        None, "--freeze-encoder-epochs", help="Default: 0."
+    ),
+    encoder_lr_mult: float | None = typer.Option(
+        None,
+        "--encoder-lr-mult",
+        help="Encoder learning rate relative to the head's (default: from --recipe).",
+    ),
+    label_smoothing: float | None = typer.Option(
+        None, "--label-smoothing", help="Default: from --recipe."
+    ),
+    semi: Semi | None = typer.Option(
+        None, "--semi", help="Use the unlabeled images: fixmatch or none (default: from --recipe)."
+    ),
+    unlabeled_weight: float | None = typer.Option(
+        None, "--unlabeled-weight", help="Weight of the FixMatch loss (default: from --recipe)."
+    ),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="FixMatch confidence threshold (default: from --recipe)."
+    ),
+    unlabeled_ratio: int | None = typer.Option(
+        None,
+        "--unlabeled-ratio",
+        min=1,
+        help="Unlabeled images per labeled one in a step (default: from --recipe).",
+    ),
     patience: int = typer.Option(
         0, "--patience", help="Early stopping on val_acc after this many epochs (0: off)."
     ),
@@ -125,10 +175,13 @@ def finetune_cmd(
 
         res = run_finetune(
             data, out, init=init, model=model, name=name, labels_per_class=labels_per_class,
-            val_per_class=val_per_class, val_fraction=val_fraction, augment=augment.value,
-            epochs=epochs, batch_size=batch_size, lr=lr, recon_weight=recon_weight,
+            val_per_class=val_per_class, val_fraction=val_fraction, recipe=recipe.value,
+            augment=None if augment is None else augment.value, epochs=epochs,
+            batch_size=batch_size, lr=lr, recon_weight=recon_weight,
             freeze_encoder_epochs=freeze_encoder_epochs, encoder_lr_mult=encoder_lr_mult,
-            label_smoothing=label_smoothing, patience=patience or None,
+            label_smoothing=label_smoothing, semi=None if semi is None else semi.value,
+            unlabeled_weight=unlabeled_weight, threshold=threshold,
+            unlabeled_ratio=unlabeled_ratio, patience=patience or None,
             amp="bf16" if amp else None, resume=resume, overwrite=overwrite, seed=seed,
             device=device, skip_bad=skip_bad, labels=labels,
         )  # fmt: skip

@@ -53,6 +53,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "scale": (0.9, 1.1),
         "padding": "zeros",
     },
+    # FixMatch's weak view: flip and a shift of up to 12.5 %, nothing else.
+    "weak": {
+        "hflip": 0.5,
+        "brightness": 0.0,
+        "contrast": 0.0,
+        "saturation": 0.0,
+        "hue": 0.0,
+        "degrees": 0.0,
+        "translate": 0.125,
+        "scale": (1.0, 1.0),
+        "padding": "zeros",
+    },
 }
 
 # RGB -> YIQ (NTSC); Y is luminance, (I, Q) the chroma plane a hue shift rotates.
@@ -278,8 +290,9 @@ def make_augment(preset: str = "standard", **overrides: Any) -> Augment:
 
     Parameters
     ----------
-    preset : {"none", "standard"}
+    preset : {"none", "weak", "standard"}
         ``"none"``: identity (images are only resized, at load time).
+        ``"weak"``: hflip 0.5 and a shift of up to 12.5 % (FixMatch's weak view).
         ``"standard"``: hflip 0.5; brightness, contrast, saturation 0.2; hue
         0.05; rotation up to 10 degrees, shift up to 10 %, zoom 0.9-1.1.
     **overrides

@@ -40,6 +40,7 @@ epochs = 30
 batch_size = 64
 lr = 0.001
 recon_weight = 0.0               # weight of the reconstruction loss kept on while fine-tuning
+recipe = "plain"                 # fine-tuning recipe: plain (labels only) or default/fixmatch (also the unlabeled images, slower)
 augment = ["standard", "none"]   # the ablation: one fine-tuning run per preset
 
 [cluster]

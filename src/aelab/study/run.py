@@ -108,7 +108,8 @@ class _Study:
             self.source, self.out, init=self.out / "pretrain", name=f"finetune-{preset}",
             labels_per_class=int(d["labels_per_class"]), val_per_class=int(d["val_per_class"]),
             augment=preset, epochs=int(f["epochs"]), batch_size=int(f["batch_size"]), lr=float(f["lr"]),
-            recon_weight=float(f["recon_weight"]), seed=self.seed, device=self.device, overwrite=True,
+            recon_weight=float(f["recon_weight"]), recipe=str(f["recipe"]), seed=self.seed,
+            device=self.device, overwrite=True,
         )  # fmt: skip
         hist = res["history"]
         last = hist[-1] if hist else {}

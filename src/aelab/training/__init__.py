@@ -2,6 +2,7 @@
 
 - :mod:`aelab.training.loop` — :class:`Trainer` and :class:`TrainConfig`
 - :mod:`aelab.training.steps` — reconstruction and classification steps
+- :mod:`aelab.training.semisup` — FixMatch step and strong augmentation
 - :mod:`aelab.training.checkpoint` — safetensors + JSON checkpoints
 - :mod:`aelab.training.recipes` — :func:`pretrain`, :func:`finetune`,
   :func:`predict`, :func:`evaluate`, :func:`encode`, :func:`reconstruct`
@@ -18,19 +19,24 @@ from aelab.training.deepcluster import (
 )
 from aelab.training.loop import NonFiniteLossError, TrainConfig, Trainer, TrainResult
 from aelab.training.recipes import (
+    FINETUNE_RECIPES,
     FinetuneConfig,
     PretrainConfig,
     encode,
     evaluate,
     finetune,
+    finetune_recipe,
     map_batches,
     predict,
     pretrain,
     reconstruct,
 )
+from aelab.training.semisup import Cutout, fixmatch_step, make_strong_augment
 from aelab.training.steps import classification_step, reconstruction_loss, reconstruction_step
 
 __all__ = [
+    "FINETUNE_RECIPES",
+    "Cutout",
     "DeepClusterResult",
     "FinetuneConfig",
     "NonFiniteLossError",
@@ -45,7 +51,10 @@ __all__ = [
     "encode",
     "evaluate",
     "finetune",
+    "finetune_recipe",
+    "fixmatch_step",
     "load_model",
+    "make_strong_augment",
     "map_batches",
     "predict",
     "pretrain",

@@ -28,14 +28,17 @@ from aelab.data.dataset import ImageDataset
 from aelab.data.streaming import ImageRows
 from aelab.training import distributed as dist_utils
 from aelab.training.loop import TrainConfig, Trainer, TrainResult
+from aelab.training.semisup import SEMI_METHODS, fixmatch_step, make_strong_augment
 from aelab.training.steps import RECON_LOSSES, Augment, classification_step, reconstruction_step
 
 __all__ = [
+    "FINETUNE_RECIPES",
     "FinetuneConfig",
     "PretrainConfig",
     "encode",
     "evaluate",
     "finetune",
+    "finetune_recipe",
     "predict",
     "pretrain",
     "reconstruct",
@@ -98,6 +101,25 @@ class FinetuneConfig(TrainConfig):
         Learning rate of the encoder relative to ``lr`` (the head gets ``lr``).
     label_smoothing : float
         Label smoothing of the training cross-entropy, in [0, 1).
+    semi : {"none", "fixmatch"}
+        How the ``unlabeled`` images take part: ``"none"`` (only through the
+        reconstruction term, if any) or ``"fixmatch"`` (confident predictions
+        on weakly augmented unlabeled images become the targets of strongly
+        augmented ones, see :func:`aelab.training.semisup.fixmatch_step`).
+    unlabeled_weight : float
+        Weight of the FixMatch term.
+    threshold : float
+        Confidence (maximum softmax probability) above which FixMatch keeps
+        a pseudo-label, in (0, 1].
+    unlabeled_ratio : int
+        Unlabeled images per labelled image in a step (FixMatch's mu).
+
+    Notes
+    -----
+    With ``semi`` other than ``"none"``, an epoch is one pass over the
+    unlabeled images (``len(unlabeled) // (batch_size * unlabeled_ratio)``
+    steps) while the labelled images repeat; otherwise one pass over the
+    labelled images.
     """
 
     epochs: int = 30
@@ -107,6 +129,10 @@ class FinetuneConfig(TrainConfig):
     freeze_encoder_epochs: int = 0
     encoder_lr_mult: float = 0.1
     label_smoothing: float = 0.1
+    semi: str = "none"
+    unlabeled_weight: float = 1.0
+    threshold: float = 0.95
+    unlabeled_ratio: int = 3
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -128,6 +154,85 @@ class FinetuneConfig(TrainConfig):
             raise ValueError(f"encoder_lr_mult must be >= 0, got {self.encoder_lr_mult}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.semi not in SEMI_METHODS:
+            raise ValueError(f"unknown semi {self.semi!r}; use one of {', '.join(SEMI_METHODS)}")
+        if not self.unlabeled_weight >= 0:
+            raise ValueError(f"unlabeled_weight must be >= 0, got {self.unlabeled_weight}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.unlabeled_ratio < 1:
+            raise ValueError(f"unlabeled_ratio must be >= 1, got {self.unlabeled_ratio}")
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether this recipe learns from unlabeled images (FixMatch or a reconstruction term)."""
+        return self.semi != "none" or self.recon_weight > 0
+
+
+# ----------------------------------------------------------------------------- named recipes
+
+#: Fine-tuning recipes by name: each is a set of :class:`FinetuneConfig` fields
+#: (plus ``augment``, the weak augmentation preset). ``benchmarks/fewlabel.py``
+#: measures them; ``"default"`` is what ``aelab finetune`` uses.
+FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
+    # Supervised fine-tuning on the labelled images only (aelab's recipe before FixMatch).
+    "plain": {
+        "augment": "standard",
+        "semi": "none",
+        "epochs": 30,
+        "lr": 1e-3,
+        "encoder_lr_mult": 0.1,
+        "label_smoothing": 0.1,
+        "recon_weight": 0.0,
+    },
+    # FixMatch on the unlabeled pool, from the pre-trained encoder.
+    "fixmatch": {
+        "augment": "standard",
+        "semi": "fixmatch",
+        # Epochs are passes over the unlabeled images here (see FinetuneConfig).
+        "epochs": 3,
+        "warmup_epochs": 0.2,
+        "lr": 1e-3,
+        "encoder_lr_mult": 1.0,
+        "label_smoothing": 0.0,
+        "recon_weight": 0.0,
+        "threshold": 0.95,
+        "unlabeled_weight": 1.0,
+        "unlabeled_ratio": 3,
+    },
+}
+FINETUNE_RECIPES["default"] = dict(FINETUNE_RECIPES["fixmatch"])
+
+
+def finetune_recipe(name: str = "default", **overrides: Any) -> tuple[FinetuneConfig, str]:
+    """The :class:`FinetuneConfig` and augmentation preset of a named recipe.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`FINETUNE_RECIPES` (``"default"``, ``"plain"``, ``"fixmatch"``).
+    **overrides
+        :class:`FinetuneConfig` fields (or ``augment``) replacing the
+        recipe's; ``None`` values are ignored, so unset CLI options fall
+        through to the recipe.
+
+    Returns
+    -------
+    config : FinetuneConfig
+    augment : str
+        The augmentation preset name (``"standard"``, ``"weak"`` or ``"none"``).
+    """
+    if name not in FINETUNE_RECIPES:
+        raise ValueError(
+            f"unknown fine-tuning recipe {name!r}; use one of {', '.join(FINETUNE_RECIPES)}"
+        )
+    values = {**FINETUNE_RECIPES[name], **{k: v for k, v in overrides.items() if v is not None}}
+    augment = values.pop("augment")
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown FinetuneConfig fields: {', '.join(unknown)}")
+    return FinetuneConfig(**values), augment
 
 
 # ----------------------------------------------------------------------------- batches
@@ -150,10 +255,13 @@ class _EpochBatches:
         device: torch.device,
         unlabeled: tuple[_Reader, torch.Tensor, int, int] | None = None,
         num_workers: int = 0,
+        unlabeled_batch_size: int | None = None,
     ) -> None:
         self.reader, self.labels, self.order = reader, labels, order
         self.batch_size, self.device, self.unlabeled = batch_size, device, unlabeled
         self.num_workers = num_workers
+        # This process's share of each global unlabeled batch.
+        self.unlabeled_batch_size = unlabeled_batch_size or batch_size
         self._len = math.ceil(len(order) / batch_size)
 
     def __len__(self) -> int:
@@ -196,7 +304,8 @@ class _EpochBatches:
             u_reader, u_order, offset, stride = self.unlabeled
             # Unlabeled batches cycle through their own permutation; this
             # process takes its share of the global unlabeled batch.
-            pos = b * stride + offset + torch.arange(self.batch_size, device=u_order.device)
+            ubs = self.unlabeled_batch_size
+            pos = b * stride + offset + torch.arange(ubs, device=u_order.device)
             yield x, y, self._float(u_reader(u_order[pos % len(u_order)]))
 
 
@@ -242,12 +351,20 @@ def _batch_factory(
     labels: bool,
     unlabeled: ImageDataset | ImageRows | None = None,
     num_workers: int = 0,
+    unlabeled_batch_size: int | None = None,
+    epoch_over_unlabeled: bool = False,
 ) -> Callable[[int], _EpochBatches]:
     """``factory(epoch)``: batches of ``data``, reshuffled from ``(seed, epoch)`` when ``shuffle``.
 
     ``batch_size`` is the global batch. Under torchrun every process draws the
     same permutation and keeps its share of each global batch (training), or
     every ``world_size``-th row (evaluation, ``shuffle=False``).
+
+    ``unlabeled_batch_size`` (default ``batch_size``) is the global unlabeled
+    batch, shared between processes the same way. With ``epoch_over_unlabeled``
+    an epoch is one pass over ``unlabeled`` and the labelled images repeat, in
+    fresh permutations, as often as that takes: how semi-supervised methods
+    count epochs, so their length does not shrink with the number of labels.
     """
     reader = _reader(data, device)
     # Index tensors live where the images do (the GPU for device-resident data).
@@ -271,12 +388,27 @@ def _batch_factory(
     else:
         per = math.ceil(batch_size / world.world_size)
         mine = dist_utils.shard_rows(n, rank=world.rank, world_size=world.world_size)
+    # ``unlabeled_batch_size`` is global too; each process reads its share.
+    u_batch = unlabeled_batch_size or batch_size
+    if unlabeled is not None and u_batch % world.world_size:
+        raise ValueError(
+            f"the global unlabeled batch size {u_batch} is not a multiple of the "
+            f"{world.world_size} processes; choose a batch size divisible by {world.world_size}"
+        )
+    u_per = u_batch // world.world_size
 
     def perm(size: int, epoch: int, stream: int, device: torch.device) -> torch.Tensor:
         # One generator per (seed, epoch, stream): the order of epoch e never
         # depends on what ran before it, which is what makes resume exact.
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7 + stream)
         return torch.randperm(size, generator=g).to(device)
+
+    def repeated_perm(epoch: int, length: int, device: torch.device) -> torch.Tensor:
+        # The labelled rows repeat, each pass in a fresh permutation, until
+        # ``length`` rows; the same on every rank, sharded like ``perm``.
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7 + 2)
+        reps = math.ceil(length / n)
+        return torch.cat([torch.randperm(n, generator=g) for _ in range(reps)])[:length].to(device)
 
     def factory(epoch: int) -> _EpochBatches:
         if shuffle:
@@ -292,10 +424,16 @@ def _batch_factory(
             extra = (
                 u_reader,
                 perm(len(unlabeled), epoch, 1, u_where),
-                world.rank * per,
-                batch_size,
+                world.rank * u_per,
+                u_batch,
             )
-        return _EpochBatches(reader, ys, order, per, device, extra, num_workers)
+            if epoch_over_unlabeled:
+                steps = max(1, len(unlabeled) // u_batch)
+                order, _ = dist_utils.shard_order(
+                    repeated_perm(epoch, steps * batch_size, where), batch_size,
+                    drop_last=True, rank=world.rank, world_size=world.world_size,
+                )  # fmt: skip
+        return _EpochBatches(reader, ys, order, per, device, extra, num_workers, u_per)
 
     return factory
 
@@ -519,8 +657,9 @@ def finetune(
     val : ImageDataset, optional
         Labelled validation images; then ``val_acc`` picks the best epoch.
     unlabeled : ImageDataset, optional
-        Extra images for the reconstruction term (used only when
-        ``config.recon_weight > 0``).
+        Images without labels (of shape (n_unlabeled, C, H, W)); FixMatch
+        (``config.semi="fixmatch"``, then required) and the reconstruction
+        term (``config.recon_weight > 0``) learn from them; ignored otherwise.
     config : FinetuneConfig, optional
         Defaults to ``FinetuneConfig()``.
     out_dir, augment, resume, overwrite, model_name, num_workers
@@ -538,13 +677,18 @@ def finetune(
         _check_dataset(model, val, "val", labels=True)
     if unlabeled is not None:
         _check_dataset(model, unlabeled, "unlabeled")
-        if config.recon_weight == 0:
+        if not config.uses_unlabeled:
             warnings.warn(
-                "unlabeled images are only used by the reconstruction term; set recon_weight > 0 "
-                "to use them (ignored now)",
+                "unlabeled images are used by semi='fixmatch' or the reconstruction term; "
+                "set one of them to use them (ignored now)",
                 stacklevel=2,
             )
             unlabeled = None
+    elif config.semi != "none":
+        raise ValueError(
+            f"semi={config.semi!r} learns from unlabeled images; pass unlabeled=... "
+            "(e.g. the unlabeled part of split_dataset) or set semi='none'"
+        )
     if len(labeled) < 2:
         raise ValueError("fine-tuning needs at least 2 labelled images (batch norm)")
     k = labeled.num_classes
@@ -570,6 +714,9 @@ def finetune(
         device=device,
         labels=True,
         unlabeled=unlabeled,
+        unlabeled_batch_size=config.batch_size
+        * (config.unlabeled_ratio if config.semi != "none" else 1),
+        epoch_over_unlabeled=config.semi != "none",
         num_workers=num_workers,
     )
     val_batches = None
@@ -582,12 +729,23 @@ def finetune(
             device=device,
             labels=True,
         )
-    step = classification_step(
-        augment=augment,
-        label_smoothing=config.label_smoothing,
-        recon_weight=config.recon_weight,
-        recon_loss=config.recon_loss,
-    )
+    if config.semi == "fixmatch":
+        step = fixmatch_step(
+            weak=augment,
+            strong=make_strong_augment(),
+            threshold=config.threshold,
+            unlabeled_weight=config.unlabeled_weight,
+            label_smoothing=config.label_smoothing,
+            recon_weight=config.recon_weight,
+            recon_loss=config.recon_loss,
+        )
+    else:
+        step = classification_step(
+            augment=augment,
+            label_smoothing=config.label_smoothing,
+            recon_weight=config.recon_weight,
+            recon_loss=config.recon_loss,
+        )
     lr_mult = {"encoder.": config.encoder_lr_mult} if config.encoder_lr_mult != 1 else None
     trainer = Trainer(
         model,
