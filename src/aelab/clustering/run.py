@@ -472,18 +472,15 @@ def run_cluster(
         "n_features": int(X.shape[1]),
         "dtype": str(X.dtype),
         "space": fs.to_dict(),
-        "k": int(k),
-        "alpha": float(est.alpha_),
-        "alpha_setting": "target-ratio" if target_ratio is not None else alpha,
-        "seed": seed,
-        "n_init": int(n_init),
-        "update": update,
-        "sizes": [int(s) for s in sizes],
-        "objective": float(est.objective_),
-        "inertia": float(est.inertia_),
-        "iterations": int(est.n_iter_),
-        "converged": bool(est.converged_),
-        "warnings": messages,
+        **_fit_summary(
+            est,
+            sizes,
+            "target-ratio" if target_ratio is not None else alpha,
+            seed,
+            n_init,
+            update,
+            messages,
+        ),
         **_scores(y, labels),
     }
     if target_ratio is not None:
@@ -544,6 +541,25 @@ def run_cluster(
         labels=labels, centroids=est.cluster_centers_, summary=summary, estimator=est,
         files=files, sweep=sweep_rows, search=search_rows, figure=figure,
     )  # fmt: skip
+
+
+def _fit_summary(est: Any, sizes: np.ndarray, alpha_setting: Any, seed: int | None, n_init: int,
+                 update: str, messages: list[str]) -> dict[str, Any]:  # fmt: skip
+    """The summary entries every fit reports, whatever its input."""
+    return {
+        "k": len(sizes),
+        "alpha": float(est.alpha_),
+        "alpha_setting": alpha_setting,
+        "seed": seed,
+        "n_init": int(n_init),
+        "update": update,
+        "sizes": [int(v) for v in sizes],
+        "objective": float(est.objective_),
+        "inertia": float(est.inertia_),
+        "iterations": int(est.n_iter_),
+        "converged": bool(est.converged_),
+        "warnings": messages,
+    }
 
 
 def _write_core(
@@ -634,18 +650,7 @@ def _finish_plain(est: Any, messages: list[str], labels: np.ndarray, shape: tupl
         "n_samples": int(X_shape[0]),
         "n_features": int(X_shape[1]),
         "dtype": str(np.dtype(dtype)),
-        "k": int(k),
-        "alpha": float(est.alpha_),
-        "alpha_setting": alpha,
-        "seed": seed,
-        "n_init": int(n_init),
-        "update": update,
-        "sizes": [int(s) for s in sizes],
-        "objective": float(est.objective_),
-        "inertia": float(est.inertia_),
-        "iterations": int(est.n_iter_),
-        "converged": bool(est.converged_),
-        "warnings": messages,
+        **_fit_summary(est, sizes, alpha, seed, n_init, update, messages),
         **(extra or {}),
     }
     files: list[Path] = []
