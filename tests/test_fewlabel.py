@@ -161,7 +161,7 @@ def test_recipe_overrides_and_errors():
     assert config.epochs == 2 and augment == "none" and config.semi == "none"
     assert config.lr == FINETUNE_RECIPES["plain"]["lr"]  # None falls through to the recipe
     assert finetune_recipe("default")[0] == finetune_recipe("fixmatch")[0]
-    assert finetune_recipe("default")[0].label_smoothing == 0.0  # else 0.95 is out of reach
+    assert finetune_recipe("default")[0].label_smoothing == 0.0  # it would cap confidence
     with pytest.raises(ValueError, match="unknown fine-tuning recipe"):
         finetune_recipe("magic")
     with pytest.raises(ValueError, match="unknown FinetuneConfig fields"):
