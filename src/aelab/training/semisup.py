@@ -23,7 +23,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from aelab.training.steps import Augment, _augment, _check_loss, _recon_loss, unpack_batch
+from aelab.training.steps import (
+    Augment,
+    _augment,
+    _recon_loss,
+    check_supervised_options,
+    unpack_batch,
+)
 
 __all__ = ["SEMI_METHODS", "Cutout", "fixmatch_step", "make_strong_augment"]
 
@@ -154,15 +160,11 @@ def fixmatch_step(
         training ``ce``, ``unsup`` (the unlabeled term) and ``mask`` (the share
         of unlabeled images above the threshold), plus ``recon`` when used.
     """
-    _check_loss(recon_loss)
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     if unlabeled_weight < 0:
         raise ValueError(f"unlabeled_weight must be >= 0, got {unlabeled_weight}")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    if recon_weight < 0:
-        raise ValueError(f"recon_weight must be >= 0, got {recon_weight}")
+    check_supervised_options(label_smoothing, recon_weight, recon_loss)
 
     def step(model: nn.Module, batch: Any, stage: str) -> dict[str, Any]:
         x, y, xu = unpack_batch(batch)

@@ -65,6 +65,15 @@ def unpack_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.T
     )
 
 
+def check_supervised_options(label_smoothing: float, recon_weight: float, recon_loss: str) -> None:
+    """Validate the options every labelled step shares (classification, FixMatch)."""
+    _check_loss(recon_loss)
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if recon_weight < 0:
+        raise ValueError(f"recon_weight must be >= 0, got {recon_weight}")
+
+
 def _check_loss(kind: str) -> None:
     if kind not in RECON_LOSSES:
         raise ValueError(
@@ -180,11 +189,7 @@ def classification_step(
         the batch), ``n`` and, with a reconstruction term in training, ``ce``
         and ``recon``.
     """
-    _check_loss(recon_loss)
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    if recon_weight < 0:
-        raise ValueError(f"recon_weight must be >= 0, got {recon_weight}")
+    check_supervised_options(label_smoothing, recon_weight, recon_loss)
 
     def step(model: nn.Module, batch: Any, stage: str) -> dict[str, Any]:
         x, y, xu = unpack_batch(batch)
