@@ -94,9 +94,11 @@ def test_one_update_by_hand(update, expected):
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-9), (np.float32, 1e-4)])
 @pytest.mark.parametrize("offset", [0.0, 50.0])
-def test_chunked_kernel_matches_naive(dtype, rtol, offset):
+@pytest.mark.parametrize("read_only", [False, True])  # a memory map: numpy's GEMM, not torch's
+def test_chunked_kernel_matches_naive(dtype, rtol, offset, read_only):
     rng = np.random.default_rng(0)
     X = (rng.normal(size=(203, 5)) * 2 + offset).astype(dtype)
+    X.flags.writeable = not read_only
     C = X[rng.choice(203, 4, replace=False)].astype(np.float64) + 0.3
     sw = rng.uniform(0.5, 2.0, size=203)
     alpha = 0.2
