@@ -1,4 +1,4 @@
-"""Peak memory of one pre-training epoch at two dataset sizes, streamed vs. loaded.
+"""Peak memory of one pre-training epoch (or one embedding pass) at two dataset sizes.
 
 For each size ``N`` (default 20 000 and 200 000 images of 1x32x32, uint8) the
 images are written as a ``.npy`` file in a temporary folder (in chunks, so
@@ -21,10 +21,19 @@ Memory is sampled every 20 ms from ``/proc/self/status``:
 
 The ratio column is ``anon`` at the larger size over ``anon`` at the smaller.
 
+With ``--task embed`` the child encodes every image with an untrained
+checkpoint of the same model, with a 256-dimensional latent so the latents
+(1 KiB an image) outweigh the rest, through :func:`aelab.pipeline.run_embed`:
+
+- ``stream``: ``--stream`` into a folder of shards of ``--shard-size`` rows:
+  one shard and one batch of latents in memory at a time.
+- ``in-memory``: the comparison, into one ``.npz``: every latent in memory.
+
 Usage::
 
     PYTHONPATH=src python benchmarks/stream_memory.py            # 20k and 200k
     PYTHONPATH=src python benchmarks/stream_memory.py --sizes 2000 20000
+    PYTHONPATH=src python benchmarks/stream_memory.py --task embed --sizes 10000 100000
 """
 
 from __future__ import annotations
@@ -118,12 +127,40 @@ def child(npy: str, stream: bool, batch_size: int, workers: int) -> None:
                       "n_train": res["n_train"], "loss": res["train_loss"]}))  # fmt: skip
 
 
+def child_embed(npy: str, stream: bool, batch_size: int, shard_size: int) -> None:
+    import torch
+
+    from aelab.models import create_model
+    from aelab.pipeline import run_embed
+    from aelab.training import save_checkpoint
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.manual_seed(0)
+    overrides = {"in_channels": 1, "image_size": 32, "widths": (8, 16), "latent_dim": 256,
+                 "head_hidden": 32}  # fmt: skip
+    with tempfile.TemporaryDirectory() as out:
+        ckpt = save_checkpoint(Path(out) / "ckpt", create_model("convae", **overrides),
+                               model_name="convae")  # fmt: skip
+        dest = Path(out) / ("latents" if stream else "latents.npz")
+        with _Peak() as peak:
+            t0 = time.perf_counter()
+            res = run_embed(
+                npy, ckpt, dest, batch_size=batch_size, device="cpu", progress=False,
+                stream=stream, shard_size=shard_size if stream else None,
+            )  # fmt: skip
+            seconds = time.perf_counter() - t0
+    print(json.dumps({"anon": peak.anon, "file": peak.file, "seconds": seconds,
+                      "n_train": res["n"], "loss": 0.0}))  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs=2, default=[20_000, 200_000])
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers when streaming")
     ap.add_argument("--modes", nargs="+", default=["stream", "in-memory"])
+    ap.add_argument("--task", choices=["pretrain", "embed"], default="pretrain")
+    ap.add_argument("--shard-size", type=int, default=8192, help="rows per shard (embed)")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     rows = []
@@ -132,17 +169,23 @@ def main() -> None:
             path = Path(tmp) / f"images_{n}.npy"
             write_npy(path, n)
             for mode in args.modes:
+                extra = args.workers if args.task == "pretrain" else args.shard_size
                 cmd = [sys.executable, __file__, _CHILD_FLAG, str(path), mode,
-                       str(args.batch_size), str(args.workers)]  # fmt: skip
+                       str(args.batch_size), str(extra), args.task]  # fmt: skip
                 out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
                 if out.returncode:
                     sys.exit(f"{mode} at N={n} failed:\n{out.stderr[-3000:]}")
                 rows.append((n, mode, json.loads(out.stdout.strip().splitlines()[-1])))
             path.unlink()
     small, large = args.sizes
-    print(f"one pre-training epoch, 1x32x32 uint8 .npy, batch {args.batch_size}, "
-          f"workers {args.workers}")  # fmt: skip
-    print(f"{'N':>9} {'mode':>10} {'anon MB':>9} {'file MB':>9} {'epoch s':>8} {'anon ratio':>11}")
+    if args.task == "pretrain":
+        print(f"one pre-training epoch, 1x32x32 uint8 .npy, batch {args.batch_size}, "
+              f"workers {args.workers}")  # fmt: skip
+    else:
+        print(f"aelab embed, 1x32x32 uint8 .npy, latent 256 (1 KiB an image), batch "
+              f"{args.batch_size}; stream = --stream into shards of {args.shard_size} rows, "
+              "in-memory = one .npz")  # fmt: skip
+    print(f"{'N':>9} {'mode':>10} {'anon MB':>9} {'file MB':>9} {'time s':>8} {'anon ratio':>11}")
     for n, mode, r in rows:
         ratio = ""
         if n == large:
@@ -158,6 +201,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == _CHILD_FLAG:
-        child(sys.argv[2], sys.argv[3] == "stream", int(sys.argv[4]), int(sys.argv[5]))
+        run = child if sys.argv[6] == "pretrain" else child_embed
+        run(sys.argv[2], sys.argv[3] == "stream", int(sys.argv[4]), int(sys.argv[5]))
     else:
         main()

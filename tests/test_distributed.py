@@ -1,14 +1,21 @@
-"""Data-parallel training under torchrun (2 CPU processes, gloo) against one process."""
+"""Data-parallel training under torchrun (2 CPU processes, gloo) against one process.
+
+The tests marked ``distributed`` launch torchrun: the library's pretrain(), the CLI's
+finetune and anomaly fit on one machine, and pretrain on two simulated machines.
+"""
 
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from aelab.data import ImageDataset
 from aelab.models import create_model
@@ -18,6 +25,8 @@ from aelab.training.checkpoint import load_weights
 from aelab.training.loop import Trainer
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+STANDALONE_2 = ["--standalone", "--nproc-per-node", "2"]
+runner = CliRunner()
 
 WORKER = textwrap.dedent(
     """
@@ -105,6 +114,122 @@ def bias_free_names(model: torch.nn.Module) -> set[str]:
     return names
 
 
+# Put on PYTHONPATH, this records what each torchrun worker creates, writes, renames or
+# removes under AELAB_TEST_WRITES_UNDER, into AELAB_TEST_WRITES_LOG/rank<RANK>.txt at exit:
+# the files tell which rank wrote what, which the files themselves cannot.
+WRITE_AUDIT = textwrap.dedent(
+    """
+    import atexit, os, sys
+
+    _rank, _root, _log = (os.environ.get(k) for k in
+                          ("RANK", "AELAB_TEST_WRITES_UNDER", "AELAB_TEST_WRITES_LOG"))
+    if _rank is not None and _root and _log:
+        _seen = set()
+        _WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+        def _hook(event, args):
+            if _log in _seen:  # the log itself is being written
+                return
+            if event == "open" and isinstance(args[2], int) and args[2] & _WRITE:
+                path = args[0]
+            elif event in ("os.mkdir", "os.remove", "os.rmdir"):
+                path = args[0]
+            elif event == "os.rename":
+                path = args[1]
+            else:
+                return
+            if isinstance(path, (str, bytes, os.PathLike)):
+                p = os.path.abspath(os.fsdecode(path))
+                if p.startswith(_root):
+                    _seen.add(event + " " + p)
+
+        sys.addaudithook(_hook)
+
+        @atexit.register
+        def _dump():
+            lines = sorted(_seen)
+            _seen.add(_log)
+            with open(os.path.join(_log, "rank" + _rank + ".txt"), "w") as f:
+                f.write("\\n".join(lines))
+    """
+)
+
+
+def _torchrun_env(audit: Path | None = None, under: Path | None = None) -> dict[str, str]:
+    """This environment without a launcher's variables, one thread per process; with
+    ``audit``, the workers' writes under ``under`` are logged there (see WRITE_AUDIT)."""
+    path = [str(SRC)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if audit is not None:
+        (audit / "site").mkdir(parents=True, exist_ok=True)
+        (audit / "site" / "sitecustomize.py").write_text(WRITE_AUDIT)
+        path.insert(0, str(audit / "site"))
+        env.update(AELAB_TEST_WRITES_UNDER=str(under), AELAB_TEST_WRITES_LOG=str(audit))
+    env["PYTHONPATH"] = os.pathsep.join(path)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+              "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):  # fmt: skip
+        env.pop(k, None)
+    return env
+
+
+def _torchrun(
+    launch: list[str], command: list[object], cwd: Path, audit: Path | None = None
+) -> subprocess.Popen:
+    """``python -m torch.distributed.run LAUNCH -m aelab COMMAND`` in ``cwd``, writes
+    under ``cwd`` logged into ``audit``. Output goes to temporary files, not pipes, so
+    launches running side by side cannot block each other on a full pipe."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launch, "-m", "aelab",
+           *map(str, command)]  # fmt: skip
+    logs = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=_torchrun_env(audit, cwd), stdout=logs[0], stderr=logs[1], text=True
+    )
+    proc.logs = logs  # type: ignore[attr-defined]
+    return proc
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 120) -> str:
+    """Wait for a launch; its stdout (the failure's output when it did not exit 0)."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    out, err = proc.logs  # type: ignore[attr-defined]
+    out.seek(0), err.seek(0)
+    stdout, stderr = out.read(), err.read()
+    out.close(), err.close()
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return stdout
+
+
+def _writes(audit: Path, ranks: int = 2) -> list[list[str]]:
+    """What each rank wrote, as logged by WRITE_AUDIT."""
+    return [(audit / f"rank{r}.txt").read_text().splitlines() for r in range(ranks)]
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+def _assert_weights_close(got: Path, want: Path, skip: set[str]) -> None:
+    """Every weight but the batch-norm-cancelled ones (see bias_free_names) equal to tolerance."""
+    g, _ = load_weights(got)
+    w, _ = load_weights(want)
+    assert set(g) == set(w)
+    for k in sorted(set(w) - skip):
+        if w[k].is_floating_point():
+            torch.testing.assert_close(g[k], w[k], rtol=1e-4, atol=1e-5, msg=k)
+        else:
+            assert torch.equal(g[k], w[k]), k
+
+
+def _metrics(path: Path) -> list[dict[str, float]]:
+    import csv
+
+    return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(path.open())]
+
+
 def test_shard_order_partitions_each_global_batch():
     order = torch.randperm(37, generator=torch.Generator().manual_seed(0))
     parts = [
@@ -147,6 +272,7 @@ def test_sync_batchnorm_round_trip_keeps_state():
     torch.testing.assert_close(y_sync, y_plain)
 
 
+@pytest.mark.distributed
 def test_two_processes_match_one(tmp_path):
     # One process, uninterrupted: the reference.
     ref_model, ref = one_process(tmp_path / "one")
@@ -154,9 +280,7 @@ def test_two_processes_match_one(tmp_path):
     assert one_process(tmp_path / "resumed", stop_after=1) == (None, None)
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
+    env = _torchrun_env()
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
         str(script), str(tmp_path / "two"), str(tmp_path / "resumed"),
@@ -165,19 +289,14 @@ def test_two_processes_match_one(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "rank 1 of 2 (gloo) done" in proc.stdout
 
-    want, _ = load_weights(tmp_path / "one" / "model.safetensors")
     skip = bias_free_names(ref_model)
     assert "encoder.0.0.bias" in skip and "encoder.0.0.weight" not in skip
     x = squares(8, 3).images.float() / 255
     ref_model, _ = load_model(tmp_path / "one", which="last")
     for run in ("two", "resumed"):
-        got, _ = load_weights(tmp_path / run / "model.safetensors")
-        assert set(got) == set(want)
-        for k in sorted(set(want) - skip):
-            if want[k].is_floating_point():
-                torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5, msg=k)
-            else:
-                assert torch.equal(got[k], want[k]), k
+        _assert_weights_close(
+            tmp_path / run / "model.safetensors", tmp_path / "one" / "model.safetensors", skip
+        )
         # The checkpoint of two processes loads in one process and computes what the
         # reference computes with batch statistics (where the cancelled biases drop out).
         model, meta = load_model(tmp_path / run, which="last")
@@ -189,15 +308,140 @@ def test_two_processes_match_one(tmp_path):
                 model.decode(model.encode(x)), ref_model.decode(ref_model.encode(x)),
                 rtol=1e-4, atol=1e-5,
             )  # fmt: skip
-    import csv
-
-    rows = list(csv.DictReader((tmp_path / "two" / "metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    rows = _metrics(tmp_path / "two" / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2]
     for r, h in zip(rows, ref.history, strict=True):
-        assert float(r["train_loss"]) == pytest.approx(h["train_loss"], rel=1e-5)
+        assert r["train_loss"] == pytest.approx(h["train_loss"], rel=1e-5)
         # Validation runs on running statistics, which carry the cancelled biases' noise.
-        assert float(r["val_loss"]) == pytest.approx(h["val_loss"], rel=2e-3)
+        assert r["val_loss"] == pytest.approx(h["val_loss"], rel=2e-3)
     # Only rank 0 wrote: no stray files from rank 1.
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
-        p.name for p in (tmp_path / "one").iterdir()
-    )
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")
+
+
+# ----------------------------------------------------------------------------- the CLI under torchrun
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    """Tiny labeled shapes (.npz) and an untrained convae_tiny checkpoint to fine-tune."""
+    from aelab.training import save_checkpoint
+    from conftest import make_shapes
+
+    tmp = tmp_path_factory.mktemp("ddp_cli")
+    images, labels, names = make_shapes(120)
+    np.savez(tmp / "d.npz", images=images, labels=labels, class_names=np.array(names))
+    torch.manual_seed(0)
+    save_checkpoint(tmp / "init", create_model("convae_tiny"), model_name="convae_tiny")
+    return tmp
+
+
+@pytest.mark.distributed
+def test_finetune_and_anomaly_fit_cli_under_torchrun(shapes_run, tmp_path):
+    from aelab.anomaly import ReconstructionDetector
+    from aelab.cli.main import app
+
+    tmp = shapes_run
+    plain = ["finetune", "d.npz", "--init", "init", "--recipe", "plain", "--augment", "none",
+             "--epochs", "3", "--batch-size", "16", "--labels-per-class", "20",
+             "--val-per-class", "8", "--device", "cpu"]  # fmt: skip
+    fixmatch = ["finetune", "d.npz", "--init", "init", "--epochs", "1", "--batch-size", "8",
+                "--labels-per-class", "20", "--val-per-class", "8", "--device", "cpu"]  # fmt: skip
+    anomaly = ["anomaly", "fit", "d.npz", "--normal-class", "square", "--model", "convae_tiny",
+               "--epochs", "2", "--batch-size", "8", "--score", "mse+latent", "--device", "cpu"]  # fmt: skip
+    # Two processes each, one launch after the other (the machine may have two cores).
+    two = {}
+    for name, args in (("plain", plain), ("fixmatch", fixmatch), ("anomaly", anomaly)):
+        audit = tmp_path / name
+        out = _finish(_torchrun(STANDALONE_2, [*args, "--out", f"{name}2"], tmp, audit))
+        assert out.count("wrote ") == 1, out  # rank 0 alone prints
+        two[name] = tmp / f"{name}2"
+        # Rank 0 wrote the run (through temporary files renamed into place); rank 1 nothing.
+        rank0, rank1 = _writes(audit)
+        assert f"os.rename {two[name]}/" in "\n".join(rank0) and rank1 == [], (name, rank1)
+    # The references: the same commands in one process.
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        for name, args in (("plain", plain), ("anomaly", anomaly)):
+            r = runner.invoke(app, [*args, "--out", f"{name}1"])
+            assert r.exit_code == 0, r.output
+    finally:
+        os.chdir(cwd)
+
+    # Only rank 0 wrote: the files of one process, no more.
+    assert _files(two["plain"]) == _files(tmp / "plain1")
+    assert _files(two["fixmatch"]) == _files(tmp / "plain1")
+    assert _files(two["anomaly"]) == _files(tmp / "anomaly1")
+
+    # Plain fine-tuning with the same global batch matches one process.
+    skip = bias_free_names(create_model("convae_tiny"))
+    ft1, ft2 = tmp / "plain1" / "finetune", two["plain"] / "finetune"
+    _assert_weights_close(ft2 / "model.safetensors", ft1 / "model.safetensors", skip)
+    rows1, rows2 = _metrics(ft1 / "metrics.csv"), _metrics(ft2 / "metrics.csv")
+    assert [r["epoch"] for r in rows2] == [1, 2, 3]
+    for r2, r1 in zip(rows2, rows1, strict=True):
+        assert r2["train_loss"] == pytest.approx(r1["train_loss"], rel=1e-5)
+        assert r2["train_acc"] == r1["train_acc"]
+        # Validation runs on running statistics, which carry the cancelled biases' noise.
+        assert r2["val_loss"] == pytest.approx(r1["val_loss"], rel=2e-3)
+        assert r2["val_acc"] == pytest.approx(r1["val_acc"], abs=1 / 24 + 1e-9)  # <= 1 image
+
+    # Checkpoints of two processes load and predict in one process.
+    x = torch.from_numpy(np.load(tmp / "d.npz")["images"][:12, None])
+    for run in (ft2, two["fixmatch"] / "finetune"):
+        model, meta = load_model(run)
+        assert meta["model"] == "convae_tiny" and meta["class_names"] == ["hbar", "vbar", "square"]
+        with torch.no_grad():
+            assert torch.isfinite(model.classify(model.encode(x.float() / 255))).all()
+    fm = _metrics(two["fixmatch"] / "finetune" / "metrics.csv")
+    assert len(fm) == 1 and np.isfinite(fm[0]["train_loss"]) and 0 <= fm[0]["train_mask"] <= 1
+
+    # The detector of two processes: the same weights, threshold and scores as one process.
+    _assert_weights_close(two["anomaly"] / "model" / "model.safetensors",
+                          tmp / "anomaly1" / "model" / "model.safetensors", skip)  # fmt: skip
+    d1 = ReconstructionDetector.load(tmp / "anomaly1")
+    d2 = ReconstructionDetector.load(two["anomaly"])
+    assert d2.threshold_ == pytest.approx(d1.threshold_, rel=1e-2)
+    s1, s2 = d1.decision_function(x.numpy()[:, 0]), d2.decision_function(x.numpy()[:, 0])
+    np.testing.assert_allclose(s2, s1, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.distributed
+def test_pretrain_cli_on_two_simulated_machines(shapes_run, tmp_path):
+    """Two torchrun launches as two nodes of one process each, on a shared --out folder."""
+    import socket
+
+    from aelab.cli.main import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = shapes_run / "d.npz"
+    args = ["pretrain", data, "--out", tmp_path / "nodes", "--model", "convae_tiny",
+            "--epochs", "2", "--batch-size", "16", "--val-fraction", "0.1", "--device", "cpu"]  # fmt: skip
+    audit = tmp_path / "audit"
+    nodes = [
+        _torchrun(["--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
+                   "--master-addr", "127.0.0.1", "--master-port", str(port)], args, tmp_path,
+                  audit)
+        for rank in (0, 1)
+    ]  # fmt: skip
+    outs = [_finish(p) for p in nodes]
+    assert "wrote" in outs[0] and "wrote" not in outs[1]  # global rank 0 is on node 0
+    rank0, rank1 = _writes(audit)
+    assert len(rank0) > 5 and rank1 == []  # the second machine wrote nothing
+    one = [str(a) for a in args]
+    one[one.index(str(tmp_path / "nodes"))] = str(tmp_path / "one")
+    r = runner.invoke(app, one)
+    assert r.exit_code == 0, r.output
+
+    # One set of files in the shared folder: those of one process.
+    assert _files(tmp_path / "nodes") == _files(tmp_path / "one")
+    got, want = tmp_path / "nodes" / "pretrain", tmp_path / "one" / "pretrain"
+    _assert_weights_close(got / "model.safetensors", want / "model.safetensors",
+                          bias_free_names(create_model("convae_tiny")))  # fmt: skip
+    for r2, r1 in zip(_metrics(got / "metrics.csv"), _metrics(want / "metrics.csv"), strict=True):
+        assert r2["train_loss"] == pytest.approx(r1["train_loss"], rel=1e-5)
+        assert r2["val_loss"] == pytest.approx(r1["val_loss"], rel=2e-3)
+    model, meta = load_model(got)
+    assert meta["model"] == "convae_tiny"

@@ -112,6 +112,82 @@ def test_embed_class_subset_in_a_ratio_is_seeded(pretrained, tmp_path):
     np.testing.assert_allclose(a["z"], ref, rtol=1e-4, atol=1e-5)
 
 
+def _embed(data, ckpt, out, *extra):
+    r = runner.invoke(app, ["embed", str(data), "--ckpt", str(ckpt), "--out", str(out),
+                            "--device", "cpu", *map(str, extra)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return r
+
+
+def test_embed_to_shards_matches_the_npz_and_clusters(pretrained, tmp_path):
+    from aelab.data.shards import load_shards
+    from aelab.training import encode, iter_encode, load_model
+
+    ckpt, data = pretrained
+    _embed(data, ckpt, tmp_path / "lat.npz", "--batch-size", "7")
+    ref = dict(np.load(tmp_path / "lat.npz", allow_pickle=False))
+    # Several shards and a remainder, with batches that straddle shard boundaries.
+    r = _embed(data, ckpt, tmp_path / "shards", "--batch-size", "7", "--shard-size", "50")
+    assert "shards/manifest.json (4 shards): 180 latent vectors" in r.output
+    manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+    assert [s["rows"] for s in manifest["shards"]] == [50, 50, 50, 30]
+    got = load_shards(tmp_path / "shards")
+    np.testing.assert_array_equal(got["z"], ref["z"])  # same rows, same order
+    assert got["ids"].tolist() == ref["ids"].tolist()
+    np.testing.assert_array_equal(got["labels"], ref["labels"])
+    assert got["class_names"] == ref["class_names"].tolist() == ["hbar", "vbar", "square"]
+
+    # The same from a memory-mapped .npy read batch by batch, with a class subset.
+    with np.load(data, allow_pickle=False) as f:
+        np.save(tmp_path / "x.npy", f["images"])
+        np.save(tmp_path / "y.npy", f["labels"])
+    subset = ("--classes", "2,0", "--ratio", "3:1", "--n", "40", "--seed", "5")
+    _embed(data, ckpt, tmp_path / "sub.npz", *subset)
+    _embed(tmp_path / "x.npy", ckpt, tmp_path / "sub", "--labels", tmp_path / "y.npy",
+           "--stream", "--shard-size", "16", *subset)  # fmt: skip
+    sub_ref, sub = (
+        dict(np.load(tmp_path / "sub.npz", allow_pickle=False)),
+        load_shards(tmp_path / "sub"),
+    )
+    assert sub["ids"].tolist() == [str(i) for i in sub_ref["index"]] == sub_ref["ids"].tolist()
+    np.testing.assert_array_equal(sub["labels"], sub_ref["labels"])
+    assert np.bincount(sub["labels"]).tolist() == [30, 10]
+    np.testing.assert_allclose(sub["z"], sub_ref["z"], rtol=1e-5, atol=1e-6)
+
+    # The generator behind both: (start, block) per batch, concatenating to encode().
+    model, _ = load_model(ckpt)
+    blocks = list(iter_encode(model, _shapes_ds(), batch_size=64, device="cpu"))
+    assert [s for s, _ in blocks] == [0, 64, 128] and [len(z) for _, z in blocks] == [64, 64, 52]
+    np.testing.assert_array_equal(
+        np.concatenate([z for _, z in blocks]), encode(model, _shapes_ds(), device="cpu")
+    )
+
+    r = runner.invoke(app, ["cluster", str(tmp_path / "shards"), "--k", "3", "--n-init", "2",
+                            "--out", str(tmp_path / "clusters")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "180 samples x 32 features, k=3" in r.output
+    assert "against the true classes" in r.output  # labels read from the shards
+    rows = list(csv.reader((tmp_path / "clusters" / "labels.csv").open()))
+    assert rows[0] == ["index", "cluster"] and len(rows) == 181
+    assert {int(c) for _, c in rows[1:]} <= {0, 1, 2}
+
+
+def test_cluster_refuses_an_interrupted_shard_write(pretrained, tmp_path):
+    ckpt, data = pretrained
+    out = tmp_path / "shards"
+    _embed(data, ckpt, out, "--shard-size", "100")
+    r = runner.invoke(app, ["embed", str(data), "--ckpt", str(ckpt), "--out", str(out)])
+    assert r.exit_code == 2 and "add --overwrite" in r.output
+    (out / "manifest.json").unlink()  # what a write cut short leaves
+    r = runner.invoke(app, ["cluster", str(out), "--k", "3", "--out", str(tmp_path / "c")])
+    assert r.exit_code == 2
+    assert "no manifest.json" in r.output and "interrupted" in r.output
+    assert not (tmp_path / "c").exists()
+    _embed(data, ckpt, out, "--shard-size", "100", "--overwrite")
+    r = runner.invoke(app, ["cluster", str(out), "--k", "3", "--n-init", "1"])
+    assert r.exit_code == 0, r.output
+
+
 def test_embed_errors_are_one_line(pretrained, tmp_path):
     ckpt, data = pretrained
     r = runner.invoke(
@@ -122,6 +198,18 @@ def test_embed_errors_are_one_line(pretrained, tmp_path):
                             "--ratio", "2:1:1"])  # fmt: skip
     assert r.exit_code == 2 and "--ratio needs --classes" in r.output
     assert not (tmp_path / "x.npz").exists()
+    for args, msg in (
+        (("--out", tmp_path / "x.npz", "--shard-size", "10"), "give --out a folder"),
+        (("--out", tmp_path / "z", "--stream"), "an .npz archive is read into memory whole"),
+        (("--out", tmp_path / "z", "--stream", "--skip-bad"), "--skip-bad needs the eager loader"),
+    ):
+        r = runner.invoke(app, ["embed", str(data), "--ckpt", str(ckpt), *map(str, args)])
+        assert r.exit_code == 2 and msg in r.output, r.output
+    np.save(tmp_path / "f.npy", np.zeros((4, 16, 16), np.float32))
+    r = runner.invoke(app, ["embed", str(tmp_path / "f.npy"), "--ckpt", str(ckpt), "--out",
+                            str(tmp_path / "z"), "--stream"])  # fmt: skip
+    assert r.exit_code == 2 and "uint8" in r.output
+    assert not (tmp_path / "z").exists()
 
 
 # ----------------------------------------------------------------------------- feature files

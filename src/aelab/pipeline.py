@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aelab._io import write_json, write_npy, write_npz, write_text
+from aelab._io import read_json, write_json, write_npy, write_npz, write_text
 from aelab.data.dataset import ImageDataset
+from aelab.data.streaming import ImageRows
 
 
 @dataclass
@@ -104,7 +106,11 @@ def write_submission(
 
 
 def write_latents(
-    path: str | Path, z: np.ndarray, ds: ImageDataset, *, index: np.ndarray | None = None
+    path: str | Path,
+    z: np.ndarray,
+    ds: ImageDataset | ImageRows,
+    *,
+    index: np.ndarray | None = None,
 ) -> Path:
     """Save latents with ids (and labels and class names when known) as ``.npz``.
 
@@ -128,18 +134,20 @@ def write_latents(
 
 
 def sample_subset(
-    ds: ImageDataset,
+    ds: ImageDataset | ImageRows,
     *,
     classes: list[int | str] | None = None,
     ratio: list[float] | None = None,
     n: int | None = None,
     seed: int = 0,
-) -> tuple[ImageDataset, np.ndarray]:
+) -> tuple[ImageDataset | ImageRows, np.ndarray]:
     """A seeded subset: some classes in a ratio (relabelled 0..k-1), or ``n`` random images.
 
     Parameters
     ----------
-    ds : ImageDataset
+    ds : ImageDataset or ImageRows
+        Images in memory, or a view read batch by batch (then only the labels
+        are read and the subset is a view too).
     classes : list of int or str, optional
         Keep these classes (see :func:`aelab.data.select_classes`), renumbered
         0..k-1 in this order with matching class names.
@@ -151,7 +159,7 @@ def sample_subset(
 
     Returns
     -------
-    subset : ImageDataset
+    subset : ImageDataset or ImageRows
         Rows in source order; ids are those of ``ds``.
     index : ndarray of shape (n_subset,), int64
         Each row's position in ``ds``.
@@ -162,23 +170,18 @@ def sample_subset(
         raise ValueError("--ratio needs --classes (the classes the ratio refers to)")
     if n is not None and n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
-    index = np.arange(len(ds), dtype=np.int64)
     if classes is not None:
         if ds.labels is None:
             raise ValueError(
                 "--classes needs labeled data (class subfolders, labels in the .npz, or --labels)"
             )
-        tagged = ImageDataset(images=ds.images, labels=ds.labels, ids=[str(i) for i in range(len(ds))],
-                              class_names=ds.class_names)  # fmt: skip
-        sub = select_classes(tagged, classes, ratio=ratio, n=n, seed=seed, relabel=True)
-        # select_classes keeps source order; the positional ids say which rows it kept.
-        index = np.array([int(i) for i in sub.ids], dtype=np.int64)
-        ds = ImageDataset(images=sub.images, labels=sub.labels, ids=[ds.ids[i] for i in index],
-                          class_names=sub.class_names)  # fmt: skip
-    elif n is not None and n < len(ds):
+        return select_classes(
+            ds, classes, ratio=ratio, n=n, seed=seed, relabel=True, return_index=True
+        )  # type: ignore[return-value]
+    if n is not None and n < len(ds):
         index = np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False))
-        ds = ds.subset(index)
-    return ds, index
+        return ds.subset(index), index
+    return ds, np.arange(len(ds), dtype=np.int64)
 
 
 def run_deepcluster(
@@ -273,6 +276,10 @@ def run_deepcluster(
             "history": res.history, "result": res}  # fmt: skip
 
 
+#: Show the embedding progress bar from this many images on.
+_EMBED_PROGRESS_MIN = 10_000
+
+
 def run_embed(
     data: str | Path | ImageDataset,
     ckpt: str | Path,
@@ -286,8 +293,12 @@ def run_embed(
     device: str = "auto",
     skip_bad: bool = False,
     labels: str | Path | None = None,
+    shard_size: int | None = None,
+    stream: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Encode images with a checkpoint's encoder and save the latents as ``.npz``.
+    """Encode images with a checkpoint's encoder; save the latents as one ``.npz`` or as shards.
 
     Parameters
     ----------
@@ -296,8 +307,12 @@ def run_embed(
     ckpt : path
         A run folder of :func:`run_pretrain` or :func:`run_finetune`.
     out : path
-        The ``.npz`` to write (keys of :func:`write_latents`, plus ``index``,
-        each row's position in ``data``).
+        A path ending in ``.npz``: one file (keys of :func:`write_latents`,
+        plus ``index``, each row's position in ``data``). Any other path: a
+        folder of shards (:class:`aelab.data.shards.ShardWriter`: ``z-*.npy``,
+        ``ids-*.npy``, ``labels-*.npy`` when labeled, ``manifest.json`` last),
+        written batch by batch so memory holds one shard and one batch of
+        latents, never all of them; ``aelab cluster`` reads the folder.
     classes : list of int or str, optional
         Keep only these classes (labels renumbered 0..k-1 in this order, with
         matching class names); see :func:`aelab.data.select_classes`.
@@ -313,26 +328,88 @@ def run_embed(
         Images per forward pass.
     device : str
         ``"auto"`` uses CUDA when present.
+    skip_bad, labels
+        As for :func:`aelab.data.load_dataset`.
+    shard_size : int, optional
+        Rows per shard (a folder ``out`` only); default about 128 MiB of latents per shard.
+    stream : bool
+        Read the images batch by batch (see :func:`stream_for_model`): a
+        folder is decoded at the checkpoint's size on access, a uint8 ``.npy``
+        of the checkpoint's shape stays memory-mapped. Sampling options read
+        only the labels.
+    overwrite : bool
+        Replace the shards of an earlier run in the folder ``out``.
+    progress : bool
+        Show a progress bar from 10,000 images on.
 
     Returns
     -------
     dict
-        ``path``, ``n``, ``latent_dim``, ``class_counts`` (when labeled), ``z``.
+        ``path`` (the ``.npz`` or the shard manifest), ``n``, ``latent_dim``,
+        ``class_counts`` (when labeled), and ``z`` (the latents) for an ``.npz``
+        or ``shards`` (their number) for a folder.
     """
-    from aelab.training import encode
+    from tqdm.auto import tqdm
 
-    if out is None or Path(out).suffix.lower() != ".npz":
-        raise ValueError(f"--out {out}: the latents file must end in .npz")
-    md = load_for_checkpoint(data, ckpt, skip_bad=skip_bad, device=device, labels=labels)
-    ds, index = sample_subset(md.data, classes=classes, ratio=ratio, n=n, seed=seed)
-    z = encode(md.model, ds, batch_size=batch_size, device=device)
-    path = write_latents(out, z, ds, index=index)
-    res: dict[str, Any] = {"path": str(path), "n": len(ds), "latent_dim": int(z.shape[1]), "z": z}
-    if ds.labels is not None:
-        k = ds.num_classes or int(ds.labels.max()) + 1
+    from aelab.data.shards import MANIFEST, ShardWriter
+    from aelab.training import iter_encode, load_model
+
+    out = Path(out)
+    to_file = out.suffix.lower() == ".npz"
+    if out.suffix.lower() == ".npy":
+        raise ValueError(
+            f"--out {out}: give a .npz file (all latents in one file) or a folder (latents in shards)"
+        )
+    if to_file and shard_size is not None:
+        raise ValueError(
+            f"--shard-size writes a folder of shards; give --out a folder, not the file {out.name}"
+        )
+    if not to_file and out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the shards, or a .npz file")
+    if shard_size is not None and (isinstance(shard_size, bool) or shard_size < 1):
+        raise ValueError(f"--shard-size must be a positive number of rows, got {shard_size!r}")
+    if not to_file and (out / MANIFEST).exists() and not overwrite:
+        raise ValueError(
+            f"--out {out} already holds shards ({MANIFEST}); add --overwrite or choose another folder"
+        )
+    if stream:
+        if skip_bad:
+            raise ValueError(
+                "--skip-bad needs the eager loader (it drops files before encoding); "
+                "clean the folder or drop --stream"
+            )
+        model, _ = load_model(ckpt, device=device)
+        cfg = model.config
+        shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
+        rows: ImageDataset | ImageRows = ImageRows(_stream_source(data, shape=shape, labels=labels))
+    else:
+        md = load_for_checkpoint(data, ckpt, skip_bad=skip_bad, device=device, labels=labels)
+        model, rows = md.model, md.data
+    rows, index = sample_subset(rows, classes=classes, ratio=ratio, n=n, seed=seed)
+    total = len(rows)
+    ids = rows.ids  # once: a folder stream builds its id list on every call
+    ys = None if rows.labels is None else rows.labels.numpy()
+    blocks = tqdm(
+        iter_encode(model, rows, batch_size=batch_size, device=device),
+        total=math.ceil(total / batch_size), desc="embedding", unit="batch", leave=False,
+        disable=not (progress and total >= _EMBED_PROGRESS_MIN),
+    )  # fmt: skip
+    res: dict[str, Any] = {"n": total}
+    if to_file:
+        z = np.concatenate([z for _, z in blocks])
+        res.update(path=str(write_latents(out, z, rows, index=index)), z=z)
+    else:
+        with ShardWriter(out, shard_size=shard_size, overwrite=overwrite) as writer:
+            for start, z in blocks:
+                stop = start + len(z)
+                writer.write(z, ids=ids[start:stop], labels=None if ys is None else ys[start:stop])
+            manifest = writer.close(class_names=rows.class_names)
+        res.update(path=str(manifest), shards=len(read_json(manifest)["shards"]))
+    res["latent_dim"] = int(z.shape[1])
+    if ys is not None:
+        k = rows.num_classes or int(ys.max()) + 1
         res["class_counts"] = {
-            ds.class_name(c): int(v)
-            for c, v in enumerate(np.bincount(ds.labels.numpy(), minlength=k))
+            rows.class_name(c): int(v) for c, v in enumerate(np.bincount(ys, minlength=k))
         }
     return res
 
@@ -357,6 +434,61 @@ def _subsample(ds: ImageDataset, max_images: int, seed: int) -> ImageDataset:
     return ds
 
 
+def _stream_source(
+    data: str | Path | ImageDataset,
+    *,
+    shape: tuple[int, int, int] | None = None,
+    labels: str | Path | None = None,
+) -> ImageDataset | Any:
+    """``data`` as something read batch by batch: an ImageFolderStream or a memory-mapped set.
+
+    With ``shape`` (channels, height, width) a folder is decoded at that size
+    and an array must already have it.
+    """
+    from aelab.data import DataSpec, ImageFolderStream, load_dataset
+
+    source: Any
+    if isinstance(data, ImageDataset):
+        source = data
+    else:
+        spec = DataSpec.parse(data)
+        if labels is not None and spec.kind not in ("npy", "npz"):
+            raise ValueError(f"--labels applies to .npy/.npz data, not to a {spec.kind}")
+        if spec.kind == "folder":
+            assert spec.path is not None
+            source = ImageFolderStream(
+                spec.path,
+                image_size=None if shape is None else shape[1:],
+                channels=None if shape is None else shape[0],
+            )
+        elif spec.kind == "npz":
+            raise ValueError(
+                f"{data}: an .npz archive is read into memory whole; save the images as .npy "
+                "(np.save) to stream them, or drop --stream"
+            )
+        else:
+            if spec.kind == "npy":
+                assert spec.path is not None
+                dtype = np.load(spec.path, mmap_mode="r", allow_pickle=False).dtype
+                if dtype != np.uint8:
+                    raise ValueError(
+                        f"{data}: streaming reads a uint8 .npy as it is, this one holds {dtype}; "
+                        "save it as uint8 (e.g. (a * 255).round().astype(np.uint8)) or drop --stream"
+                    )
+            source = load_dataset(data, labels=labels, progress=False)
+    if shape is not None and tuple(source.image_shape) != tuple(shape):
+        raise _stream_shape_error(data, source.image_shape, shape, "the model")
+    return source
+
+
+def _stream_shape_error(data: Any, got: Any, want: Any, who: str) -> ValueError:
+    return ValueError(
+        f"{data}: images are {'x'.join(map(str, got))} but {who} wants "
+        f"{'x'.join(map(str, want))}; streaming reads the array as it is, so save it "
+        "at the model's size and channels (uint8) or drop --stream"
+    )
+
+
 def stream_for_model(
     data: str | Path | ImageDataset,
     model: str = "auto",
@@ -378,38 +510,18 @@ def stream_for_model(
     rows : ImageRows
         All images (or ``max_images`` of them, chosen by ``seed``).
     """
-    from aelab.data import DataSpec, ImageFolderStream, ImageRows, load_dataset
+    from aelab.data import ImageFolderStream
     from aelab.models import auto_model_spec, create_model
 
-    source: Any
-    if isinstance(data, ImageDataset):
-        source = data
-    else:
-        spec = DataSpec.parse(data)
-        if spec.kind == "folder":
-            source = ImageFolderStream(spec.path)
-        elif spec.kind == "npz":
-            raise ValueError(
-                f"{data}: an .npz archive is read into memory whole; save the images as .npy "
-                "(np.save) to stream them, or drop --stream"
-            )
-        else:
-            source = load_dataset(data)
+    source = _stream_source(data)
     shape = tuple(source.image_shape)
     name, auto = auto_model_spec(*shape) if model == "auto" else (model, {})
     net = create_model(name, **{**auto, **(model_overrides or {})})
     want = (net.config.in_channels, net.config.image_size, net.config.image_size)
     if shape != want:
-        if isinstance(source, ImageFolderStream):
-            source = ImageFolderStream(
-                source.root, image_size=net.config.image_size, channels=net.config.in_channels
-            )
-        else:
-            raise ValueError(
-                f"{data}: images are {'x'.join(map(str, shape))} but model {name!r} wants "
-                f"{'x'.join(map(str, want))}; streaming reads the array as it is, so save it "
-                "at the model's size and channels (uint8) or drop --stream"
-            )
+        if not isinstance(source, ImageFolderStream):
+            raise _stream_shape_error(data, shape, want, f"model {name!r}")
+        source = _stream_source(data, shape=want)  # decoded at the model's size
     index = None
     if max_images and len(source) > max_images:
         index = np.sort(

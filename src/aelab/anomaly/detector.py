@@ -34,7 +34,6 @@ from aelab.anomaly.scores import (
 )
 from aelab.anomaly.selfsup import (
     N_ROTATIONS,
-    batch_factory,
     rotation_logits,
     rotation_reconstruction_step,
 )
@@ -285,17 +284,22 @@ class ReconstructionDetector:
         out_dir: str | Path | None,
         name: str,
     ) -> Any:
+        from aelab._runtime import resolve_device
         from aelab.training import Trainer
+        from aelab.training.recipes import _batch_factory
 
         if train.image_shape[1] != train.image_shape[2]:
             raise ValueError("the rotation score needs square images; use a square model")
         bs = config.batch_size
+        # The recipes' batches: under torchrun each rank takes its share of every global batch.
+        kw = {"batch_size": bs, "seed": self.random_state, "labels": False,
+              "device": resolve_device(config.device)}  # fmt: skip
         trainer = Trainer(
             net,
             rotation_reconstruction_step(rotation_weight=self.rotation_weight, loss=self.loss),
-            batch_factory(train.images, bs, shuffle=True, seed=self.random_state),
+            _batch_factory(train, shuffle=True, **kw),
             config=config,
-            val_batches=batch_factory(calib.images, bs, shuffle=False, seed=self.random_state),
+            val_batches=_batch_factory(calib, shuffle=False, **kw),
             run_dir=out_dir,
             model_name=name,
             model_meta={"task": "anomaly-rotation", "image_shape": list(train.image_shape)},

@@ -14,14 +14,12 @@ with a random quarter turn per image (classified).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from aelab.data.batches import batch_indices, to_float
 
 #: Quarter turns the head tells apart: 0, 90, 180 and 270 degrees.
 N_ROTATIONS = 4
@@ -80,43 +78,3 @@ def rotation_reconstruction_step(
         }
 
     return step
-
-
-class _Batches:
-    """One epoch of float batches of uint8 ``images``; trusts its input."""
-
-    def __init__(self, images: torch.Tensor, batch_size: int, order: torch.Tensor | None) -> None:
-        self.images, self.batch_size, self.order = images, batch_size, order
-        n = len(images)
-        # Drop a ragged last batch in training (a batch of one breaks batch norm).
-        full = order is not None and n >= batch_size
-        self._len = n // batch_size if full else -(-n // batch_size)
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        n, bs = len(self.images), self.batch_size
-        if self.order is None:
-            idx_iter = batch_indices(n, bs, shuffle=False)
-        else:
-            idx_iter = (self.order[i : i + bs] for i in range(0, n, bs))
-        for i, idx in enumerate(idx_iter):
-            if i == self._len:
-                break
-            yield to_float(self.images[idx])
-
-
-def batch_factory(
-    images: torch.Tensor, batch_size: int, *, shuffle: bool, seed: int
-) -> Callable[[int], _Batches]:
-    """``factory(epoch)`` for :class:`aelab.training.Trainer`: batches reshuffled from ``(seed, epoch)``."""
-
-    def factory(epoch: int) -> _Batches:
-        order = None
-        if shuffle:
-            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            order = torch.randperm(len(images), generator=g)
-        return _Batches(images, batch_size, order)
-
-    return factory

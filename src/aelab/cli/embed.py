@@ -17,7 +17,26 @@ def embed(
         ..., "--ckpt", help="Run folder of a checkpoint (e.g. RUN/pretrain or RUN/finetune)."
     ),
     out: Path = typer.Option(
-        ..., "--out", help="The .npz to write: z, ids, index, and labels/class_names when known."
+        ...,
+        "--out",
+        help="A file ending in .npz (z, ids, index, and labels/class_names when known), or a "
+        "folder: latents written in shards as they are computed (z-00000.npy, ids-, labels-, "
+        "manifest.json last), never all in memory; `aelab cluster FOLDER` reads them.",
+    ),
+    shard_size: int | None = typer.Option(
+        None,
+        "--shard-size",
+        min=1,
+        help="Rows per shard when --out is a folder (default: about 128 MiB of latents each).",
+    ),
+    stream: bool = typer.Option(
+        False,
+        "--stream",
+        help="Read images batch by batch (a folder decoded on access, a uint8 .npy of the "
+        "checkpoint's shape memory-mapped) instead of loading them all.",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the shards of an earlier embed in the --out folder."
     ),
     classes: str | None = typer.Option(
         None,
@@ -45,7 +64,11 @@ def embed(
         False, "--skip-bad", help="Skip unreadable images (listed) instead of failing."
     ),
 ) -> None:
-    """Encode images into latent vectors for `aelab cluster` (and notebooks)."""
+    """Encode images into latent vectors for `aelab cluster` (and notebooks).
+
+    --out lat.npz writes one file; --out FOLDER writes shards batch by batch (with
+    --stream, memory stays bounded however many images there are).
+    """
     with user_errors():
         from aelab.data import parse_class_list, parse_ratio
         from aelab.pipeline import run_embed
@@ -55,8 +78,12 @@ def embed(
             classes=None if classes is None else parse_class_list(classes),
             ratio=None if ratio is None else parse_ratio(ratio), n=n, seed=seed,
             batch_size=batch_size, device=device, skip_bad=skip_bad, labels=labels,
+            shard_size=shard_size, stream=stream, overwrite=overwrite,
         )  # fmt: skip
-    echo(f"wrote {res['path']}: {res['n']} latent vectors of dimension {res['latent_dim']}")
+    where = res["path"]
+    if "shards" in res:
+        where += f" ({res['shards']} shard{'s' if res['shards'] != 1 else ''})"
+    echo(f"wrote {where}: {res['n']} latent vectors of dimension {res['latent_dim']}")
     if "class_counts" in res:
         echo("classes: " + ", ".join(f"{k} {v}" for k, v in res["class_counts"].items()))
 

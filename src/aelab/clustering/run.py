@@ -621,9 +621,11 @@ def _run_cluster_dask(directory: Path, k: int, *, alpha: float | str, seed: int 
                       out_dir: str | Path | None, n_init: int, update: str, max_iter: int,
                       scheduler: str | None) -> ClusterResult:  # fmt: skip
     """:func:`run_cluster` on a folder of shards, with Dask (optionally on a cluster)."""
-    from aelab.data.shards import read_shards
+    from aelab.data.shards import read_shards, shard_column
 
     X = read_shards(directory)
+    # Labels are one integer a row: small enough to score the clustering against.
+    y = shard_column(directory, "labels")
     client = _client(scheduler) if scheduler is not None else None
     try:
         est, messages = _fit_plain(X, k, alpha, seed, n_init, update, max_iter)
@@ -635,7 +637,8 @@ def _run_cluster_dask(directory: Path, k: int, *, alpha: float | str, seed: int 
             if cluster is not None:
                 cluster.close()
     return _finish_plain(est, messages, labels, X.shape, X.dtype, str(directory), k, alpha, seed, n_init,
-                   update, out_dir, {"scheduler": scheduler, "chunks": len(X.chunks[0])})  # fmt: skip
+                   update, out_dir, {"scheduler": scheduler, "chunks": len(X.chunks[0]),
+                                     **_scores(y, labels)})  # fmt: skip
 
 
 def _finish_plain(est: Any, messages: list[str], labels: np.ndarray, shape: tuple[int, ...], dtype: Any, source: str | None,

@@ -1,6 +1,6 @@
 """Feature matrices too large for one file: a folder of ``.npy`` shards plus a manifest.
 
-Layout written by :class:`ShardWriter` (``aelab embed --shard-size``)::
+Layout written by :class:`ShardWriter` (``aelab embed DATA --out FOLDER``)::
 
     latents/
       z-00000.npy       rows 0 .. shard_size-1, float32 (n_rows, n_features)
@@ -9,13 +9,14 @@ Layout written by :class:`ShardWriter` (``aelab embed --shard-size``)::
       labels-00000.npy  int64 labels, optional
       manifest.json     written last: format, n_samples, n_features, dtype, shards
 
-Every file is written atomically and ``manifest.json`` last, so a folder
-without it is an interrupted write and is refused. :func:`read_shards` returns
-a lazy ``dask.array`` with one chunk per shard (each task memory-maps its own
-file), which :class:`aelab.clustering.EquilibriumKMeans` fits without gathering;
+Every file is written atomically and ``manifest.json`` last, so a folder with
+the writer's ``z-00000.npy`` files but no manifest is an interrupted write and
+is refused. :func:`read_shards` returns a lazy ``dask.array`` with one chunk per
+shard (each task memory-maps its own file), which
+:class:`aelab.clustering.EquilibriumKMeans` fits without gathering;
 :func:`load_shards` reads everything into memory for small sets. A folder of
 plain ``.npy`` files without a manifest (same width and dtype, read in sorted
-name order) is accepted too.
+name order, not named like the writer's shards) is accepted too.
 
 Choosing ``shard_size``: one shard is one Dask chunk, i.e. what one worker
 holds at a time, and the writer buffers one shard. The default (``None``)
@@ -35,11 +36,21 @@ import numpy as np
 
 from aelab._io import read_json, write_json, write_npy
 
-__all__ = ["MANIFEST", "SHARD_FORMAT", "ShardWriter", "load_shards", "read_shards", "shard_files"]
+__all__ = [
+    "MANIFEST",
+    "SHARD_FORMAT",
+    "ShardWriter",
+    "load_shards",
+    "read_shards",
+    "shard_column",
+    "shard_files",
+]
 
 MANIFEST = "manifest.json"
 SHARD_FORMAT = "aelab.shards/1"
 _TARGET_SHARD_BYTES = 128 << 20
+#: Feature shards as :class:`ShardWriter` names them.
+_WRITER_GLOB = "z-[0-9][0-9][0-9][0-9][0-9].npy"
 
 
 def default_shard_size(n_features: int, itemsize: int = 4) -> int:
@@ -231,6 +242,12 @@ def shard_files(directory: str | os.PathLike[str]) -> tuple[list[Path], list[int
         paths = [d / s["z"] for s in meta["shards"]]
         rows = [int(s["rows"]) for s in meta["shards"]]
     else:
+        if any(d.glob(_WRITER_GLOB)):
+            raise ValueError(
+                f"{d}: holds shards named as ShardWriter names them (z-00000.npy, ...) but no "
+                f"{MANIFEST}, which is written last: the write was interrupted and the set may "
+                "be incomplete; write it again (e.g. aelab embed ... --out FOLDER --overwrite)"
+            )
         paths = sorted(
             p for p in d.glob("*.npy") if not p.name.startswith((".", "ids-", "labels-"))
         )
@@ -293,6 +310,22 @@ def read_shards(directory: str | os.PathLike[str]) -> Any:
     return da.concatenate(blocks, axis=0)
 
 
+def shard_column(directory: str | os.PathLike[str], key: str) -> np.ndarray | None:
+    """Every row's ``ids`` or ``labels``, in row order, when the manifest lists them.
+
+    Returns ``None`` for a folder without a manifest or a set written without them.
+    """
+    if key not in ("ids", "labels"):
+        raise ValueError(f"key must be 'ids' or 'labels', got {key!r}")
+    d = Path(directory)
+    if not (d / MANIFEST).is_file():
+        return None
+    shards = read_json(d / MANIFEST)["shards"]
+    if not shards or not all(key in s for s in shards):
+        return None
+    return np.concatenate([np.load(d / s[key], allow_pickle=False) for s in shards])
+
+
 def load_shards(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """Everything in a shard folder, in memory: ``z``, and ``ids``/``labels``/``class_names``
     when the manifest lists them (for small sets and tests)."""
@@ -300,11 +333,9 @@ def load_shards(directory: str | os.PathLike[str]) -> dict[str, Any]:
     paths, _, _, _ = shard_files(d)
     out: dict[str, Any] = {"z": np.concatenate([np.load(p, allow_pickle=False) for p in paths])}
     if (d / MANIFEST).is_file():
-        meta = read_json(d / MANIFEST)
         for key in ("ids", "labels"):
-            if all(key in s for s in meta["shards"]):
-                out[key] = np.concatenate(
-                    [np.load(d / s[key], allow_pickle=False) for s in meta["shards"]]
-                )
-        out["class_names"] = meta.get("class_names")
+            column = shard_column(d, key)
+            if column is not None:
+                out[key] = column
+        out["class_names"] = read_json(d / MANIFEST).get("class_names")
     return out

@@ -19,12 +19,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from aelab.data.dataset import ImageDataset
+
+if TYPE_CHECKING:
+    from aelab.data.streaming import ImageRows
 
 
 @dataclass
@@ -236,7 +239,7 @@ def _assemble(
     )
 
 
-def _resolve_class(ds: ImageDataset, c: int | str) -> int:
+def _resolve_class(ds: ImageDataset | ImageRows, c: int | str) -> int:
     num = ds.num_classes or 0
     if isinstance(c, str):
         if ds.class_names is not None and c in ds.class_names:
@@ -263,7 +266,7 @@ def _apportion(total: int, weights: np.ndarray) -> np.ndarray:
 
 
 def select_classes(
-    ds: ImageDataset,
+    ds: ImageDataset | ImageRows,
     classes: Sequence[int | str],
     *,
     counts: Sequence[int] | None = None,
@@ -271,13 +274,15 @@ def select_classes(
     n: int | None = None,
     seed: int = 0,
     relabel: bool = False,
-) -> ImageDataset:
+    return_index: bool = False,
+) -> ImageDataset | ImageRows | tuple[ImageDataset | ImageRows, np.ndarray]:
     """A seeded subset of some classes, in given counts or a given ratio.
 
     Parameters
     ----------
-    ds : ImageDataset
-        A labeled dataset.
+    ds : ImageDataset or ImageRows
+        A labeled dataset, or a labeled view of one (then only its labels are
+        read and the result is a view too).
     classes : sequence of int or str
         Class indices or names (digits are read as indices unless they are names).
     counts : sequence of int, optional
@@ -293,12 +298,16 @@ def select_classes(
     relabel : bool
         Renumber the chosen classes 0..k-1 (in the order given) with matching
         class names. By default labels and class names stay those of ``ds``.
+    return_index : bool
+        Also return the chosen rows' positions in ``ds``.
 
     Returns
     -------
-    ImageDataset
-        The chosen rows in source order. With no counts, ratio or n: every
-        image of the chosen classes.
+    ImageDataset or ImageRows
+        The chosen rows in source order (of the type of ``ds``). With no
+        counts, ratio or n: every image of the chosen classes.
+    index : ndarray of shape (n_chosen,), int64
+        With ``return_index``: their positions in ``ds``, increasing.
 
     Raises
     ------
@@ -359,7 +368,7 @@ def select_classes(
         remap[ks] = np.arange(len(ks))
         out.labels = torch.from_numpy(remap[out.labels.numpy()])
         out.class_names = [ds.class_name(k) for k in ks]
-    return out
+    return (out, chosen.astype(np.int64)) if return_index else out
 
 
 def parse_class_list(text: str) -> list[int | str]:

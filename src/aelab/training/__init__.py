@@ -5,7 +5,7 @@
 - :mod:`aelab.training.semisup` — FixMatch step and strong augmentation
 - :mod:`aelab.training.checkpoint` — safetensors + JSON checkpoints
 - :mod:`aelab.training.recipes` — :func:`pretrain`, :func:`finetune`,
-  :func:`predict`, :func:`evaluate`, :func:`encode`, :func:`reconstruct`
+  :func:`predict`, :func:`evaluate`, :func:`encode`, :func:`iter_encode`, :func:`reconstruct`
 - :mod:`aelab.training.deepcluster` — :func:`deep_cluster` (EKM or K-means
   clustering loss, alternating with re-clustering)
 """
@@ -26,6 +26,7 @@ from aelab.training.recipes import (
     evaluate,
     finetune,
     finetune_recipe,
+    iter_encode,
     map_batches,
     predict,
     pretrain,
@@ -53,6 +54,7 @@ __all__ = [
     "finetune",
     "finetune_recipe",
     "fixmatch_step",
+    "iter_encode",
     "load_model",
     "make_strong_augment",
     "map_batches",

@@ -3,7 +3,8 @@
 These are the functions the CLI calls: :func:`pretrain` (reconstruction on
 unlabeled images), :func:`finetune` (classification on few labels, optionally
 keeping a reconstruction term), and batched inference: :func:`predict`,
-:func:`evaluate`, :func:`encode`, :func:`reconstruct`.
+:func:`evaluate`, :func:`encode` (:func:`iter_encode` batch by batch),
+:func:`reconstruct`.
 
 Defaults are chosen for ``convae_fmnist`` on Fashion-MNIST: AdamW at 1e-3
 with one warm-up epoch and cosine decay, batch 128, gradient clipping at 1.
@@ -39,6 +40,7 @@ __all__ = [
     "evaluate",
     "finetune",
     "finetune_recipe",
+    "iter_encode",
     "predict",
     "pretrain",
     "reconstruct",
@@ -779,17 +781,22 @@ def finetune(
 
 # ----------------------------------------------------------------------------- inference
 
+#: What the inference functions read: images in memory, or a view read batch by batch.
+Images = ImageDataset | ImageRows | torch.Tensor | np.ndarray
 
-def _images(
-    model: nn.Module, data: ImageDataset | torch.Tensor | np.ndarray, what: str = "data"
-) -> torch.Tensor:
+
+def _images(model: nn.Module, data: Images, what: str = "data") -> torch.Tensor | ImageRows:
+    """uint8 images (N, C, H, W) as a tensor, or an :class:`ImageRows` view left unread."""
+    if isinstance(data, ImageRows):
+        _check_images(model, data.image_shape, what)
+        return data
     if isinstance(data, ImageDataset):
         images = data.images
     else:
         images = torch.as_tensor(data)
         if images.ndim != 4 or images.dtype != torch.uint8:
             raise ValueError(
-                f"{what} must be an ImageDataset or uint8 images of shape (N, C, H, W), "
+                f"{what} must be an ImageDataset, ImageRows or uint8 images of shape (N, C, H, W), "
                 f"got {images.dtype} of shape {tuple(images.shape)}"
             )
     _check_images(model, tuple(images.shape[1:]), what)
@@ -797,27 +804,51 @@ def _images(
 
 
 @torch.no_grad()
+def _iter_batches(
+    model: nn.Module,
+    images: torch.Tensor | ImageRows,
+    fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    *,
+    batch_size: int,
+    device: str | torch.device,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, fn(model, x))`` for consecutive float batches ``x`` of ``images``, in eval mode.
+
+    Only one batch of images is read at a time (an :class:`ImageRows` view is
+    read row range by row range); outputs are float32 on the CPU. The model
+    stays in eval mode until the generator is exhausted or closed.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dev = resolve_device(device)
+    was_training = model.training
+    model.to(dev).eval()
+    n = len(images)
+    try:
+        for i in range(0, n, batch_size):
+            stop = min(i + batch_size, n)
+            if isinstance(images, ImageRows):
+                u8 = images.read(torch.arange(i, stop))
+            else:
+                u8 = images[i:stop]
+            x = u8.to(dev, non_blocking=True).float().div_(255)
+            yield i, fn(model, x).float().cpu()
+    finally:
+        model.train(was_training)
+
+
 def _map_batches(
     model: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | ImageRows,
     fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
     *,
     batch_size: int,
     device: str | torch.device,
 ) -> torch.Tensor:
     """Apply ``fn(model, x)`` to float batches of ``images`` in eval mode; concat results on CPU."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dev = resolve_device(device)
-    was_training = model.training
-    model.to(dev).eval()
-    try:
-        outs = []
-        for i in range(0, len(images), batch_size):
-            x = images[i : i + batch_size].to(dev, non_blocking=True).float().div_(255)
-            outs.append(fn(model, x).float().cpu())
-    finally:
-        model.train(was_training)
+    outs = [
+        out for _, out in _iter_batches(model, images, fn, batch_size=batch_size, device=device)
+    ]
     if not outs:
         raise ValueError("no images given")
     return torch.cat(outs)
@@ -825,7 +856,7 @@ def _map_batches(
 
 def predict(
     model: nn.Module,
-    data: ImageDataset | torch.Tensor,
+    data: Images,
     *,
     batch_size: int = 256,
     device: str | torch.device = "auto",
@@ -836,7 +867,7 @@ def predict(
     ----------
     model : torch.nn.Module
         A model with ``encode`` and ``classify``; moved to ``device``.
-    data : ImageDataset or uint8 tensor of shape (n_samples, C, H, W)
+    data : ImageDataset, ImageRows or uint8 tensor of shape (n_samples, C, H, W)
     batch_size : int
     device : str or torch.device
 
@@ -889,30 +920,70 @@ def evaluate(
     }
 
 
+def iter_encode(
+    model: nn.Module,
+    data: Images,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Latent vectors batch by batch, for data whose latents do not fit in memory.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model with ``encode``; moved to ``device`` and kept in eval mode
+        until the iterator is exhausted or closed.
+    data : ImageDataset, ImageRows or uint8 tensor of shape (n_samples, C, H, W)
+        An :class:`~aelab.data.ImageRows` view (of a memory map or an image
+        folder stream) is read one batch at a time.
+    batch_size : int
+        Images per forward pass (and rows per yielded block).
+    device : str or torch.device
+
+    Yields
+    ------
+    start : int
+        Position in ``data`` of the block's first row.
+    z : ndarray of shape (n_batch, latent_dim), float32
+        Latent vectors of rows ``start`` to ``start + n_batch - 1``.
+    """
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    images = _images(model, data)
+    blocks = _iter_batches(
+        model, images, lambda m, x: m.encode(x), batch_size=int(batch_size), device=device
+    )
+    return ((start, z.numpy()) for start, z in blocks)
+
+
 def encode(
     model: nn.Module,
-    data: ImageDataset | torch.Tensor,
+    data: Images,
     *,
     batch_size: int = 256,
     device: str | torch.device = "auto",
 ) -> np.ndarray:
-    """Latent vectors: ndarray of shape (n_samples, latent_dim), float32."""
-    images = _images(model, data)
-    return _map_batches(
-        model, images, lambda m, x: m.encode(x), batch_size=batch_size, device=device
-    ).numpy()
+    """Latent vectors: ndarray of shape (n_samples, latent_dim), float32.
+
+    All of them in memory; :func:`iter_encode` yields them batch by batch.
+    """
+    parts = [z for _, z in iter_encode(model, data, batch_size=batch_size, device=device)]
+    if not parts:
+        raise ValueError("no images given")
+    return np.concatenate(parts)
 
 
 def reconstruct(
     model: nn.Module,
-    images: ImageDataset | torch.Tensor,
+    images: Images,
     *,
     batch_size: int = 256,
     device: str | torch.device = "auto",
 ) -> torch.Tensor:
     """Reconstructions: float tensor of shape (n_samples, C, H, W) in [0, 1], on the CPU.
 
-    ``images`` are uint8 (n_samples, C, H, W) or an ImageDataset.
+    ``images`` are uint8 (n_samples, C, H, W), an ImageDataset or an ImageRows view.
     """
     x = _images(model, images, "images")
     return _map_batches(
@@ -922,7 +993,7 @@ def reconstruct(
 
 def map_batches(
     model: nn.Module,
-    images: ImageDataset | torch.Tensor,
+    images: Images,
     fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
     *,
     batch_size: int = 256,
@@ -933,7 +1004,7 @@ def map_batches(
     Parameters
     ----------
     model : torch.nn.Module
-    images : ImageDataset or uint8 tensor of shape (n_samples, C, H, W)
+    images : ImageDataset, ImageRows or uint8 tensor of shape (n_samples, C, H, W)
     fn : callable
         Maps ``(model, x)`` with ``x`` of shape (B, C, H, W) to a tensor whose
         first axis is B.
