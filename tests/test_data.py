@@ -525,3 +525,31 @@ def test_augment_affine_geometry_on_non_square_image():
     # A shift of a quarter of the width is 3 pixels.
     assert divmod(int(shifted.argmax()), 12) in {(3, 11), (3, 5)}
     assert float(shifted.max()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_row_ids_are_lazy_and_behave_like_a_list(tmp_path):
+    from aelab.data import ImageRows, RowIds
+
+    ids = RowIds(5)
+    assert (
+        len(ids) == 5
+        and ids[3] == "3"
+        and ids[-1] == "4"
+        and list(ids) == ["0", "1", "2", "3", "4"]
+    )
+    assert (
+        ids == ["0", "1", "2", "3", "4"]
+        and ids[1:3] == ["1", "2"]
+        and ids.take([4, 0]) == ["4", "0"]
+    )
+    assert ids != ["0"] and np.asarray(ids[2:], dtype=str).tolist() == ["2", "3", "4"]
+    # An .npy source and its subsets and row views keep row numbers, not strings.
+    a = np.random.default_rng(0).integers(0, 256, size=(6, 8, 8, 1), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", a)
+    ds = load_dataset(tmp_path / "x.npy")
+    assert isinstance(ds.ids, RowIds) and ds.ids == [str(i) for i in range(6)]
+    sub = ds.subset([5, 2])
+    assert isinstance(sub.ids, RowIds) and sub.ids == ["5", "2"]
+    rows = ImageRows(ds, [4, 1, 3])
+    assert isinstance(rows.ids, RowIds) and list(rows.ids) == ["4", "1", "3"]
+    assert rows.subset([2]).ids == ["3"]

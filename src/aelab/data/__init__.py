@@ -3,7 +3,7 @@
 from aelab.data.arrays import from_array
 from aelab.data.augment import PRESETS, Augment, make_augment
 from aelab.data.batches import batch_indices, iterate_batches, to_float
-from aelab.data.dataset import ImageDataset
+from aelab.data.dataset import ImageDataset, RowIds
 from aelab.data.folder import IMAGE_EXTENSIONS, BadImageError
 from aelab.data.loaders import DataSpec, load_dataset
 from aelab.data.splits import (
@@ -21,6 +21,7 @@ __all__ = [
     "FIT_MODES",
     "IMAGE_EXTENSIONS",
     "PRESETS",
+    "RowIds",
     "Augment",
     "BadImageError",
     "DataSpec",

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from aelab.data.dataset import ImageDataset
+from aelab.data.dataset import ImageDataset, RowIds
 from aelab.data.transforms import _conform_uint8
 
 IMAGE_KEYS = ("images", "x")
@@ -273,7 +273,7 @@ def load_array(
     return ImageDataset(
         images=images,
         labels=None if label_arr is None else torch.from_numpy(label_arr),
-        ids=[str(i) for i in range(n)],
+        ids=RowIds(n),
         class_names=class_names,
     )
 
@@ -329,6 +329,6 @@ def from_array(
     return ImageDataset(
         images=tensor,
         labels=label_t,
-        ids=[str(i) for i in ids] if ids is not None else [str(i) for i in range(n)],
+        ids=[str(i) for i in ids] if ids is not None else RowIds(n),
         class_names=class_names,
     )

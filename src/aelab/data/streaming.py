@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aelab.data.dataset import ImageDataset
+from aelab.data.dataset import ImageDataset, take_ids
 from aelab.data.folder import _decode, _discover, _read_header, _refuse_truncated
 from aelab.data.transforms import check_channels, check_fit, parse_image_size
 
@@ -200,10 +200,9 @@ class ImageRows:
         return self.class_names[label] if self.class_names is not None else str(label)
 
     @property
-    def ids(self) -> list[str]:
-        """Ids of the rows in this view."""
-        ids = self.source.ids
-        return [ids[i] for i in self.index.tolist()]
+    def ids(self) -> Sequence[str]:
+        """Ids of the rows in this view (lazy for an array source: see :class:`RowIds`)."""
+        return take_ids(self.source.ids, self.index.numpy())
 
     def subset(self, index: np.ndarray | torch.Tensor | Sequence[int]) -> ImageRows:
         """Rows ``index`` of this view, again without copying images."""
