@@ -221,6 +221,17 @@ def load_latents(
     return out
 
 
+def _check_k_alpha(k: Any, alpha: float | str, n_samples: int) -> float | str:
+    """Validate ``k`` against ``n_samples`` and parse a textual ``alpha`` (see :func:`parse_alpha`)."""
+    if isinstance(alpha, str):
+        alpha = parse_alpha(alpha)
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k={k!r} must be a positive integer")
+    if k > n_samples:
+        raise ValueError(f"k={k} is larger than the number of samples ({n_samples}); lower --k")
+    return alpha
+
+
 def parse_alpha(value: str | float) -> float | str:
     """``"auto"`` or a positive finite float, from a command-line string."""
     if isinstance(value, str) and value.strip().lower() == "auto":
@@ -416,12 +427,7 @@ def run_cluster(
         _check_finite(X, name="the features")
     except ValueError as e:
         raise ValueError(f"{source or '<array>'}: {e}") from None
-    if isinstance(alpha, str):
-        alpha = parse_alpha(alpha)
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k={k!r} must be a positive integer")
-    if k > X.shape[0]:
-        raise ValueError(f"k={k} is larger than the number of samples ({X.shape[0]}); lower --k")
+    alpha = _check_k_alpha(k, alpha, X.shape[0])
     if target_ratio is not None:
         if alpha != "auto":
             raise ValueError("give --alpha or --target-ratio, not both (the search chooses alpha)")
@@ -580,12 +586,7 @@ def _fit_plain(X: Any, k: int, alpha: float | str, seed: int | None, n_init: int
          max_iter: int) -> tuple[Any, list[str]]:  # fmt: skip
     from aelab.clustering._ekm import EquilibriumKMeans
 
-    if isinstance(alpha, str):
-        alpha = parse_alpha(alpha)
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k={k!r} must be a positive integer")
-    if k > X.shape[0]:
-        raise ValueError(f"k={k} is larger than the number of samples ({X.shape[0]}); lower --k")
+    alpha = _check_k_alpha(k, alpha, X.shape[0])
     est = EquilibriumKMeans(
         k, alpha=alpha, n_init=n_init, update=update, max_iter=max_iter, random_state=seed
     )
