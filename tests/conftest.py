@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 
 def make_shapes(n: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -43,3 +44,12 @@ def shapes_test_npz(tmp_path: Path) -> Path:
     path = tmp_path / "shapes_test.npz"
     np.savez(path, images=images, labels=labels, class_names=np.array(names))
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models train fastest on one thread, most of all on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

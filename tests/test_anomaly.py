@@ -10,13 +10,8 @@ from aelab.data import ImageDataset, from_array, load_dataset, select_classes
 SNEAKER, TROUSER, BAG = 7, 1, 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread, most of all on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models train fastest on one thread (conftest's one_torch_thread), for every test here.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

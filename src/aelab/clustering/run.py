@@ -221,6 +221,21 @@ def load_latents(
     return out
 
 
+def _fit_recording_warnings(est: Any, X: np.ndarray, *, stacklevel: int) -> list[str]:
+    """Fit ``est`` on ``X``; return its warnings' messages (for summary.json) and re-issue them.
+
+    ``stacklevel`` is counted from the function that calls this one, so the
+    re-issued warnings point where they would have without the recording.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(X)
+    messages = [str(w.message) for w in caught]
+    for msg in messages:
+        warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel + 1)
+    return messages
+
+
 def _check_k_alpha(k: Any, alpha: float | str, n_samples: int) -> float | str:
     """Validate ``k`` against ``n_samples`` and parse a textual ``alpha`` (see :func:`parse_alpha`)."""
     if isinstance(alpha, str):
@@ -463,12 +478,7 @@ def run_cluster(
         alpha = best["alpha"]
 
     est = EquilibriumKMeans(k, alpha=alpha, random_state=seed, **ekm_kw)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        est.fit(Xc)
-    messages = [str(w.message) for w in caught]
-    for msg in messages:  # re-issue so callers still see them
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    messages = _fit_recording_warnings(est, Xc, stacklevel=2)
 
     labels = est.labels_
     sizes = np.bincount(labels, minlength=k)
@@ -590,13 +600,7 @@ def _fit_plain(X: Any, k: int, alpha: float | str, seed: int | None, n_init: int
     est = EquilibriumKMeans(
         k, alpha=alpha, n_init=n_init, update=update, max_iter=max_iter, random_state=seed
     )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        est.fit(X)
-    messages = [str(w.message) for w in caught]
-    for msg in messages:  # re-issue so callers still see them
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
-    return est, messages
+    return est, _fit_recording_warnings(est, X, stacklevel=3)
 
 
 def _client(scheduler: str) -> Any:
