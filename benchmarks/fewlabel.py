@@ -15,6 +15,9 @@ pre-training is shared by all rows and seeds):
 - ``pretrained +aug``    the same with augmentation (recipe ``plain``)
 - ``linear probe``       logistic regression on the frozen pre-trained latent
 - ``aelab default``      ``aelab finetune``'s default recipe from the pre-trained encoder
+- ``all labels``         (``--ceiling EPOCHS``) supervised from scratch on every
+                         training image with its label: what the labels that
+                         were held back would be worth, the ceiling of the rows above
 - ``default, scratch``   (``--ablation``) the default recipe from a random init,
                          to separate what pre-training adds from what FixMatch adds
 
@@ -54,7 +57,7 @@ from aelab.training import (
     pretrain,
 )
 
-MODEL = "convae_fmnist"
+MODEL = "convae_fmnist"  # --model replaces it
 
 
 def _subsample(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
@@ -68,6 +71,8 @@ def _pretrained(train: ImageDataset, args: argparse.Namespace) -> tuple[Any, flo
     pool = _subsample(train, args.pretrain_images, 0)
     pool = ImageDataset(images=pool.images, labels=None, ids=pool.ids)
     key = f"pretrain-{MODEL}-e{args.pretrain_epochs}-n{len(pool)}-lr{args.pretrain_lr}"
+    if args.mask_ratio:
+        key += f"-mask{args.mask_ratio}"
     cache = None if args.cache is None else Path(args.cache) / key
     if cache is not None and (cache / "model.json").is_file():
         model, _ = load_model(cache, device=args.device, which="last")
@@ -82,6 +87,7 @@ def _pretrained(train: ImageDataset, args: argparse.Namespace) -> tuple[Any, flo
         device=args.device,
         progress=args.progress,
         warmup_epochs=min(1.0, 0.2 * args.pretrain_epochs),
+        mask_ratio=args.mask_ratio,
     )
     t0 = time.perf_counter()
     pretrain(model, pool, config=config, out_dir=cache, model_name=MODEL, overwrite=True)
@@ -140,19 +146,49 @@ def _linear_probe(
     return float((clf.predict(zt) == test.labels.numpy()).mean()), seconds
 
 
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    """``["threshold=0.9", "augment=weak"]`` -> ``{"threshold": 0.9, "augment": "weak"}``."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set wants FIELD=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def main() -> None:
+    global MODEL
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--model", default="convae_fmnist", help="registered model (1x32x32)")
     ap.add_argument("--labels-per-class", type=int, default=100, choices=(10, 100, 1000))
     ap.add_argument("--seeds", type=int, default=3, help="seeds per row (0, 1, ...)")
     ap.add_argument("--quick", action="store_true", help="a smaller check (minutes)")
     ap.add_argument("--pretrain-epochs", type=int, default=None)
     ap.add_argument("--pretrain-lr", type=float, default=2e-3)
     ap.add_argument(
+        "--mask-ratio", type=float, default=0.0,
+        help="masked-patch pre-training (aelab pretrain --mask-ratio); 0: plain reconstruction",
+    )  # fmt: skip
+    ap.add_argument(
         "--epochs", type=int, default=None,
         help="epochs of the supervised rows (default: 30,000 labelled images in all)",
     )  # fmt: skip
     ap.add_argument("--default-epochs", type=int, default=None, help="override the recipe's")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE",
+        help="override a field of the default recipe (repeatable), e.g. --set threshold=0.9",
+    )  # fmt: skip
     ap.add_argument("--ablation", action="store_true", help="also the default recipe from scratch")
+    ap.add_argument(
+        "--ceiling", type=int, default=0, metavar="EPOCHS",
+        help="also train from scratch on all training labels for EPOCHS epochs (the ceiling)",
+    )  # fmt: skip
     ap.add_argument("--rows", default="", help="comma-separated row keys to run (default: all)")
     ap.add_argument("--cache", default=None, help="folder to keep the pre-trained checkpoint in")
     ap.add_argument("--no-bf16", action="store_true")
@@ -160,6 +196,7 @@ def main() -> None:
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args()
+    MODEL = args.model
     args.amp = None if args.no_bf16 else "bf16"
     q = args.quick
     args.pretrain_epochs = args.pretrain_epochs or (1 if q else 2)
@@ -169,6 +206,7 @@ def main() -> None:
     n_labeled = 10 * args.labels_per_class
     sup_epochs = args.epochs or math.ceil((10_000 if q else 30_000) / n_labeled)
     default_epochs = args.default_epochs or (1 if q else None)
+    default_set = _parse_sets(args.set)
     n_unlabeled = 10_000 if q else 0
     n_test = 2_000 if q else 0
     seeds = list(range(1 if q and args.seeds == 3 else args.seeds))
@@ -199,12 +237,21 @@ def main() -> None:
         ("probe", "linear probe (frozen latent)", lambda lab, _u, te, s: _linear_probe(
             state, lab, te, s, args)),
         ("default", "aelab default (--recipe default)", lambda *a: _finetune_row(
-            "default", state, *a, args, epochs=default_epochs)),
+            "default", state, *a, args, epochs=default_epochs, **default_set)),
     ]  # fmt: skip
     if args.ablation:
         rows.append(
             ("default_scratch", "default recipe from scratch", lambda *a: _finetune_row(
-                "default", None, *a, args, epochs=default_epochs, encoder_lr_mult=1.0))
+                "default", None, *a, args, **{**default_set, "epochs": default_epochs,
+                "encoder_lr_mult": 1.0}))
+        )  # fmt: skip
+    if args.ceiling:
+        everything = _subsample(train, args.pretrain_images, 0)
+        rows.append(
+            ("ceiling", f"all {len(everything)} labels, {args.ceiling} epochs",
+             lambda _lab, u, te, s: _finetune_row(
+                "plain", None, everything, u, te, s, args, encoder_lr_mult=1.0,
+                epochs=args.ceiling))
         )  # fmt: skip
     if wanted:
         rows = [r for r in rows if r[0] in wanted]

@@ -82,6 +82,28 @@ def test_finetune_from_scratch_and_unlabeled_error(tmp_path, shapes_npz):
     assert "needs labels" in r.output
 
 
+def test_masked_pretraining_and_weight_averaging_from_the_cli(tmp_path, shapes_npz):
+    from aelab.training import load_model
+    from aelab.training.checkpoint import load_weights
+
+    r = invoke("pretrain", shapes_npz, "--out", tmp_path, "--model", "convae_tiny", "--epochs", "1",
+               "--mask-ratio", "0.5")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    config = json.loads((tmp_path / "pretrain" / "config.json").read_text())["config"]
+    assert config["mask_ratio"] == 0.5
+    r = invoke("finetune", shapes_npz, "--init", tmp_path / "pretrain", "--out", tmp_path,
+               "--recipe", "plain", "--epochs", "2", "--ema-decay", "0.9",
+               "--labels-per-class", "10")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "finetune"
+    raw, _ = load_weights(run / "train_weights.safetensors")
+    model, _ = load_model(run, which="last")
+    key = "classifier.0.weight"
+    assert not np.allclose(raw[key].numpy(), model.state_dict()[key].numpy())
+    r = invoke("pretrain", shapes_npz, "--out", tmp_path / "bad", "--mask-ratio", "1.5")
+    assert r.exit_code == 2 and "mask_ratio" in r.output
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

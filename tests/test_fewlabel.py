@@ -140,6 +140,32 @@ def test_semi_epoch_shards_labelled_and_unlabeled_batches_across_ranks(monkeypat
         _batch_factory(lab, **{**kw, "unlabeled_batch_size": 9})
 
 
+def test_distribution_alignment_spreads_pseudo_labels_over_classes(monkeypatch):
+    """A head biased towards class 0 pseudo-labels everything 0; alignment undoes the bias."""
+    import torch.nn.functional as F
+
+    model = tiny()
+    with torch.no_grad():
+        model.classifier[-1].bias.copy_(torch.tensor([4.0, 0.0, 0.0]))
+    x, y, xu = torch.rand(3, 1, 16, 16), torch.tensor([0, 1, 2]), torch.rand(60, 1, 16, 16)
+    targets: list[torch.Tensor] = []
+    cross_entropy = F.cross_entropy
+
+    def spy(logits, target, *a, **kw):  # the last call's targets are the pseudo-labels
+        targets.append(target)
+        return cross_entropy(logits, target, *a, **kw)
+
+    monkeypatch.setattr(F, "cross_entropy", spy)
+    seen = {}
+    for align in (False, True):
+        model.train()
+        step = fixmatch_step(weak=None, strong=lambda v: v, threshold=1e-6, align=align)
+        step(model, (x, y, xu), "train")
+        seen[align] = torch.bincount(targets[-1], minlength=3)
+    assert seen[False][0] == 60  # the bias wins everywhere
+    assert seen[True].max() < 60 and (seen[True] > 0).sum() >= 2, seen
+
+
 @pytest.mark.parametrize("name", sorted(FINETUNE_RECIPES))
 def test_every_named_recipe_trains_a_few_steps(name):
     config, augment = finetune_recipe(name, **fast(threshold=0.5))

@@ -376,3 +376,115 @@ def test_bad_inputs_are_refused():
         pretrain(tiny(), rgb, config=quick())
     with pytest.raises(ValueError, match="needs validation data"):
         pretrain(tiny(), squares(8), config=quick(monitor="val_loss"))
+
+
+def test_ema_weights_are_the_running_average_and_what_the_run_keeps(tmp_path):
+    """The model ends with the EMA of the raw weights after each step, computed here by hand."""
+    data = squares(48)
+    decay = 0.8
+    model = tiny(seed=3)
+    init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    seen: list[torch.Tensor] = []  # raw weights at the start of each step = after the step before
+    step = reconstruction_step()
+
+    def recording(m, batch, stage):
+        if stage == "train":
+            seen.append(m.encoder[0][0].weight.detach().clone())
+        return step(m, batch, stage)
+
+    from aelab.training.recipes import _batch_factory
+
+    factory = _batch_factory(
+        data, batch_size=16, shuffle=True, seed=0, device=torch.device("cpu"), labels=False
+    )
+    trainer = Trainer(
+        model, recording, factory, config=quick(epochs=2, ema_decay=decay),
+        run_dir=tmp_path, model_name="convae_tiny",
+    )  # fmt: skip
+    trainer.fit()
+    raw, _ = load_weights(tmp_path / "train_weights.safetensors")
+    saved, _ = load_weights(tmp_path / "model.safetensors")
+    key = "encoder.0.0.weight"
+    weights = [*seen[1:], raw[key]]  # after steps 1..T
+    assert len(weights) == 6
+    expected = init[key].clone()
+    for t, w in enumerate(weights):
+        d = min(decay, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * w
+    torch.testing.assert_close(model.state_dict()[key], expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(saved[key], expected, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(raw[key], expected)  # the average is not the raw weights
+    # Batch-norm statistics are averaged too; step counters are copied.
+    assert int(saved["encoder.0.1.num_batches_tracked"]) == 6
+
+
+def test_ema_run_resumes_to_the_same_average(tmp_path):
+    data, val = bars(48), bars(16, seed=1)
+    cfg = quick(FinetuneConfig, epochs=3, ema_decay=0.9, restore_best=False)
+    straight = tiny(seed=1)
+    res = finetune(straight, data, val=val, config=cfg, out_dir=tmp_path / "a")
+    assert all(np.isfinite(r["val_loss"]) for r in res.history)
+
+    class Stop(Exception):
+        pass
+
+    import aelab.training.loop as loop
+
+    fire = loop.Trainer._fire
+
+    def stop_in_epoch_two(self, event):
+        if event == "on_train_epoch_start" and self.epoch == 1:
+            raise Stop
+        fire(self, event)
+
+    stopped = tiny(seed=1)
+    loop.Trainer._fire = stop_in_epoch_two
+    try:
+        with pytest.raises(Stop):
+            finetune(stopped, data, val=val, config=cfg, out_dir=tmp_path / "b")
+    finally:
+        loop.Trainer._fire = fire
+    resumed = tiny(seed=7)
+    finetune(resumed, data, val=val, config=cfg, out_dir=tmp_path / "b", resume=True)
+    assert not state_equal(straight.state_dict(), resumed.state_dict(), atol=1e-6)
+    for name in ("model.safetensors", "train_weights.safetensors"):
+        a, _ = load_weights(tmp_path / "a" / name)
+        b, _ = load_weights(tmp_path / "b" / name)
+        assert not state_equal(a, b, atol=1e-6), name
+    # The validation metric of the last epoch is that of the averaged weights the model holds.
+    assert evaluate(straight, val, device="cpu")["accuracy"] == pytest.approx(
+        res.history[-1]["val_acc"]
+    )
+
+
+def test_ema_decay_is_checked():
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+
+
+def test_mask_patches_hides_whole_squares_with_the_image_mean():
+    from aelab.training.steps import mask_patches
+
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 16, 16)
+    out = mask_patches(x, 0.5, 4)
+    assert out.shape == x.shape
+    changed = (out != x).float()
+    # Every 4x4 square is either all hidden or all kept.
+    blocks = changed.view(8, 1, 4, 4, 4, 4).mean(dim=(3, 5))
+    assert set(blocks.unique().tolist()) <= {0.0, 1.0}
+    assert 0.2 < float(blocks.mean()) < 0.8
+    hidden = changed.bool()
+    means = x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x)
+    torch.testing.assert_close(out[hidden], means[hidden])
+    assert torch.equal(mask_patches(x, 0.0, 4), x)
+
+
+def test_masked_pretraining_learns_to_fill_in_and_is_checked(tmp_path):
+    data, val = squares(64), squares(32, seed=1)
+    model = tiny()
+    res = pretrain(model, data, val=val, config=quick(epochs=6, lr=1e-2, mask_ratio=0.5))
+    losses = [h["train_loss"] for h in res.history]
+    assert losses[-1] < 0.7 * losses[0] and all(np.isfinite(losses))
+    with pytest.raises(ValueError, match="mask_ratio"):
+        quick(mask_ratio=1.0)

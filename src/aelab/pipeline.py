@@ -546,6 +546,7 @@ def run_pretrain(
     lr: float = 2e-3,
     loss: str = "mse",
     augment: str = "none",
+    mask_ratio: float = 0.0,
     val_fraction: float = 0.05,
     max_images: int = 0,
     amp: str | None = None,
@@ -597,8 +598,8 @@ def run_pretrain(
         parts = split_dataset(md.data, val_fraction=val_fraction, seed=seed)
         train_part, val_part = parts.unlabeled, parts.val
     config = PretrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, amp=amp, seed=seed,
-        device=device, progress=progress,
+        epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, mask_ratio=mask_ratio, amp=amp,
+        seed=seed, device=device, progress=progress,
     )  # fmt: skip
     run_dir = Path(out) / "pretrain"
     result = pretrain(
@@ -644,6 +645,7 @@ def run_finetune(
     unlabeled_weight: float | None = None,
     threshold: float | None = None,
     unlabeled_ratio: int | None = None,
+    ema_decay: float | None = None,
     patience: int | None = None,
     amp: str | None = None,
     resume: bool = False,
@@ -702,7 +704,8 @@ def run_finetune(
         recon_weight=recon_weight, freeze_encoder_epochs=freeze_encoder_epochs,
         encoder_lr_mult=encoder_lr_mult, label_smoothing=label_smoothing, semi=semi,
         unlabeled_weight=unlabeled_weight, threshold=threshold, unlabeled_ratio=unlabeled_ratio,
-        patience=patience, amp=amp, seed=seed, device=device, progress=progress,
+        ema_decay=ema_decay, patience=patience, amp=amp, seed=seed, device=device,
+        progress=progress,
     )  # fmt: skip
     run_dir = Path(out) / name
     result = finetune(

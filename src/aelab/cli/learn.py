@@ -53,6 +53,12 @@ def pretrain_cmd(
     lr: float = typer.Option(2e-3, "--lr"),
     loss: Loss = typer.Option(Loss.mse, "--loss"),
     augment: Augment = typer.Option(Augment.none, "--augment", help="Augmentation of the inputs."),
+    mask_ratio: float = typer.Option(
+        0.0,
+        "--mask-ratio",
+        help="Masked-patch pre-training: hide this share of 4x4 squares from the encoder "
+        "and reconstruct the whole image (0: plain autoencoder).",
+    ),
     val_fraction: float = typer.Option(
         0.05, "--val-fraction", help="Share held out to monitor val_loss."
     ),
@@ -86,7 +92,8 @@ def pretrain_cmd(
 
         res = run_pretrain(
             data, out, model=model, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss.value,
-            augment=augment.value, val_fraction=val_fraction, max_images=max_images,
+            augment=augment.value, mask_ratio=mask_ratio, val_fraction=val_fraction,
+            max_images=max_images,
             amp="bf16" if amp else None, resume=resume, overwrite=overwrite, seed=seed,
             device=device, skip_bad=skip_bad, stream=stream, num_workers=num_workers,
         )  # fmt: skip
@@ -158,6 +165,12 @@ def finetune_cmd(
         min=1,
         help="Unlabeled images per labeled one in a step (default: from --recipe).",
     ),
+    ema_decay: float | None = typer.Option(
+        None,
+        "--ema-decay",
+        help="Predict with an exponential moving average of the weights, this decay per step; "
+        "0 turns it off (default: from --recipe).",
+    ),
     patience: int = typer.Option(
         0, "--patience", help="Early stopping on val_acc after this many epochs (0: off)."
     ),
@@ -181,7 +194,7 @@ def finetune_cmd(
             freeze_encoder_epochs=freeze_encoder_epochs, encoder_lr_mult=encoder_lr_mult,
             label_smoothing=label_smoothing, semi=None if semi is None else semi.value,
             unlabeled_weight=unlabeled_weight, threshold=threshold,
-            unlabeled_ratio=unlabeled_ratio, patience=patience or None,
+            unlabeled_ratio=unlabeled_ratio, ema_decay=ema_decay, patience=patience or None,
             amp="bf16" if amp else None, resume=resume, overwrite=overwrite, seed=seed,
             device=device, skip_bad=skip_bad, labels=labels,
         )  # fmt: skip

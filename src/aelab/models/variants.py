@@ -25,6 +25,21 @@ def convae_fmnist(**overrides: Any) -> ConvAutoencoder:
 
 
 @register_model
+def convae_fmnist_small(**overrides: Any) -> ConvAutoencoder:
+    """``convae_fmnist`` at half the widths (32-256) and latent 256: about 4x faster to train on CPU."""
+    return _build(
+        {
+            "in_channels": 1,
+            "image_size": 32,
+            "widths": (32, 64, 128, 256),
+            "latent_dim": 256,
+            "head_hidden": 256,
+        },
+        overrides,
+    )
+
+
+@register_model
 def convae_tiny(**overrides: Any) -> ConvAutoencoder:
     """A small member of the family (1x16x16, widths 8-16, latent 32) for tests and smoke runs."""
     return _build(

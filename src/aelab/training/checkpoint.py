@@ -49,6 +49,10 @@ MODEL_FILE = "model.safetensors"
 BEST_FILE = "best.safetensors"
 MODEL_META_FILE = "model.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
+#: With weight averaging (EMA) the model files hold the averaged weights, which
+#: are the ones to predict with; the raw weights a resumed run continues from
+#: go here.
+TRAIN_WEIGHTS_FILE = "train_weights.safetensors"
 STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -241,6 +245,7 @@ def save_checkpoint(
     scheduler: Any | None = None,
     state: Mapping[str, Any] | None = None,
     best: bool = False,
+    ema: nn.Module | None = None,
 ) -> Path:
     """Write a checkpoint of ``model`` (and optionally the training state) into ``run_dir``.
 
@@ -263,6 +268,11 @@ def save_checkpoint(
         is written, together with the current RNG states, as the last file.
     best : bool
         Also copy the weights to ``best.safetensors``.
+    ema : torch.nn.Module, optional
+        The weight average of ``model`` (same architecture). Its weights go
+        into ``model.safetensors`` and ``best.safetensors``, and those of
+        ``model`` into ``train_weights.safetensors`` (with ``state`` only), so
+        that a resumed run continues from them.
 
     Returns
     -------
@@ -274,7 +284,7 @@ def save_checkpoint(
         raise ValueError("model_name must name a registered model, e.g. 'convae'")
     run_dir.mkdir(parents=True, exist_ok=True)
     epoch = str((state or {}).get("epoch", 0))
-    weights = _model_tensors(model)
+    weights = _model_tensors(model if ema is None else ema)
     tag = {"format": CHECKPOINT_FORMAT, "epoch": epoch}
     if best:
         save_weights(run_dir / BEST_FILE, weights, metadata=tag)
@@ -283,6 +293,8 @@ def save_checkpoint(
     if state is None:
         return run_dir
     full = dict(state)
+    if ema is not None:
+        save_weights(run_dir / TRAIN_WEIGHTS_FILE, _model_tensors(model), metadata=tag)
     if optimizer is not None:
         tensors, info = _optimizer_to_files(optimizer)
         save_weights(run_dir / OPTIMIZER_FILE, tensors, metadata=tag)
@@ -379,9 +391,12 @@ def load_training_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
+    ema: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Load the last weights, optimizer, scheduler and RNG states of an interrupted run.
 
+    With ``ema`` (a run that averaged weights, see :func:`save_checkpoint`),
+    the averaged weights go into ``ema`` and the raw ones into ``model``.
     Returns the saved training state (epoch, history, ...). Raises ``ValueError``
     when the files are missing or belong to different epochs.
     """
@@ -394,6 +409,15 @@ def load_training_state(
     epoch = str(state.get("epoch"))
     tensors, tag = load_weights(run_dir / MODEL_FILE)
     files_epochs = {MODEL_FILE: tag.get("epoch")}
+    raw: dict[str, torch.Tensor] = {}
+    if ema is not None:
+        if not (run_dir / TRAIN_WEIGHTS_FILE).is_file():
+            raise ValueError(
+                f"{run_dir}: missing {TRAIN_WEIGHTS_FILE}; this run did not average "
+                "weights, so resume it without ema_decay"
+            )
+        raw, raw_tag = load_weights(run_dir / TRAIN_WEIGHTS_FILE)
+        files_epochs[TRAIN_WEIGHTS_FILE] = raw_tag.get("epoch")
     opt_tensors: dict[str, torch.Tensor] = {}
     if optimizer is not None and "optimizer" in state:
         opt_tensors, opt_tag = load_weights(run_dir / OPTIMIZER_FILE)
@@ -406,7 +430,11 @@ def load_training_state(
             + "; the run was interrupted while saving. Start it again with a new output folder."
         )
     dev = next(iter(model.state_dict().values())).device
-    _load_into(model, {k: v.to(dev) for k, v in tensors.items()}, run_dir / MODEL_FILE)
+    if ema is None:
+        _load_into(model, {k: v.to(dev) for k, v in tensors.items()}, run_dir / MODEL_FILE)
+    else:
+        _load_into(ema, {k: v.to(dev) for k, v in tensors.items()}, run_dir / MODEL_FILE)
+        _load_into(model, {k: v.to(dev) for k, v in raw.items()}, run_dir / TRAIN_WEIGHTS_FILE)
     if optimizer is not None and "optimizer" in state:
         # CPU tensors on purpose: load_state_dict moves moments to each parameter's
         # device but keeps a non-fused AdamW's step counters on the CPU, as it wants them.

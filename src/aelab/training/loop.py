@@ -114,6 +114,13 @@ class TrainConfig:
         With several processes (torchrun), normalise batch-norm layers with the
         statistics of the global batch rather than each rank's share. Ignored
         in a single process.
+    ema_decay : float
+        Keep an exponential moving average of the weights (and batch-norm
+        statistics) with this decay per step, e.g. 0.999; 0 turns it off. The
+        average is what validation sees, what the checkpoints hold and what
+        the model holds after training; the raw weights keep training. Early
+        steps use ``min(ema_decay, (1 + step) / (10 + step))`` so the average
+        does not remember the initial weights in a short run.
     """
 
     epochs: int = 20
@@ -135,6 +142,7 @@ class TrainConfig:
     log_every: int = 25
     tensorboard: bool = False
     sync_batchnorm: bool = True
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -157,6 +165,8 @@ class TrainConfig:
             raise ValueError(f"mode must be 'min', 'max' or None, got {self.mode!r}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 turns it off), got {self.ema_decay}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -299,6 +309,9 @@ class Trainer:
         self.should_stop = False
         # Set by fit() when several processes train together.
         self._ddp: nn.Module | None = None
+        # The weight average (a copy of the model) when config.ema_decay > 0.
+        self.ema: nn.Module | None = None
+        self._ema_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # ------------------------------------------------------------------ callbacks
 
@@ -413,9 +426,12 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _run_epoch(self, batches: Iterable[Any], stage: str) -> dict[str, float]:
+    def _run_epoch(
+        self, batches: Iterable[Any], stage: str, model: nn.Module | None = None
+    ) -> dict[str, float]:
         cfg = self.config
         train = stage == "train"
+        model = self.model if model is None else model
         sums: dict[str, torch.Tensor] = {}
         count = 0
         desc = f"epoch {self.epoch + 1}/{cfg.epochs} {stage}"
@@ -429,7 +445,7 @@ class Trainer:
                     # Through DDP's forward, so that backward averages the gradients.
                     out = self._ddp(batch, stage)
                 else:
-                    out = self.step(self.model, batch, stage)
+                    out = self.step(model, batch, stage)
             loss = out["loss"]
             if train:
                 assert self.optimizer is not None and self.scheduler is not None
@@ -439,6 +455,8 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 self.optimizer.step()
                 self.scheduler.step()
+                if self.ema is not None:
+                    self._update_ema()
                 self.global_step += 1
             n = int(out.get("n", 1))
             count += n
@@ -464,6 +482,32 @@ class Trainer:
         if not math.isfinite(metrics["loss"]):
             self._non_finite(stage, metrics["loss"])
         return metrics
+
+    def _start_ema(self) -> None:
+        """The weight average starts as a copy of the model (same device, eval mode)."""
+        import copy
+
+        self.ema = copy.deepcopy(self.model).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self._pair_ema()
+
+    def _pair_ema(self) -> None:
+        # state_dict() tensors share storage with the modules, so the pairs stay
+        # valid while weights are copied in place (resume, load_state_dict).
+        ours = self.model.state_dict()
+        assert self.ema is not None
+        self._ema_pairs = [(v, ours[k]) for k, v in self.ema.state_dict().items()]
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        step = self.global_step
+        decay = min(self.config.ema_decay, (1 + step) / (10 + step))
+        floats = [(a, b) for a, b in self._ema_pairs if a.is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], 1.0 - decay)
+        for a, b in self._ema_pairs:
+            if not a.is_floating_point():  # batch-norm step counters
+                a.copy_(b)
 
     def _non_finite(self, stage: str, value: float) -> None:
         kept = (
@@ -494,6 +538,7 @@ class Trainer:
             scheduler=self.scheduler,
             state=state,
             best=improved,
+            ema=self.ema,
         )
         _write_metrics_csv(self.run_dir / ckpt.METRICS_FILE, self.history)
 
@@ -530,8 +575,14 @@ class Trainer:
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.ema = None
+        if cfg.ema_decay > 0:
+            # Before sync batch norm, so the average keeps plain batch-norm layers.
+            self._start_ema()
         if world.world_size > 1 and cfg.sync_batchnorm:
             dist_utils.convert_sync_batchnorm(self.model, self.device)
+            if self.ema is not None:
+                self._pair_ema()
         steps_per_epoch = self._steps_per_epoch()
         total = cfg.epochs * steps_per_epoch
         warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
@@ -551,7 +602,7 @@ class Trainer:
             assert self.run_dir is not None
             self._check_resume_config()
             state = ckpt.load_training_state(
-                self.run_dir, self.model, self.optimizer, self.scheduler
+                self.run_dir, self.model, self.optimizer, self.scheduler, ema=self.ema
             )
             start, self.global_step = int(state["epoch"]), int(state["global_step"])
             self.history = list(state["history"])
@@ -596,7 +647,7 @@ class Trainer:
                 if self.val_batches is not None:
                     self.model.eval()
                     with torch.no_grad():
-                        val = self._run_epoch(self.val_batches(epoch), "val")
+                        val = self._run_epoch(self.val_batches(epoch), "val", self.ema)
                     row.update({f"val_{k}": v for k, v in val.items()})
                 row["time_s"] = round(time.perf_counter() - t0, 3)
                 if monitor not in row:
@@ -612,9 +663,8 @@ class Trainer:
                 if improved:
                     es.update(best=value, best_epoch=epoch + 1, bad_epochs=0)
                     if cfg.restore_best:
-                        best_state = {
-                            k: v.detach().clone() for k, v in self.model.state_dict().items()
-                        }
+                        kept = self.model if self.ema is None else self.ema
+                        best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
                 else:
                     es["bad_epochs"] += 1
                 self._fire("on_epoch_end")
@@ -639,6 +689,8 @@ class Trainer:
         dist_utils.barrier()
         if cfg.restore_best and best_state is not None:
             self.model.load_state_dict(best_state)
+        elif self.ema is not None:
+            self.model.load_state_dict(self.ema.state_dict())
         result = TrainResult(
             history=self.history,
             monitor=monitor,

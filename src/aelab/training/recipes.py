@@ -61,11 +61,19 @@ class PretrainConfig(TrainConfig):
         Images per step.
     loss : {"mse", "l1", "bce"}
         Reconstruction loss.
+    mask_ratio : float in [0, 1)
+        Masked-patch pre-training: hide this share of ``mask_patch``-pixel
+        squares of each training image and reconstruct the whole image
+        (0: plain reconstruction).
+    mask_patch : int
+        Side of the hidden squares in pixels.
     """
 
     epochs: int = 30
     batch_size: int = 128
     loss: str = "mse"
+    mask_ratio: float = 0.0
+    mask_patch: int = 4
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -75,6 +83,10 @@ class PretrainConfig(TrainConfig):
             )
         if self.loss not in RECON_LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; use one of {', '.join(RECON_LOSSES)}")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.mask_patch < 1:
+            raise ValueError(f"mask_patch must be >= 1 pixel, got {self.mask_patch}")
 
 
 @dataclass
@@ -115,6 +127,10 @@ class FinetuneConfig(TrainConfig):
         a pseudo-label, in (0, 1].
     unlabeled_ratio : int
         Unlabeled images per labelled image in a step (FixMatch's mu).
+    distribution_alignment : bool
+        Rebalance FixMatch's predictions on each unlabeled batch towards
+        equal class shares before thresholding (ReMixMatch's distribution
+        alignment); for data whose classes are about balanced.
 
     Notes
     -----
@@ -135,6 +151,7 @@ class FinetuneConfig(TrainConfig):
     unlabeled_weight: float = 1.0
     threshold: float = 0.95
     unlabeled_ratio: int = 3
+    distribution_alignment: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -597,7 +614,12 @@ def pretrain(
         )
     trainer = Trainer(
         model,
-        reconstruction_step(loss=config.loss, augment=augment),
+        reconstruction_step(
+            loss=config.loss,
+            augment=augment,
+            mask_ratio=config.mask_ratio,
+            mask_patch=config.mask_patch,
+        ),
         train_batches,
         config=config,
         val_batches=val_batches,
@@ -744,6 +766,7 @@ def finetune(
             label_smoothing=config.label_smoothing,
             recon_weight=config.recon_weight,
             recon_loss=config.recon_loss,
+            align=config.distribution_alignment,
         )
     else:
         step = classification_step(

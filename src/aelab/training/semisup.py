@@ -121,6 +121,7 @@ def fixmatch_step(
     label_smoothing: float = 0.0,
     recon_weight: float = 0.0,
     recon_loss: str = "mse",
+    align: bool = False,
 ) -> Callable[[nn.Module, Any, str], dict[str, Any]]:
     """A FixMatch fine-tuning step on batches ``(images, labels, unlabeled_images)``.
 
@@ -152,6 +153,12 @@ def fixmatch_step(
         Weight of a reconstruction term on every image of the batch (0 skips
         the decoder).
     recon_loss : {"mse", "l1", "bce"}
+    align : bool
+        Distribution alignment (Berthelot et al., 2020, ReMixMatch): divide
+        ``p_u`` by its mean over the unlabeled batch and renormalise before
+        thresholding, so classes the model over-predicts lose pseudo-labels
+        and those it under-predicts gain them (aelab assumes balanced classes
+        here). Computed from the batch alone, so a resumed run repeats it.
 
     Returns
     -------
@@ -178,6 +185,9 @@ def fixmatch_step(
             return {"loss": ce, "acc": (logits.detach().argmax(1) == y).float().mean(), "n": n}
         with torch.no_grad():
             probs = torch.softmax(model.classify(model.encode(_augment(weak, xu))).float(), dim=1)
+            if align:
+                probs = probs / probs.mean(0, keepdim=True).clamp_min(1e-6)
+                probs = probs / probs.sum(1, keepdim=True)
             conf, pseudo = probs.max(1)
             mask = (conf >= threshold).float()
         inputs = torch.cat([_augment(weak, x), _augment(strong, xu)])

@@ -118,15 +118,34 @@ def _augment(augment: Augment | None, x: torch.Tensor) -> torch.Tensor:
     return x if augment is None else augment(x).clamp(0, 1)
 
 
+def mask_patches(x: torch.Tensor, ratio: float, patch: int) -> torch.Tensor:
+    """Hide a random share ``ratio`` of the ``patch`` x ``patch`` squares of each image.
+
+    Hidden squares take the image's mean value, so the network cannot tell
+    them from content by their level alone. ``x`` is (B, C, H, W); the result
+    has the same shape. Squares are drawn independently per image.
+    """
+    b, c, h, w = x.shape
+    gh, gw = -(-h // patch), -(-w // patch)
+    hide = torch.rand(b, 1, gh, gw, device=x.device) < ratio
+    hide = hide.repeat_interleave(patch, 2).repeat_interleave(patch, 3)[:, :, :h, :w]
+    fill = x.mean(dim=(1, 2, 3), keepdim=True)
+    return torch.where(hide, fill.to(x.dtype), x)
+
+
 def reconstruction_step(
-    *, loss: str = "mse", augment: Augment | None = None
-) -> Callable[[nn.Module, Any, str], dict[str, Any]]:
+    *, loss: str = "mse", augment: Augment | None = None, mask_ratio: float = 0.0,
+    mask_patch: int = 4,
+) -> Callable[[nn.Module, Any, str], dict[str, Any]]:  # fmt: skip
     """A pre-training step: reconstruct the (augmented) input.
 
     In training the input is augmented and the target is that same augmented
     image: the standard autoencoder objective (the network learns to encode
     every augmented view, rather than to undo the augmentation as a denoising
-    autoencoder would). Validation uses the images as they are.
+    autoencoder would). With ``mask_ratio`` > 0 the network sees the image
+    with random squares hidden and must reconstruct all of it (masked-patch
+    reconstruction, a denoising objective in the spirit of He et al., 2022,
+    "Masked Autoencoders"). Validation uses the images as they are.
 
     Parameters
     ----------
@@ -134,6 +153,10 @@ def reconstruction_step(
         Reconstruction loss, see :func:`reconstruction_loss`.
     augment : callable, optional
         Batch augmentation applied in the ``"train"`` stage only.
+    mask_ratio : float in [0, 1)
+        Share of squares hidden from the encoder in training (0: plain autoencoder).
+    mask_patch : int
+        Side of the hidden squares in pixels.
 
     Returns
     -------
@@ -142,12 +165,19 @@ def reconstruction_step(
         loss is not already MSE, ``mse`` (so runs with different losses compare).
     """
     _check_loss(loss)
+    if not 0.0 <= mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+    if mask_patch < 1:
+        raise ValueError(f"mask_patch must be >= 1 pixel, got {mask_patch}")
 
     def step(model: nn.Module, batch: Any, stage: str) -> dict[str, Any]:
         x, _, _ = unpack_batch(batch)
+        seen = x
         if stage == "train":
-            x = _augment(augment, x)
-        recon = model.decode(model.encode(x))
+            x = seen = _augment(augment, x)
+            if mask_ratio > 0:
+                seen = mask_patches(x, mask_ratio, mask_patch)
+        recon = model.decode(model.encode(seen))
         out: dict[str, Any] = {"loss": _recon_loss(recon, x, loss), "n": x.shape[0]}
         if loss != "mse":
             out["mse"] = _recon_loss(recon.detach(), x, "mse")
