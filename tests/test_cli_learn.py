@@ -92,10 +92,12 @@ def test_masked_pretraining_and_weight_averaging_from_the_cli(tmp_path, shapes_n
     config = json.loads((tmp_path / "pretrain" / "config.json").read_text())["config"]
     assert config["mask_ratio"] == 0.5
     r = invoke("finetune", shapes_npz, "--init", tmp_path / "pretrain", "--out", tmp_path,
-               "--recipe", "plain", "--epochs", "2", "--ema-decay", "0.9",
-               "--labels-per-class", "10")  # fmt: skip
+               "--epochs", "1", "--ema-decay", "0.9", "--distribution-alignment",
+               "--labels-per-class", "10", "--batch-size", "8")  # fmt: skip
     assert r.exit_code == 0, r.output
     run = tmp_path / "finetune"
+    saved = json.loads((run / "config.json").read_text())["config"]
+    assert saved["distribution_alignment"] is True and saved["semi"] == "fixmatch"
     raw, _ = load_weights(run / "train_weights.safetensors")
     model, _ = load_model(run, which="last")
     key = "classifier.0.weight"

@@ -645,6 +645,7 @@ def run_finetune(
     unlabeled_weight: float | None = None,
     threshold: float | None = None,
     unlabeled_ratio: int | None = None,
+    distribution_alignment: bool | None = None,
     ema_decay: float | None = None,
     patience: int | None = None,
     amp: str | None = None,
@@ -704,7 +705,7 @@ def run_finetune(
         recon_weight=recon_weight, freeze_encoder_epochs=freeze_encoder_epochs,
         encoder_lr_mult=encoder_lr_mult, label_smoothing=label_smoothing, semi=semi,
         unlabeled_weight=unlabeled_weight, threshold=threshold, unlabeled_ratio=unlabeled_ratio,
-        ema_decay=ema_decay, patience=patience, amp=amp, seed=seed, device=device,
+        distribution_alignment=distribution_alignment, ema_decay=ema_decay, patience=patience, amp=amp, seed=seed, device=device,
         progress=progress,
     )  # fmt: skip
     run_dir = Path(out) / name

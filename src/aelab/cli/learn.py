@@ -165,6 +165,12 @@ def finetune_cmd(
         min=1,
         help="Unlabeled images per labeled one in a step (default: from --recipe).",
     ),
+    distribution_alignment: bool | None = typer.Option(
+        None,
+        "--distribution-alignment/--no-distribution-alignment",
+        help="FixMatch: rebalance each unlabeled batch's predictions to equal class shares "
+        "before thresholding (default: from --recipe).",
+    ),
     ema_decay: float | None = typer.Option(
         None,
         "--ema-decay",
@@ -194,7 +200,8 @@ def finetune_cmd(
             freeze_encoder_epochs=freeze_encoder_epochs, encoder_lr_mult=encoder_lr_mult,
             label_smoothing=label_smoothing, semi=None if semi is None else semi.value,
             unlabeled_weight=unlabeled_weight, threshold=threshold,
-            unlabeled_ratio=unlabeled_ratio, ema_decay=ema_decay, patience=patience or None,
+            unlabeled_ratio=unlabeled_ratio,
+            distribution_alignment=distribution_alignment, ema_decay=ema_decay, patience=patience or None,
             amp="bf16" if amp else None, resume=resume, overwrite=overwrite, seed=seed,
             device=device, skip_bad=skip_bad, labels=labels,
         )  # fmt: skip

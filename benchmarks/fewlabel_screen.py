@@ -1,0 +1,144 @@
+"""Screen fine-tuning settings on Fashion-MNIST: one seed, a learning curve, the test accuracy.
+
+Where ``fewlabel.py`` prints the table of record (every row, three seeds),
+this script is for finding what to put in it: it fine-tunes with the default
+recipe (or ``recipe=NAME``) plus the given overrides, from a pre-trained
+checkpoint (or from scratch with ``--init none``), prints the validation
+accuracy after every epoch (2,000 test images, for the curve only: the last
+epoch's weights are kept, never the best), then the accuracy on all 10,000
+test images. Each variant is compared with the recipe's own settings, run in
+the same invocation, so both see the same machine.
+
+Usage::
+
+    PYTHONPATH=src python benchmarks/fewlabel.py --model convae_fmnist_small \\
+        --pretrain-epochs 4 --cache CACHE --rows probe --seeds 1      # makes the checkpoint
+    PYTHONPATH=src python benchmarks/fewlabel_screen.py \\
+        --init CACHE/pretrain-convae_fmnist_small-e4-n60000-lr0.002 \\
+        --set epochs=6 --variant lr=0.003 --variant threshold=0.9
+
+``--set`` applies to every run (baseline included), ``--variant`` adds a run
+with those overrides (comma-separated FIELD=VALUE). ``--jobs 2`` runs two
+at a time, one thread each (on two cores that is more work per second than
+one run on two threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _parse(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        for part in filter(None, item.split(",")):
+            key, sep, value = part.partition("=")
+            if not sep or not key:
+                raise SystemExit(f"overrides are FIELD=VALUE, got {part!r}")
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key] = value
+    return out
+
+
+def _run_one(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    """One fine-tuning run in this process; returns its curve and test accuracy."""
+    import numpy as np
+
+    from aelab._runtime import seed_everything
+    from aelab.data import load_dataset, make_augment, split_dataset
+    from aelab.models import create_model
+    from aelab.training import evaluate, finetune, finetune_recipe, load_model
+
+    overrides = dict(overrides)
+    recipe = overrides.pop("recipe", "default")
+    train = load_dataset("fashion-mnist:train", image_size=32, channels=1, progress=False)
+    test = load_dataset("fashion-mnist:test", image_size=32, channels=1, progress=False)
+    val = test.subset(np.sort(np.random.default_rng(0).choice(len(test), 2000, replace=False)))
+    parts = split_dataset(
+        train, labels_per_class=args.labels_per_class, val_fraction=0.0, seed=args.seed
+    )
+    config, augment = finetune_recipe(
+        recipe, **{"seed": args.seed, "amp": "bf16", "device": "cpu", "progress": False,
+                   "restore_best": False, **overrides},
+    )  # fmt: skip
+    seed_everything(args.seed)
+    if args.init == "none":
+        model = create_model(args.model)
+    else:
+        model, _ = load_model(args.init, device="cpu", which="last")
+    t0 = time.perf_counter()
+    res = finetune(
+        model, parts.labeled, val=val,
+        unlabeled=parts.unlabeled if config.uses_unlabeled else None, config=config,
+        augment=None if augment == "none" else make_augment(augment),
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    acc = evaluate(model, test, batch_size=1000, device="cpu")["accuracy"]
+    curve = [round(r["val_acc"], 4) for r in res.history]
+    return {"overrides": overrides, "recipe": recipe, "test_acc": acc, "seconds": seconds,
+            "curve": curve}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--init", required=True, help="pre-trained run folder, or 'none' (scratch)")
+    ap.add_argument("--model", default="convae_fmnist", help="model when --init none")
+    ap.add_argument("--labels-per-class", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], help="FIELD=VALUE for every run")
+    ap.add_argument("--variant", action="append", default=[], help="FIELD=VALUE[,...]: one run")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each if > 1)")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    common = _parse(args.set)
+    if args.child is not None:  # a worker: run one configuration, print it as JSON
+        print("RESULT " + json.dumps(_run_one(args, {**common, **json.loads(args.child)})))
+        return
+    runs = [{}] + [_parse([v]) for v in args.variant]
+    env = dict(os.environ)
+    if args.jobs > 1:
+        env["OMP_NUM_THREADS"] = "1"
+    base = [sys.executable, str(Path(__file__).resolve())]
+    base += ["--init", args.init, "--model", args.model, "--seed", str(args.seed)]
+    base += ["--labels-per-class", str(args.labels_per_class)]
+    base += [x for s in args.set for x in ("--set", s)]
+    results: list[dict[str, Any]] = []
+    pending = list(runs)
+    active: list[subprocess.Popen[str]] = []
+    while pending or active:
+        while pending and len(active) < max(1, args.jobs):
+            cmd = [*base, "--child", json.dumps(pending.pop(0))]
+            active.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
+        proc = active.pop(0)
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"a run failed (exit {proc.returncode}): {' '.join(proc.args)}")
+        line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+        results.append(json.loads(line[len("RESULT ") :]))
+        r = results[-1]
+        print(f"  {r['overrides'] or 'recipe as is'}: {r['test_acc']:.4f}", flush=True)
+    ref = next(r for r in results if not r["overrides"])
+    print(f"\nFashion-MNIST, {args.labels_per_class} labels per class, seed {args.seed}, "
+          f"init {Path(args.init).name}, common {common or '{}'}, jobs {args.jobs}")  # fmt: skip
+    print("| variant | test accuracy | vs recipe | val curve (2,000 test images) | time (s) |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        name = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "recipe as is"
+        gain = 100 * (r["test_acc"] - ref["test_acc"])
+        curve = " ".join(f"{v:.3f}" for v in r["curve"])
+        print(
+            f"| {name} | {100 * r['test_acc']:.2f} | {gain:+.2f} pt | {curve} | {r['seconds']:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
