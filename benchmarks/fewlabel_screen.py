@@ -34,19 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def _parse(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        for part in filter(None, item.split(",")):
-            key, sep, value = part.partition("=")
-            if not sep or not key:
-                raise SystemExit(f"overrides are FIELD=VALUE, got {part!r}")
-            try:
-                out[key] = json.loads(value)
-            except json.JSONDecodeError:
-                out[key] = value
-    return out
+from fewlabel import _parse_sets as _parse  # benchmarks/ is on the path when run as a script
 
 
 def _run_one(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +89,9 @@ def main() -> None:
     args = ap.parse_args()
     common = _parse(args.set)
     if args.child is not None:  # a worker: run one configuration, print it as JSON
-        print("RESULT " + json.dumps(_run_one(args, {**common, **json.loads(args.child)})))
+        variant = json.loads(args.child)
+        result = _run_one(args, {**common, **variant})
+        print("RESULT " + json.dumps({**result, "overrides": variant}))
         return
     runs = [{}] + [_parse([v]) for v in args.variant]
     env = dict(os.environ)

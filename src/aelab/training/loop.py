@@ -266,6 +266,12 @@ class Trainer:
     (after ``model.train()``, so a callback may freeze or put modules in eval
     mode), ``"on_epoch_end"`` (``trainer.history[-1]`` holds the metrics; set
     ``trainer.should_stop = True`` to stop) and ``"on_fit_end"``.
+
+    With ``config.ema_decay`` > 0, ``trainer.ema`` is a copy of the model
+    holding the running average of its weights: validation runs on it, the
+    checkpoints' model files hold it (the raw weights go to
+    ``train_weights.safetensors`` for ``resume``), and the model is given its
+    weights at the end.
     """
 
     def __init__(
