@@ -344,8 +344,10 @@ def test_finetune_and_anomaly_fit_cli_under_torchrun(shapes_run, tmp_path):
     plain = ["finetune", "d.npz", "--init", "init", "--recipe", "plain", "--augment", "none",
              "--epochs", "3", "--batch-size", "16", "--labels-per-class", "20",
              "--val-per-class", "8", "--device", "cpu"]  # fmt: skip
+    # FixMatch with weight averaging: the average is taken next to DDP and sync batch norm.
     fixmatch = ["finetune", "d.npz", "--init", "init", "--epochs", "1", "--batch-size", "8",
-                "--labels-per-class", "20", "--val-per-class", "8", "--device", "cpu"]  # fmt: skip
+                "--labels-per-class", "20", "--val-per-class", "8", "--device", "cpu",
+                "--ema-decay", "0.9"]  # fmt: skip
     anomaly = ["anomaly", "fit", "d.npz", "--normal-class", "square", "--model", "convae_tiny",
                "--epochs", "2", "--batch-size", "8", "--score", "mse+latent", "--device", "cpu"]  # fmt: skip
     # Two processes each, one launch after the other (the machine may have two cores).
@@ -370,7 +372,8 @@ def test_finetune_and_anomaly_fit_cli_under_torchrun(shapes_run, tmp_path):
 
     # Only rank 0 wrote: the files of one process, no more.
     assert _files(two["plain"]) == _files(tmp / "plain1")
-    assert _files(two["fixmatch"]) == _files(tmp / "plain1")
+    averaged = sorted([*_files(tmp / "plain1"), "finetune/train_weights.safetensors"])
+    assert _files(two["fixmatch"]) == averaged
     assert _files(two["anomaly"]) == _files(tmp / "anomaly1")
 
     # Plain fine-tuning with the same global batch matches one process.

@@ -318,6 +318,7 @@ class Trainer:
         # The weight average (a copy of the model) when config.ema_decay > 0.
         self.ema: nn.Module | None = None
         self._ema_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._ema_copied: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # ------------------------------------------------------------------ callbacks
 
@@ -503,17 +504,20 @@ class Trainer:
         # valid while weights are copied in place (resume, load_state_dict).
         ours = self.model.state_dict()
         assert self.ema is not None
-        self._ema_pairs = [(v, ours[k]) for k, v in self.ema.state_dict().items()]
+        pairs = [(v, ours[k]) for k, v in self.ema.state_dict().items()]
+        # Floating tensors are averaged (one fused call); the rest, batch-norm
+        # step counters, are copied.
+        self._ema_pairs = [p for p in pairs if p[0].is_floating_point()]
+        self._ema_copied = [p for p in pairs if not p[0].is_floating_point()]
 
     @torch.no_grad()
     def _update_ema(self) -> None:
         step = self.global_step
         decay = min(self.config.ema_decay, (1 + step) / (10 + step))
-        floats = [(a, b) for a, b in self._ema_pairs if a.is_floating_point()]
-        torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], 1.0 - decay)
-        for a, b in self._ema_pairs:
-            if not a.is_floating_point():  # batch-norm step counters
-                a.copy_(b)
+        averaged, current = zip(*self._ema_pairs, strict=True)
+        torch._foreach_lerp_(list(averaged), list(current), 1.0 - decay)
+        for a, b in self._ema_copied:
+            a.copy_(b)
 
     def _non_finite(self, stage: str, value: float) -> None:
         kept = (
