@@ -40,14 +40,23 @@ from typing import Any
 from fewlabel import _parse_sets as _parse  # benchmarks/ is on the path when run as a script
 
 
+def _initial_model(args: argparse.Namespace) -> Any:
+    """The pre-trained checkpoint of ``--init``, or a fresh ``--model`` with ``--init none``."""
+    from aelab.models import create_model
+    from aelab.training import load_model
+
+    if args.init == "none":
+        return create_model(args.model)
+    return load_model(args.init, device="cpu", which="last")[0]
+
+
 def _run_one(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
     """One fine-tuning run in this process; returns its curve and test accuracy."""
     import numpy as np
 
     from aelab._runtime import seed_everything
     from aelab.data import load_dataset, make_augment, split_dataset
-    from aelab.models import create_model
-    from aelab.training import evaluate, finetune, finetune_recipe, load_model
+    from aelab.training import evaluate, finetune, finetune_recipe
 
     overrides = dict(overrides)
     recipe = overrides.pop("recipe", "default")
@@ -62,10 +71,7 @@ def _run_one(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, A
                    "restore_best": False, **overrides},
     )  # fmt: skip
     seed_everything(args.seed)
-    if args.init == "none":
-        model = create_model(args.model)
-    else:
-        model, _ = load_model(args.init, device="cpu", which="last")
+    model = _initial_model(args)
     t0 = time.perf_counter()
     res = finetune(
         model, parts.labeled, val=val,
@@ -90,8 +96,7 @@ def _student(args: argparse.Namespace, teacher: Any, parts: Any, test: Any) -> d
 
     from aelab._runtime import seed_everything
     from aelab.data import ImageDataset, make_augment
-    from aelab.models import create_model
-    from aelab.training import evaluate, finetune, finetune_recipe, load_model, predict
+    from aelab.training import evaluate, finetune, finetune_recipe, predict
 
     t0 = time.perf_counter()
     pred, probs = predict(teacher, parts.unlabeled, batch_size=1000, device="cpu")
@@ -108,10 +113,7 @@ def _student(args: argparse.Namespace, teacher: Any, parts: Any, test: Any) -> d
         epochs=args.student_epochs, encoder_lr_mult=1.0,
     )  # fmt: skip
     seed_everything(args.seed)
-    if args.init == "none":
-        student = create_model(args.model)
-    else:
-        student, _ = load_model(args.init, device="cpu", which="last")
+    student = _initial_model(args)
     finetune(student, data, config=config, augment=make_augment(augment))
     acc = evaluate(student, test, batch_size=1000, device="cpu")["accuracy"]
     return {"student_acc": acc, "student_seconds": time.perf_counter() - t0,
