@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from aelab._runtime import resolve_device
+from aelab.runtime import resolve_device
 from aelab.data import make_augment
 from aelab.models import create_model
 

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aelab._runtime import seed_everything
+from aelab.runtime import seed_everything
 from aelab.data import ImageDataset, load_dataset, make_augment, split_dataset
 from aelab.models import create_model
 from aelab.training import (
@@ -307,7 +307,7 @@ def main() -> None:
     print(f"| pre-training (shared) | | | {t_pre:.0f}{' (cached)' if cached else ''} |")
     print(f"\ntotal wall time {total / 60:.1f} min")
     if args.out:
-        from aelab._io import write_json
+        from aelab.files import write_json
 
         write_json(
             args.out,

@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    from aelab._runtime import resolve_device
+    from aelab.runtime import resolve_device
 
     device = resolve_device(args.device)
     repeats = args.repeats or (2 if args.quick else 3)

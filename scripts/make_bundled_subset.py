@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aelab._io import write_bytes
+from aelab.files import write_bytes
 from aelab.data import fashion_mnist as fm
 
 MAX_BYTES = 3_000_000

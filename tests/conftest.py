@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hide the Debian Fashion-MNIST package from every test, subprocesses included.
+
+    The suite must give the same results on a fresh machine and on one with
+    ``dataset-fashion-mnist`` installed, so every test reads the subset bundled
+    with aelab (tests of the IDX reader write their own files).
+    """
+    os.environ["AELAB_FASHION_MNIST_DIR"] = tempfile.mkdtemp(prefix="aelab-no-fmnist-")
 
 
 def make_shapes(n: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:

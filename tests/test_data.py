@@ -294,17 +294,35 @@ def test_spec_parsing(tmp_path):
         DataSpec.parse(tmp_path / "t.txt")
 
 
-@pytest.mark.skipif(
-    not fm._have_idx(fm.fashion_mnist_dir()), reason="dataset-fashion-mnist not installed"
-)
-def test_fashion_mnist_full_set_and_bundled_rows_match():
-    ds = load_dataset("fashion-mnist:test", image_size=32, channels=1, fit="pad", progress=False)
-    assert ds.images.shape == (10000, 1, 32, 32) and ds.class_names[0] == "T-shirt/top"
-    assert sorted(set(ds.labels.tolist())) == list(range(10))
-    full = load_dataset("fashion-mnist:train", progress=False)
+def _write_idx(path, array):
+    """An IDX file of unsigned bytes, gzipped, as the Debian package ships them."""
+    import gzip
+
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    with gzip.open(path, "wb") as f:
+        f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def test_fashion_mnist_reads_idx_files(tmp_path, monkeypatch):
+    """The IDX reader, on files written here from the bundled subset's rows."""
     with np.load(fm.BUNDLED_PATH) as z:
-        rows, x = z["idx_train"], z["x_train"]
-    assert torch.equal(full.images[rows[:50], 0], torch.from_numpy(x[:50]))
+        parts = {p: (z[f"x_{p}"][:40], z[f"y_{p}"][:40]) for p in ("train", "test")}
+    for part, (img_name, lab_name) in fm._FILES.items():
+        x, y = parts[part]
+        _write_idx(tmp_path / img_name, x)
+        _write_idx(tmp_path / lab_name, y)
+    monkeypatch.setenv("AELAB_FASHION_MNIST_DIR", str(tmp_path))
+    ds = load_dataset("fashion-mnist:test", image_size=32, channels=1, fit="pad", progress=False)
+    assert ds.images.shape == (40, 1, 32, 32) and ds.class_names[0] == "T-shirt/top"
+    assert ds.ids[:2] == ["test-0", "test-1"]
+    full = load_dataset("fashion-mnist:train", progress=False)
+    assert torch.equal(full.images[:, 0], torch.from_numpy(parts["train"][0]))
+    assert full.labels.tolist() == parts["train"][1].tolist()
+    _write_idx(tmp_path / fm._FILES["test"][1], parts["test"][1][:10])
+    with pytest.raises(ValueError, match="40 test images but 10 labels"):
+        load_dataset("fashion-mnist:test", progress=False)
 
 
 def test_fashion_mnist_bundled_fallback(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from aelab._io import read_json, write_json, write_npy, write_npz, write_text
+from aelab.files import read_json, write_json, write_npy, write_npz, write_text
 from aelab.data.dataset import ImageDataset
 from aelab.data.streaming import ImageRows
 
@@ -572,7 +572,7 @@ def run_pretrain(
     dict
         ``run_dir``, ``history`` (per-epoch metrics), ``train_loss``, ``val_loss``.
     """
-    from aelab._runtime import seed_everything
+    from aelab.runtime import seed_everything
     from aelab.data import load_dataset, split_dataset, split_indices
     from aelab.training import PretrainConfig, pretrain
 
@@ -670,7 +670,7 @@ def run_finetune(
     dict
         ``run_dir``, ``history``, ``best_val_acc``, ``best_epoch``, split sizes.
     """
-    from aelab._runtime import seed_everything
+    from aelab.runtime import seed_everything
     from aelab.data import conform, load_dataset, split_dataset
     from aelab.training import finetune, finetune_recipe, load_model
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aelab._io import read_json, write_json, write_npy
+from aelab.files import read_json, write_json, write_npy
 from aelab.anomaly.scores import (
     PIXEL_SCORES,
     SCORES,
@@ -214,7 +214,7 @@ class ReconstructionDetector:
         -------
         self
         """
-        from aelab._runtime import seed_everything
+        from aelab.runtime import seed_everything
         from aelab.data import conform
         from aelab.models import auto_model_spec, create_model
         from aelab.training import PretrainConfig, pretrain
@@ -284,7 +284,7 @@ class ReconstructionDetector:
         out_dir: str | Path | None,
         name: str,
     ) -> Any:
-        from aelab._runtime import resolve_device
+        from aelab.runtime import resolve_device
         from aelab.training import Trainer
         from aelab.training.recipes import _batch_factory
 

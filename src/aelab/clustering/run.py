@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from aelab._io import write_json, write_npy, write_text
+from aelab.files import write_json, write_npy, write_text
 
 __all__ = [
     "ClusterResult",

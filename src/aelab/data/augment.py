@@ -11,7 +11,7 @@ in [0, 1], each image with its own random draw:
    single ``grid_sample`` (bilinear; outside pixels filled per ``padding``).
 
 Randomness comes from torch's global generator for the batch's device, so
-:func:`aelab._runtime.seed_everything` makes runs repeat. The module augments
+:func:`aelab.runtime.seed_everything` makes runs repeat. The module augments
 in training mode (the default after construction) and is the identity after
 ``.eval()``; the training loop calls it on training batches only.
 """

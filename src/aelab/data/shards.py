@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from aelab._io import read_json, write_json, write_npy
+from aelab.files import read_json, write_json, write_npy
 
 __all__ = [
     "MANIFEST",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from aelab._io import write_text
+from aelab.files import write_text
 from aelab.report.html import Report
 
 #: A run whose final train accuracy exceeds its validation accuracy by more

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from aelab._io import write_text
+from aelab.files import write_text
 from aelab.data.dataset import ImageDataset
 from aelab.study.config import dump_config
 from aelab.study.steps import StepRunner
@@ -249,7 +249,7 @@ def environment(device: str) -> dict[str, Any]:
     import torch
 
     from aelab import __version__
-    from aelab._runtime import resolve_device
+    from aelab.runtime import resolve_device
 
     dev = resolve_device(device)
     return {

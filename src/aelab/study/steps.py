@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aelab._io import read_json, write_json
+from aelab.files import read_json, write_json
 
 
 class StepRunner:

@@ -31,7 +31,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from aelab._io import atomic_path, read_json, write_json
+from aelab.files import atomic_path, read_json, write_json
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -361,7 +361,7 @@ def load_model(
     meta : dict
         The contents of ``model.json`` plus ``"weights"`` (the file loaded).
     """
-    from aelab._runtime import resolve_device
+    from aelab.runtime import resolve_device
     from aelab.models import create_model
 
     if which not in ("best", "last"):

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from aelab._runtime import resolve_device, seed_everything
+from aelab.runtime import resolve_device, seed_everything
 from aelab.clustering.space import SPACES, FeatureSpace, fit_feature_space
 from aelab.data.dataset import ImageDataset
 from aelab.training.loop import TrainConfig, Trainer

@@ -39,8 +39,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from aelab._io import read_json, write_json, write_text
-from aelab._runtime import resolve_device, seed_everything
+from aelab.files import read_json, write_json, write_text
+from aelab.runtime import resolve_device, seed_everything
 from aelab.training import checkpoint as ckpt
 from aelab.training import distributed as dist_utils
 

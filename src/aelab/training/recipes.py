@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from aelab._runtime import resolve_device
+from aelab.runtime import resolve_device
 from aelab.data.dataset import ImageDataset
 from aelab.data.streaming import ImageRows
 from aelab.training import distributed as dist_utils

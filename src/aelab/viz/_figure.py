@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from aelab._io import atomic_path
+from aelab.files import atomic_path
 
 __all__ = ["figure_to_data_uri", "figure_to_png_bytes", "save_figure"]
 
