@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import torch
 
-from aelab.runtime import resolve_device
 from aelab.data import make_augment
 from aelab.models import create_model
+from aelab.runtime import resolve_device
 
 SETTINGS = [  # (label, batch, channels, size, model)
     ("convae 256x3x64x64", 256, 3, 64, "convae"),

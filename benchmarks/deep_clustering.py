@@ -110,9 +110,9 @@ def main() -> None:
     )
     args = p.parse_args()
 
+    from aelab.deepcluster import DeepClusterConfig, deep_cluster
     from aelab.models import create_model
     from aelab.training import PretrainConfig, load_model, pretrain, save_checkpoint
-    from aelab.training.deepcluster import deep_cluster
 
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -150,12 +150,13 @@ def main() -> None:
         for method in args.methods:
             net = copy.deepcopy(model)
             t0 = time.perf_counter()
-            res = deep_cluster(
-                net, ds, k=args.classes, method=method, rounds=rounds,
+            cfg = DeepClusterConfig(
+                k=args.classes, method=method, rounds=rounds,
                 epochs_per_round=args.epochs_per_round, gamma=args.gamma, lr=args.lr,
                 space=args.space, n_components=args.n_components, batch_size=args.batch_size,
-                alpha=alpha, seed=seed, device=args.device, log=print,
+                alpha=alpha, seed=seed, device=args.device,
             )  # fmt: skip
+            res = deep_cluster(net, ds, cfg, log=print)
             t = time.perf_counter() - t0
             name = "KMeans" if method == "kmeans" else "EKM"
             rows[f"AE + {name}"] = {**res.initial, "time_s": None}

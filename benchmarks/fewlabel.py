@@ -50,9 +50,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from aelab.runtime import seed_everything
 from aelab.data import ImageDataset, load_dataset, make_augment, split_dataset
 from aelab.models import create_model
+from aelab.runtime import seed_everything
 from aelab.training import (
     PretrainConfig,
     encode,

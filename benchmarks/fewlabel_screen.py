@@ -54,8 +54,8 @@ def _run_one(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, A
     """One fine-tuning run in this process; returns its curve and test accuracy."""
     import numpy as np
 
-    from aelab.runtime import seed_everything
     from aelab.data import load_dataset, make_augment, split_dataset
+    from aelab.runtime import seed_everything
     from aelab.training import evaluate, finetune, finetune_recipe
 
     overrides = dict(overrides)
@@ -94,8 +94,8 @@ def _student(args: argparse.Namespace, teacher: Any, parts: Any, test: Any) -> d
     for the unlabeled ones."""
     import torch
 
-    from aelab.runtime import seed_everything
     from aelab.data import ImageDataset, make_augment
+    from aelab.runtime import seed_everything
     from aelab.training import evaluate, finetune, finetune_recipe, predict
 
     t0 = time.perf_counter()

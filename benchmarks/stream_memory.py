@@ -4,7 +4,7 @@ For each size ``N`` (default 20 000 and 200 000 images of 1x32x32, uint8) the
 images are written as a ``.npy`` file in a temporary folder (in chunks, so
 writing does not hold them either), then a fresh Python process runs one
 pre-training epoch of a small ``convae`` (1x32x32, widths 8-16, latent 32)
-with :func:`aelab.pipeline.run_pretrain` and reports its memory:
+with :func:`aelab.tasks.run_pretrain` and reports its memory:
 
 - ``stream``: ``run_pretrain(..., stream=True)``: the ``.npy`` stays a memory
   map and each batch reads its rows (``aelab.data.ImageRows``).
@@ -23,7 +23,7 @@ The ratio column is ``anon`` at the larger size over ``anon`` at the smaller.
 
 With ``--task embed`` the child encodes every image with an untrained
 checkpoint of the same model, with a 256-dimensional latent so the latents
-(1 KiB an image) outweigh the rest, through :func:`aelab.pipeline.run_embed`:
+(1 KiB an image) outweigh the rest, through :func:`aelab.tasks.run_embed`:
 
 - ``stream``: ``--stream`` into a folder of shards of ``--shard-size`` rows:
   one shard and one batch of latents in memory at a time.
@@ -110,7 +110,7 @@ def write_npy(path: Path, n: int, size: int = 32, chunk: int = 10_000) -> None:
 def child(npy: str, stream: bool, batch_size: int, workers: int) -> None:
     import torch
 
-    from aelab.pipeline import run_pretrain
+    from aelab.tasks import run_pretrain
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     overrides = {"in_channels": 1, "image_size": 32, "widths": (8, 16), "latent_dim": 32,
@@ -124,14 +124,14 @@ def child(npy: str, stream: bool, batch_size: int, workers: int) -> None:
         )  # fmt: skip
         seconds = time.perf_counter() - t0
     print(json.dumps({"anon": peak.anon, "file": peak.file, "seconds": seconds,
-                      "n_train": res["n_train"], "loss": res["train_loss"]}))  # fmt: skip
+                      "n_train": res.n_train, "loss": res.train_loss}))  # fmt: skip
 
 
 def child_embed(npy: str, stream: bool, batch_size: int, shard_size: int) -> None:
     import torch
 
     from aelab.models import create_model
-    from aelab.pipeline import run_embed
+    from aelab.tasks import run_embed
     from aelab.training import save_checkpoint
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -150,7 +150,7 @@ def child_embed(npy: str, stream: bool, batch_size: int, shard_size: int) -> Non
             )  # fmt: skip
             seconds = time.perf_counter() - t0
     print(json.dumps({"anon": peak.anon, "file": peak.file, "seconds": seconds,
-                      "n_train": res["n"], "loss": 0.0}))  # fmt: skip
+                      "n_train": res.n, "loss": 0.0}))  # fmt: skip
 
 
 def main() -> None:

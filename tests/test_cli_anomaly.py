@@ -97,9 +97,10 @@ def test_eval_anomalous_class_option(npz, detector, tmp_path):
 
 
 def test_bad_detector_dir_is_one_line_error(npz, tmp_path):
+    (tmp_path / "det").mkdir()
     res = runner.invoke(
         app,
-        ["anomaly", "score", str(npz), "--detector", str(tmp_path), "--out", str(tmp_path / "s.csv")],
+        ["anomaly", "score", str(npz), "--detector", str(tmp_path / "det"), "--out", str(tmp_path / "s.csv")],
     )  # fmt: skip
     assert res.exit_code == 2
     assert "not a detector folder" in res.output

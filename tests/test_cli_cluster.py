@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from aelab.cli.main import app
-from aelab.clustering import load_features, make_paper_data, run_cluster
+from aelab.clustering import make_paper_data
+from aelab.tasks import load_features, run_cluster
 
 runner = CliRunner()
 
@@ -58,8 +59,8 @@ def test_cluster_csv_and_npz_inputs(tmp_path):
     res = runner.invoke(app, ["cluster", str(npz), "--key", "z", "--k", "2", "--alpha", "0.5"])
     assert res.exit_code == 0, res.output
     assert "cluster 0: 5 (50.0%)" in res.output and "cluster 1: 5 (50.0%)" in res.output
-    r = run_cluster(csv, 2, alpha=0.5, seed=1)
-    assert r.summary["alpha"] == 0.5 and sorted(r.summary["sizes"]) == [5, 5] and r.files == []
+    r = run_cluster(csv, k=2, alpha=0.5, seed=1)
+    assert r.alpha == 0.5 and sorted(r.sizes) == [5, 5] and r.files == ()
 
 
 def _bad_files(tmp_path):
@@ -105,7 +106,7 @@ def test_bad_inputs_exit_2_and_write_nothing(tmp_path):
         (["--k", "50"], "larger than the number of samples"),
         (["--k", "2", "--alpha", "-1"], "positive finite number"),
         (["--k", "2", "--alpha", "abc"], "neither 'auto' nor a number"),
-        (["--k", "2", "--update", "bogus"], "choose 'damped' or 'fixed-point'"),
+        (["--k", "2", "--update", "bogus"], "choose one of damped, fixed-point"),
     ],
 )
 def test_bad_options_exit_2(tmp_path, args, msg):

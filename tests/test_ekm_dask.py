@@ -8,8 +8,8 @@ import pytest
 da = pytest.importorskip("dask.array")
 
 from aelab.clustering import EquilibriumKMeans  # noqa: E402
-from aelab.clustering.run import run_cluster  # noqa: E402
 from aelab.data.shards import ShardWriter, load_shards, read_shards, shard_files  # noqa: E402
+from aelab.tasks import run_cluster  # noqa: E402
 
 
 def blobs(seed: int = 0, offset: float = 0.0) -> np.ndarray:
@@ -79,7 +79,7 @@ def test_run_cluster_on_a_local_cluster_of_two_processes(tmp_path):
     X = blobs(4)
     for i, s in enumerate(range(0, len(X), 250)):
         np.save(tmp_path / f"part{i}.npy", X[s : s + 250])  # plain shards, no manifest
-    mem = run_cluster(X, 3, seed=0, n_init=2)
+    mem = run_cluster(X, k=3, seed=0, n_init=2)
     try:
         cluster = distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
@@ -89,18 +89,13 @@ def test_run_cluster_on_a_local_cluster_of_two_processes(tmp_path):
     with cluster, distributed.Client(cluster) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         res = run_cluster(
-            tmp_path,
-            3,
-            seed=0,
-            n_init=2,
-            out_dir=tmp_path / "out",
-            scheduler=cluster.scheduler_address,
+            tmp_path, tmp_path / "out", k=3, seed=0, n_init=2, scheduler=cluster.scheduler_address
         )
-    assert res.summary["chunks"] == 4 and res.summary["n_samples"] == len(X)
-    assert sorted(res.summary["sizes"]) == [40, 120, 600]
-    assert res.summary["objective"] == pytest.approx(mem.summary["objective"], rel=1e-5)
+    assert res.chunks == 4 and res.n_samples == len(X)
+    assert sorted(res.sizes) == [40, 120, 600]
+    assert res.objective == pytest.approx(mem.objective, rel=1e-5)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["scheduler"] == cluster.scheduler_address
     assert (tmp_path / "out" / "labels.csv").read_text().count("\n") == len(X) + 1
     with pytest.raises(ValueError, match="folder of .npy shards"):
-        run_cluster(tmp_path / "part0.npy", 3, scheduler="tcp://127.0.0.1:1")
+        run_cluster(tmp_path / "part0.npy", k=3, scheduler="tcp://127.0.0.1:1")

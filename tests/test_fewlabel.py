@@ -6,12 +6,13 @@ import torch
 
 from aelab.data import ImageDataset, make_augment
 from aelab.models import create_model
-from aelab.pipeline import run_finetune
+from aelab.tasks import run_finetune
 from aelab.training import (
     FINETUNE_RECIPES,
     Cutout,
     FinetuneConfig,
     PretrainConfig,
+    batch_factory,
     finetune,
     finetune_recipe,
     fixmatch_step,
@@ -20,7 +21,6 @@ from aelab.training import (
     pretrain,
     save_checkpoint,
 )
-from aelab.training.recipes import _batch_factory
 from conftest import make_shapes
 
 
@@ -102,7 +102,7 @@ def test_fixmatch_step_masks_unconfident_and_adds_terms():
 
 def test_semi_epoch_is_a_pass_over_the_unlabeled_images():
     lab, unl = shapes(10), unlabeled(shapes(100, seed=1))
-    factory = _batch_factory(
+    factory = batch_factory(
         lab, batch_size=4, shuffle=True, seed=0, device=torch.device("cpu"), labels=True,
         unlabeled=unl, unlabeled_batch_size=12, epoch_over_unlabeled=True,
     )  # fmt: skip
@@ -125,11 +125,11 @@ def test_semi_epoch_shards_labelled_and_unlabeled_batches_across_ranks(monkeypat
         "labels": True, "unlabeled": unl, "unlabeled_batch_size": 12,
         "epoch_over_unlabeled": True,
     }  # fmt: skip
-    whole = list(_batch_factory(lab, **kw)(1))
+    whole = list(batch_factory(lab, **kw)(1))
     ranks = []
     for rank in range(2):
         monkeypatch.setattr(dist_utils, "info", lambda r=rank: dist_utils.DistInfo(r, 2, 0, "gloo"))
-        ranks.append(list(_batch_factory(lab, **kw)(1)))
+        ranks.append(list(batch_factory(lab, **kw)(1)))
     assert len(ranks[0]) == len(ranks[1]) == len(whole) == 100 // 12
     for b, (x, y, xu) in enumerate(whole):
         (x0, y0, u0), (x1, y1, u1) = ranks[0][b], ranks[1][b]
@@ -137,7 +137,7 @@ def test_semi_epoch_shards_labelled_and_unlabeled_batches_across_ranks(monkeypat
         assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
         assert torch.equal(torch.cat([u0, u1]), xu)
     with pytest.raises(ValueError, match="unlabeled batch size 9"):
-        _batch_factory(lab, **{**kw, "unlabeled_batch_size": 9})
+        batch_factory(lab, **{**kw, "unlabeled_batch_size": 9})
 
 
 def test_distribution_alignment_spreads_pseudo_labels_over_classes(monkeypatch):
@@ -185,7 +185,7 @@ def test_every_named_recipe_trains_a_few_steps(name):
 def test_recipe_overrides_and_errors():
     config, augment = finetune_recipe("plain", epochs=2, augment="none", lr=None)
     assert config.epochs == 2 and augment == "none" and config.semi == "none"
-    assert config.lr == FINETUNE_RECIPES["plain"]["lr"]  # None falls through to the recipe
+    assert config.lr == FinetuneConfig().lr  # None falls through to the recipe (the defaults)
     assert finetune_recipe("default")[0] == finetune_recipe("fixmatch")[0]
     assert finetune_recipe("default")[0].label_smoothing == 0.0  # it would cap confidence
     with pytest.raises(ValueError, match="unknown fine-tuning recipe"):
@@ -222,11 +222,12 @@ def test_pretrained_encoder_is_loaded_and_starts_ahead(tmp_path):
     with_init = run_finetune(data, tmp_path, init=tmp_path / "pretrain", name="a", **common)
     scratch = run_finetune(data, tmp_path, model="convae_tiny", name="b", **common)
     # The fine-tuned encoder is the pre-trained one (frozen), not a fresh init.
-    ft_w = with_init["model"].encoder[0][0].weight.detach().cpu()
+    tuned, _ = load_model(with_init.run_dir)
+    ft_w = tuned.encoder[0][0].weight.detach().cpu()
     assert torch.equal(ft_w, pre.encoder[0][0].weight.detach().cpu())
-    a, b = with_init["history"], scratch["history"]
+    a, b = with_init.history, scratch.history
     assert a[-1]["train_loss"] < b[-1]["train_loss"], (a, b)
-    assert with_init["best_val_acc"] > scratch["best_val_acc"], (a, b)
+    assert with_init.best_val_acc > scratch.best_val_acc, (a, b)
 
 
 def test_run_finetune_default_recipe_uses_the_unlabeled_pool(tmp_path):
@@ -236,7 +237,7 @@ def test_run_finetune_default_recipe_uses_the_unlabeled_pool(tmp_path):
         data, tmp_path, init=tmp_path / "init", labels_per_class=5, val_per_class=5,
         epochs=1, batch_size=8, unlabeled_ratio=2, threshold=0.5, progress=False, device="cpu",
     )  # fmt: skip
-    row = res["history"][0]
+    row = res.history[0]
     assert "train_mask" in row  # FixMatch ran
     # One pass over the 75 non-validation images in unlabeled batches of 16.
-    assert res["splits"]["unlabeled"] == 75
+    assert res.splits.unlabeled == 75

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 
 import numpy as np
 import pytest
@@ -12,11 +11,10 @@ import torch
 from typer.testing import CliRunner
 
 from aelab.cli.main import app
-from aelab.clustering import run_cluster
 from aelab.clustering.metrics import cluster_accuracy, clustering_scores
-from aelab.clustering.run import load_latents
 from aelab.clustering.space import fit_feature_space
 from aelab.data import ImageDataset
+from aelab.tasks import load_latents, run_cluster
 
 runner = CliRunner()
 
@@ -36,7 +34,7 @@ def _shapes_ds(n: int = 180, seed: int = 0) -> ImageDataset:
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """A convae_tiny pre-trained for two epochs on the shapes, and its data file."""
-    from aelab.pipeline import run_pretrain
+    from aelab.tasks import run_pretrain
     from conftest import make_shapes
 
     tmp = tmp_path_factory.mktemp("latent")
@@ -309,15 +307,10 @@ def test_sweep_panels_and_table_agree(tmp_path):
             "False",
         )
         assert 0 <= float(row["acc"]) <= 1 and -1 <= float(row["ari"]) <= 1
-    # the same run through the library: the panel titles carry the table's sizes
-    res = run_cluster(
-        path, 3, sweep="0.1x,1x,10x,0.5", plot=tmp_path / "again.png", map_method="pca"
-    )
-    titles = [ax.get_title() for ax in res.figure.axes]
-    assert len(titles) == 4
-    for title, row in zip(titles, rows, strict=True):
-        assert re.search(r"sizes: ([\d ]+)", title).group(1).split() == row["sizes"].split(":")
-        assert f"= {float(row['alpha']):.3g}" in title
+    # the same run through the library gives the table's rows as typed records
+    res = run_cluster(path, k=3, sweep="0.1x,1x,10x,0.5", map="pca")
+    assert [":".join(map(str, r.sizes)) for r in res.sweep] == [row["sizes"] for row in rows]
+    assert [r.alpha for r in res.sweep] == pytest.approx([float(row["alpha"]) for row in rows])
 
 
 def test_target_ratio_finds_the_ratio(tmp_path):
@@ -342,7 +335,7 @@ def test_target_ratio_finds_the_ratio(tmp_path):
     r = runner.invoke(
         app, ["cluster", str(path), "--k", "3", "--target-ratio", "2:1", "--out", str(out)]
     )
-    assert r.exit_code == 2 and "2 parts for --k 3" in r.output
+    assert r.exit_code == 2 and "2 parts for k=3" in r.output
     r = runner.invoke(
         app, ["cluster", str(path), "--k", "3", "--target-ratio", "2:1:1", "--alpha", "0.5"]
     )
@@ -354,13 +347,15 @@ def test_target_ratio_finds_the_ratio(tmp_path):
 
 @pytest.mark.parametrize("method", ["ekm", "kmeans"])
 def test_one_deep_clustering_epoch_lowers_its_loss(pretrained, method):
-    from aelab.training import deep_cluster, load_model
+    from aelab.deepcluster import DeepClusterConfig, deep_cluster
+    from aelab.training import load_model
 
     model, _ = load_model(pretrained[0])
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     ds = _shapes_ds()
-    res = deep_cluster(model, ds, k=3, method=method, rounds=1, epochs_per_round=1, lr=1e-3,
-                       batch_size=32, seed=0, device="cpu")  # fmt: skip
+    cfg = DeepClusterConfig(k=3, method=method, rounds=1, epochs_per_round=1, lr=1e-3,
+                            batch_size=32, seed=0, device="cpu")  # fmt: skip
+    res = deep_cluster(model, ds, cfg)
     (row,) = res.history
     assert np.isfinite(row["loss_before"]) and row["loss_after"] < row["loss_before"]
     assert row["cluster_after"] < row["cluster_before"]
@@ -371,7 +366,7 @@ def test_one_deep_clustering_epoch_lowers_its_loss(pretrained, method):
 
 def test_clustering_loss_gradient_is_the_ekm_weighted_pull():
     from aelab.clustering import EquilibriumKMeans
-    from aelab.training import clustering_loss
+    from aelab.deepcluster import clustering_loss
 
     rng = np.random.default_rng(0)
     Z, C, alpha = rng.normal(size=(6, 3)), rng.normal(size=(2, 3)), 0.7
@@ -406,9 +401,9 @@ def test_deepcluster_command_writes_a_usable_run(pretrained, tmp_path):
     assert {"model.safetensors", "model.json", "labels.csv", "centroids.npy", "rounds.csv",
             "summary.json"} <= {p.name for p in run.iterdir()}  # fmt: skip
     s = json.loads((run / "summary.json").read_text())
-    assert len(s["history"]) == 2 and s["config"]["method"] == "ekm" and s["space"]["kind"] == "l2"
+    assert len(s["rounds"]) == 2 and s["settings"]["method"] == "ekm" and s["space"]["kind"] == "l2"
     # alpha "3x": three times the automatic 2 / spread, re-derived each round
-    for row in s["history"]:
+    for row in s["rounds"]:
         assert row["alpha"] == pytest.approx(6.0 / row["scale"])
     lines = (run / "labels.csv").read_text().splitlines()
     assert lines[0] == "id,cluster,label" and len(lines) == 181

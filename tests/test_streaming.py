@@ -14,7 +14,7 @@ from aelab.data import (
     split_indices,
 )
 from aelab.models import create_model
-from aelab.pipeline import run_pretrain
+from aelab.tasks import run_pretrain
 from aelab.training import PretrainConfig, pretrain
 
 
@@ -109,8 +109,8 @@ def test_run_pretrain_streams_a_folder_and_an_array(tmp_path, npy):
     kw = dict(model="convae_tiny", epochs=1, batch_size=4, val_fraction=0.25, device="cpu",
               progress=False, stream=True)  # fmt: skip
     res = run_pretrain(root, tmp_path / "out_folder", **kw)
-    assert (res["n_train"], res["n_val"]) == (12, 4)
+    assert (res.n_train, res.n_val) == (12, 4)
     res = run_pretrain(npy, tmp_path / "out_npy", max_images=40, **kw)
-    assert (res["n_train"], res["n_val"]) == (30, 10)
+    assert (res.n_train, res.n_val) == (30, 10)
     with pytest.raises(ValueError, match="model's size"):
         run_pretrain(npy, tmp_path / "out_bad", **{**kw, "model": "convae_fmnist"})

@@ -227,9 +227,9 @@ def test_resume_in_process_with_fresh_objects(tmp_path):
             raise Crash
         return step(model, batch, stage)
 
-    from aelab.training.recipes import _batch_factory
+    from aelab.training import batch_factory
 
-    factory = _batch_factory(
+    factory = batch_factory(
         data, batch_size=16, shuffle=True, seed=0, device=torch.device("cpu"), labels=False
     )
     trainer = Trainer(
@@ -293,9 +293,9 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
                 out["loss"] = out["loss"] * float("nan")
         return out
 
-    from aelab.training.recipes import _batch_factory
+    from aelab.training import batch_factory
 
-    factory = _batch_factory(
+    factory = batch_factory(
         data, batch_size=16, shuffle=True, seed=0, device=torch.device("cpu"), labels=False
     )
     snapshot = {}
@@ -392,9 +392,9 @@ def test_ema_weights_are_the_running_average_and_what_the_run_keeps(tmp_path):
             seen.append(m.encoder[0][0].weight.detach().clone())
         return step(m, batch, stage)
 
-    from aelab.training.recipes import _batch_factory
+    from aelab.training import batch_factory
 
-    factory = _batch_factory(
+    factory = batch_factory(
         data, batch_size=16, shuffle=True, seed=0, device=torch.device("cpu"), labels=False
     )
     trainer = Trainer(

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from aelab.files import read_json, write_json, write_npy
 from aelab.anomaly.scores import (
     PIXEL_SCORES,
     SCORES,
@@ -44,6 +43,7 @@ from aelab.anomaly.thresholds import (
     threshold_from_scores,
 )
 from aelab.data.dataset import ImageDataset
+from aelab.files import read_json, write_json, write_npy
 
 _DETECTOR_FILE = "detector.json"
 _MODEL_DIR = "model"
@@ -214,9 +214,9 @@ class ReconstructionDetector:
         -------
         self
         """
-        from aelab.runtime import seed_everything
         from aelab.data import conform
         from aelab.models import auto_model_spec, create_model
+        from aelab.runtime import seed_everything
         from aelab.training import PretrainConfig, pretrain
 
         parts, rule = self._validate()
@@ -285,8 +285,7 @@ class ReconstructionDetector:
         name: str,
     ) -> Any:
         from aelab.runtime import resolve_device
-        from aelab.training import Trainer
-        from aelab.training.recipes import _batch_factory
+        from aelab.training import Trainer, batch_factory
 
         if train.image_shape[1] != train.image_shape[2]:
             raise ValueError("the rotation score needs square images; use a square model")
@@ -297,9 +296,9 @@ class ReconstructionDetector:
         trainer = Trainer(
             net,
             rotation_reconstruction_step(rotation_weight=self.rotation_weight, loss=self.loss),
-            _batch_factory(train, shuffle=True, **kw),
+            batch_factory(train, shuffle=True, **kw),
             config=config,
-            val_batches=_batch_factory(calib, shuffle=False, **kw),
+            val_batches=batch_factory(calib, shuffle=False, **kw),
             run_dir=out_dir,
             model_name=name,
             model_meta={"task": "anomaly-rotation", "image_shape": list(train.image_shape)},

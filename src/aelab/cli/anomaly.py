@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from aelab.cli._common import echo, user_errors
+from aelab.cli._common import SET_HELP, echo, settings, user_errors
 
 anomaly_app = typer.Typer(help="Anomaly detection by reconstruction error.", no_args_is_help=True)
 
@@ -22,44 +22,63 @@ def fit_cmd(
     normal_class: str | None = typer.Option(
         None, "--normal-class", help="Use only this class (index or name) of a labeled source."
     ),
-    model: str = typer.Option("auto", "--model", help="Registered model or auto."),
-    epochs: int = typer.Option(10, "--epochs", min=1),
-    batch_size: int = typer.Option(128, "--batch-size", min=2),
-    lr: float = typer.Option(2e-3, "--lr"),
-    score: str = typer.Option(
-        "mse",
+    model: str | None = typer.Option(
+        None, "--model", help="Registered model or auto (default: the detector's)."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Default: the detector's."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=2, help="Default: the detector's."
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Default: the detector's."),
+    score: str | None = typer.Option(
+        None,
         "--score",
-        help="mse, mae, ssim, latent (distance to the k nearest training codes), or several "
-        "joined with + (each standardised on held-out normals, then summed), e.g. ssim+latent.",
+        help="mse, mae, ssim, latent (distance to the k nearest training codes), rotation, or several "
+        "joined with + (each standardised on held-out normals, then summed), e.g. ssim+latent "
+        "(default: the detector's, see `python -c 'import aelab.anomaly as a; help(a.ReconstructionDetector)'`).",
     ),
-    threshold: str = typer.Option(
-        "fpr:0.05", "--threshold", help="fpr:R (held-out normals), contamination:R, or a number."
+    threshold: str | None = typer.Option(
+        None,
+        "--threshold",
+        help="fpr:R (held-out normals; default fpr:0.05), contamination:R, or a number.",
     ),
-    latent_dim: int = typer.Option(0, "--latent-dim", help="Latent size (0: the model's default)."),
-    calibration_fraction: float = typer.Option(
-        0.2, "--calibration-fraction", help="Share of normal images held out to calibrate."
+    latent_dim: int | None = typer.Option(
+        None, "--latent-dim", min=1, help="Latent size (default: the model's)."
     ),
-    k: int = typer.Option(5, "--k", min=1, help="Neighbours of the latent score."),
-    max_images: int = typer.Option(
-        0, "--max-images", help="Train on at most this many images (0: all)."
+    calibration_fraction: float | None = typer.Option(
+        None,
+        "--calibration-fraction",
+        help="Share of normal images held out to calibrate (default 0.2).",
     ),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = DeviceOpt,
+    k: int | None = typer.Option(
+        None, "--k", min=1, help="Neighbours of the latent score (default 5)."
+    ),
+    max_images: int | None = typer.Option(
+        None, "--max-images", help="Train on at most this many images (default 0: all)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Default 0."),
+    device: str | None = typer.Option(
+        None, "--device", help="auto (CUDA when present; default), cpu, cuda, cuda:N."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a detector already in --out."
+    ),
+    set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:
     """Train a detector on normal images only and calibrate its threshold."""
     with user_errors():
-        from aelab.pipeline import run_anomaly_fit
+        from aelab.tasks import run_anomaly_fit
 
-        res = run_anomaly_fit(
-            data, out, normal_class=normal_class, model=model, epochs=epochs, batch_size=batch_size,
-            lr=lr, score=score, threshold=threshold, latent_dim=latent_dim,
-            calibration_fraction=calibration_fraction, k=k, max_images=max_images, seed=seed,
-            device=device,
-        )  # fmt: skip
-        echo(
-            f"trained on {res['n_train']} normal images; threshold {res['threshold']:.6g} ({res['rule']})"
-        )
-        echo(f"wrote {res['path']}")
+        given = settings({
+            "normal_class": normal_class, "model": model, "epochs": epochs, "batch_size": batch_size,
+            "lr": lr, "score": score, "threshold": threshold,
+            "model_overrides": None if latent_dim is None else {"latent_dim": latent_dim},
+            "calibration_fraction": calibration_fraction, "k": k, "max_images": max_images,
+            "random_state": seed, "device": device,
+        }, set_)  # fmt: skip
+        res = run_anomaly_fit(data, out, overwrite=overwrite, **given)
+        echo(f"trained on {res.n_train} normal images; threshold {res.threshold:.6g} ({res.rule})")
+        echo(f"wrote {res.path}")
 
 
 @anomaly_app.command("score")
@@ -70,16 +89,15 @@ def score_cmd(
     ),
     out: Path = typer.Option(..., "--out", help="CSV to write: id,score,is_anomaly."),
     device: str = DeviceOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Score images: higher is more anomalous; flag those above the threshold."""
     with user_errors():
-        from aelab.pipeline import run_anomaly_score
+        from aelab.tasks import run_anomaly_score
 
-        res = run_anomaly_score(data, detector, out, device=device)
-        echo(
-            f"{res['n_anomalies']} of {res['n']} images above the threshold {res['threshold']:.6g}"
-        )
-        echo(f"wrote {res['path']}")
+        res = run_anomaly_score(data, detector, out, device=device, overwrite=overwrite)
+        echo(f"{res.n_anomalies} of {res.n} images above the threshold {res.threshold:.6g}")
+        echo(f"wrote {res.path}")
 
 
 @anomaly_app.command("eval")
@@ -109,27 +127,29 @@ def eval_cmd(
     ),
     seed: int = typer.Option(0, "--seed"),
     device: str = DeviceOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier results in --out."),
 ) -> None:
     """Mean loss on normal and anomalous images, ROC AUC, and figures."""
     with user_errors():
-        from aelab.pipeline import run_anomaly_eval
+        from aelab.tasks import run_anomaly_eval
 
         res = run_anomaly_eval(
             detector, normal, anomalous, out, normal_class=normal_class,
             anomalous_class=anomalous_class, max_images=max_images, seed=seed, device=device,
+            overwrite=overwrite,
         )  # fmt: skip
-        m = res["metrics"]
-        echo(
-            f"mean reconstruction loss (MSE): normal {m['mean_mse_normal']:.4f}, anomalous {m['mean_mse_anomalous']:.4f}"
-        )
-        echo(f"ROC AUC {m['roc_auc']:.4f}  average precision {m['average_precision']:.4f}  "
-             f"F1 {m['f1']:.4f}  FPR at threshold {m['fpr']:.4f}")  # fmt: skip
-        parts = [
-            f"{k[len('roc_auc_') :]} {v:.4f}" for k, v in m.items() if k.startswith("roc_auc_")
-        ]
-        if parts:
-            echo("ROC AUC of each part: " + ", ".join(parts))
-        for p in res["files"]:
+        m = res.metrics
+        echo(f"mean reconstruction loss (MSE): normal {m.mean_mse_normal:.4f}, "
+             f"anomalous {m.mean_mse_anomalous:.4f}")  # fmt: skip
+        echo(f"ROC AUC {m.roc_auc:.4f}  average precision {m.average_precision:.4f}  "
+             f"F1 {m.f1:.4f}  FPR at threshold {m.fpr:.4f}")  # fmt: skip
+        if m.part_roc_auc:
+            echo(
+                "ROC AUC of each part: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in m.part_roc_auc.items())
+            )
+        echo(f"wrote {out / 'metrics.json'}")
+        for p in res.figures.values():
             echo(f"wrote {p}")
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from aelab.cli._common import echo, user_errors
+from aelab.cli._common import SET_HELP, echo, settings, user_errors
+
+if TYPE_CHECKING:
+    from aelab.tasks import ClusterResult
 
 
 def cluster(
@@ -17,10 +21,10 @@ def cluster(
         "An .npz from `aelab embed` gives its latents z and, when known, its labels.",
     ),
     k: int = typer.Option(..., "--k", min=1, help="Number of clusters."),
-    alpha: str = typer.Option(
-        "auto",
+    alpha: str | None = typer.Option(
+        None,
         "--alpha",
-        help="Inverse temperature (> 0), or 'auto' (2 / mean squared distance to the mean). "
+        help="Inverse temperature (> 0), or 'auto' (the default: 2 / mean squared distance to the mean). "
         "Small alpha pulls centroids together; large alpha approaches hard k-means.",
     ),
     target_ratio: str | None = typer.Option(
@@ -41,17 +45,23 @@ def cluster(
         help="Write a 2-D map (coloured by cluster, true classes as marker shapes, centroids "
         "as X, sizes in the legend) to this image file; with --alpha-sweep, the panels.",
     ),
-    map_method: str = typer.Option(
-        "tsne", "--map", help="2-D map: tsne (openTSNE), umap (needs umap-learn) or pca (fast)."
+    map_method: str | None = typer.Option(
+        None,
+        "--map",
+        help="2-D map: tsne (openTSNE; default), umap (needs umap-learn) or pca (fast).",
     ),
-    space: str = typer.Option(
-        "raw",
+    space: str | None = typer.Option(
+        None,
         "--space",
-        help="Cluster the features as they are (raw), L2-normalised (l2), PCA-reduced (pca), "
+        help="Cluster the features as they are (raw; default), L2-normalised (l2), PCA-reduced (pca), "
         "or both (l2-pca).",
     ),
-    pca_dim: int = typer.Option(32, "--pca-dim", min=1, help="Dimensions kept by --space pca."),
-    seed: int = typer.Option(0, "--seed", help="Random seed of the k-means++ starts and the map."),
+    pca_dim: int | None = typer.Option(
+        None, "--pca-dim", min=1, help="Dimensions kept by --space pca (default 32)."
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Random seed of the k-means++ starts and the map (default 0)."
+    ),
     out: Path | None = typer.Option(
         None,
         "--out",
@@ -65,16 +75,19 @@ def cluster(
         "--labels-key",
         help="True-class array inside an .npz (default: labels if present; 'none' ignores them).",
     ),
-    n_init: int = typer.Option(
-        10, "--n-init", min=1, help="Starts; the lowest-objective one is kept."
+    n_init: int | None = typer.Option(
+        None,
+        "--n-init",
+        min=1,
+        help="Starts; the lowest-objective one is kept (default: EquilibriumKMeans's, 10).",
     ),
-    update: str = typer.Option(
-        "damped",
+    update: str | None = typer.Option(
+        None,
         "--update",
-        help="'damped' (converges) or 'fixed-point' (the paper's rule; may cycle).",
+        help="'damped' (the default: converges) or 'fixed-point' (the paper's rule; may cycle).",
     ),
-    max_iter: int = typer.Option(
-        300, "--max-iter", min=1, help="Maximum passes over the data per start."
+    max_iter: int | None = typer.Option(
+        None, "--max-iter", min=1, help="Maximum passes over the data per start (default 300)."
     ),
     scheduler: str | None = typer.Option(
         None,
@@ -82,52 +95,59 @@ def cluster(
         help="With a shard folder: a dask.distributed scheduler ADDRESS (tcp://host:8786) "
         "to run on, or 'local' for a local cluster of worker processes.",
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace earlier outputs in --out and --plot."
+    ),
+    set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:
     """Cluster feature vectors with Equilibrium K-Means and print the cluster sizes."""
     with user_errors():
-        from aelab.clustering.run import parse_alpha, run_cluster
         from aelab.data import parse_ratio
+        from aelab.tasks import run_cluster
 
-        if update not in ("damped", "fixed-point"):
-            raise ValueError(f"--update {update!r}: choose 'damped' or 'fixed-point'")
-        ratio = None if target_ratio is None else parse_ratio(target_ratio)
+        given = settings({
+            "k": k, "alpha": alpha, "sweep": alpha_sweep, "map": map_method, "space": space,
+            "n_components": pca_dim, "seed": seed, "key": key, "labels_key": labels_key,
+            "n_init": n_init, "update": update, "max_iter": max_iter,
+            "target_ratio": None if target_ratio is None else parse_ratio(target_ratio),
+        }, set_)  # fmt: skip
         res = run_cluster(
-            features, k, alpha=parse_alpha(alpha), seed=seed, out_dir=out, key=key,
-            n_init=n_init, update=update, max_iter=max_iter, labels_key=labels_key,
-            space=space, n_components=pca_dim, target_ratio=ratio, sweep=alpha_sweep,
-            plot=plot, map_method=map_method, scheduler=scheduler,
-        )  # fmt: skip
-    s = res.summary
-    n = s["n_samples"]
-    echo(f"{n} samples x {s['n_features']} features, k={s['k']}, alpha={s['alpha']:.6g}")
-    if ratio is not None:
-        echo(
-            f"--target-ratio {target_ratio}: closest alpha {s['alpha']:.6g} of {len(res.search)} "
-            f"tried; sizes {':'.join(map(str, sorted(s['sizes'], reverse=True)))} "
-            f"(largest deviation from the ratio {100 * s['mismatch']:.1f}%)"
+            features, out, plot=plot, scheduler=scheduler, overwrite=overwrite, **given
         )
-    for i, size in enumerate(s["sizes"]):
+    _print(res, target_ratio)
+
+
+def _print(res: ClusterResult, target_ratio: str | None) -> None:
+    """What the command prints: sizes, convergence, scores, the sweep, and each warning once."""
+    n = res.n_samples
+    echo(f"{n} samples x {res.n_features} features, k={res.k}, alpha={res.alpha:.6g}")
+    if res.target_ratio is not None:
+        sizes = ":".join(map(str, sorted(res.sizes, reverse=True)))
+        echo(f"--target-ratio {target_ratio}: closest alpha {res.alpha:.6g} of {len(res.search)} "
+             f"tried; sizes {sizes} (largest deviation from the ratio {100 * res.mismatch:.1f}%)")  # fmt: skip
+    for i, size in enumerate(res.sizes):
         echo(f"cluster {i}: {size} ({100.0 * size / n:.1f}%)")
-    state = "converged" if s["converged"] else "NOT converged"
-    echo(f"objective {s['objective']:.6g}, {s['iterations']} iterations, {state}")
-    if "acc" in s:
-        echo(
-            f"against the true classes: accuracy {s['acc']:.4f}, NMI {s['nmi']:.4f}, ARI {s['ari']:.4f}"
-        )
+    state = "converged" if res.converged else "NOT converged"
+    echo(f"objective {res.objective:.6g}, {res.iterations} iterations, {state}")
+    s = res.scores
+    if s is not None:
+        echo(f"against the true classes: accuracy {s.acc:.4f}, NMI {s.nmi:.4f}, ARI {s.ari:.4f}")
     if res.sweep:
         echo("alpha sweep:")
         head = f"  {'alpha':>10}  {'factor':>7}  {'sizes':<24} {'iter':>5}  conv"
-        echo(head + ("  acc     nmi     ari" if "acc" in s else ""))
+        echo(head + ("  acc     nmi     ari" if s is not None else ""))
         for r in res.sweep:
-            line = (
-                f"  {r['alpha']:>10.4g}  {r['factor']:>7.3g}  {':'.join(map(str, r['sizes'])):<24} "
-                f"{r['n_iter']:>5}  {'yes' if r['converged'] else 'NO '}"
-            )
-            if "acc" in r:
-                line += f"  {r['acc']:.4f}  {r['nmi']:.4f}  {r['ari']:.4f}"
+            line = (f"  {r.alpha:>10.4g}  {r.factor:>7.3g}  {':'.join(map(str, r.sizes)):<24} "
+                    f"{r.n_iter:>5}  {'yes' if r.converged else 'NO '}")  # fmt: skip
+            if r.scores is not None:
+                line += f"  {r.scores.acc:.4f}  {r.scores.nmi:.4f}  {r.scores.ari:.4f}"
             echo(line)
-    for msg in s["warnings"]:
+    for msg in res.messages:
         typer.secho(f"warning: {msg}", err=True, fg=typer.colors.YELLOW)
+    if res.n_warnings > len(res.messages):
+        typer.secho(
+            f"({res.n_warnings} warnings from the fits in all)", err=True, fg=typer.colors.YELLOW
+        )
     if res.files:
         echo(f"wrote {', '.join(str(p) for p in res.files)}")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from aelab.cli._common import echo, user_errors
+from aelab.cli._common import SET_HELP, echo, settings, user_errors
 
 
 def deepcluster(
@@ -18,29 +18,41 @@ def deepcluster(
     out: Path = typer.Option(
         ..., "--out", help="Run folder; results go to OUT/NAME (default deepcluster-METHOD)."
     ),
-    method: str = typer.Option(
-        "ekm", "--method", help="ekm (EKM weights in the loss) or kmeans (hard assignment)."
+    method: str | None = typer.Option(
+        None, "--method", help="ekm (EKM weights in the loss; default) or kmeans (hard assignment)."
     ),
     name: str | None = typer.Option(None, "--name", help="Subfolder of OUT for this run."),
-    rounds: int = typer.Option(10, "--rounds", min=1, help="Cluster / fine-tune alternations."),
-    epochs_per_round: int = typer.Option(
-        1, "--epochs-per-round", min=1, help="Fine-tuning epochs per round (centroids fixed)."
+    rounds: int | None = typer.Option(
+        None, "--rounds", min=1, help="Cluster / fine-tune alternations (default 10)."
     ),
-    gamma: float = typer.Option(
-        1.0, "--gamma", min=0.0, help="Weight of the clustering loss against reconstruction."
+    epochs_per_round: int | None = typer.Option(
+        None,
+        "--epochs-per-round",
+        min=1,
+        help="Fine-tuning epochs per round, centroids fixed (default 1).",
     ),
-    alpha: str = typer.Option(
-        "auto",
+    gamma: float | None = typer.Option(
+        None,
+        "--gamma",
+        min=0.0,
+        help="Weight of the clustering loss against reconstruction (default 1).",
+    ),
+    alpha: str | None = typer.Option(
+        None,
         "--alpha",
         help="EKM alpha in the clustering space: a number, auto (2 / mean squared distance "
         "to the mean, re-derived each round) or a multiple of auto such as 3x.",
     ),
-    space: str = typer.Option(
-        "l2", "--space", help="Clustering space: raw, l2 (unit-normalised, default), pca, l2-pca."
+    space: str | None = typer.Option(
+        None, "--space", help="Clustering space: raw, l2 (unit-normalised, default), pca, l2-pca."
     ),
-    pca_dim: int = typer.Option(32, "--pca-dim", min=1, help="Dimensions of the PCA spaces."),
-    lr: float = typer.Option(1e-4, "--lr", help="Learning rate of the fine-tuning."),
-    batch_size: int = typer.Option(128, "--batch-size", min=2),
+    pca_dim: int | None = typer.Option(
+        None, "--pca-dim", min=1, help="Dimensions of the PCA spaces (default 32)."
+    ),
+    lr: float | None = typer.Option(
+        None, "--lr", help="Learning rate of the fine-tuning (default 1e-4)."
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=2, help="Default 128."),
     classes: str | None = typer.Option(
         None, "--classes", help="Use only these classes (0,1,2 or names), relabelled 0..k-1."
     ),
@@ -49,12 +61,13 @@ def deepcluster(
     ),
     n: int | None = typer.Option(None, "--n", min=1, help="Images in all (seeded sample)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option(
-        "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."
+    seed: int | None = typer.Option(None, "--seed", help="Default 0."),
+    device: str | None = typer.Option(
+        None, "--device", help="auto (CUDA when present; default), cpu, cuda, cuda:N."
     ),
     labels: Path | None = typer.Option(None, "--labels", help="Labels file for array data."),
     progress: bool = typer.Option(False, "--progress", help="Show progress bars."),
+    set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:
     """Deep clustering: fine-tune a pre-trained autoencoder so its latents cluster (EKM or K-means).
 
@@ -62,24 +75,24 @@ def deepcluster(
     """
     with user_errors():
         from aelab.data import parse_class_list, parse_ratio
-        from aelab.pipeline import run_deepcluster
+        from aelab.tasks import Source, run_deepcluster
 
-        res = run_deepcluster(
-            data, init, out, k=k, method=method, name=name, rounds=rounds,
-            epochs_per_round=epochs_per_round, gamma=gamma, alpha=alpha, space=space,
-            n_components=pca_dim, lr=lr, batch_size=batch_size,
-            classes=None if classes is None else parse_class_list(classes),
-            ratio=None if ratio is None else parse_ratio(ratio), n=n, overwrite=overwrite,
-            seed=seed, device=device, labels=labels, progress=progress, log=echo,
-        )  # fmt: skip
-    first, last = res["history"][0], res["history"][-1]
+        given = settings({
+            "k": k, "method": method, "rounds": rounds, "epochs_per_round": epochs_per_round,
+            "gamma": gamma, "alpha": alpha, "space": space, "n_components": pca_dim, "lr": lr,
+            "batch_size": batch_size, "n": n, "seed": seed, "device": device,
+            "progress": progress or None,
+            "classes": None if classes is None else parse_class_list(classes),
+            "ratio": None if ratio is None else parse_ratio(ratio),
+        }, set_)  # fmt: skip
+        res = run_deepcluster(Source(data, None if labels is None else str(labels)), init, out,
+                              name=name, overwrite=overwrite, log=echo, **given)  # fmt: skip
+    first, last = res.rounds[0], res.rounds[-1]
     echo(
         f"loss over all images: round 1 {first['loss_before']:.4g} -> {first['loss_after']:.4g}, "
         f"round {last['round']} {last['loss_before']:.4g} -> {last['loss_after']:.4g}"
     )
-    echo(
-        f"wrote {res['run_dir']} (checkpoint, labels.csv, centroids.npy, rounds.csv, summary.json)"
-    )
+    echo(f"wrote {res.run_dir} (checkpoint, labels.csv, centroids.npy, rounds.csv, summary.json)")
 
 
 def register(app: typer.Typer) -> None:

@@ -36,7 +36,7 @@ def embed(
         "checkpoint's shape memory-mapped) instead of loading them all.",
     ),
     overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace the shards of an earlier embed in the --out folder."
+        False, "--overwrite", help="Replace an earlier output (.npz file or shards in the folder)."
     ),
     classes: str | None = typer.Option(
         None,
@@ -71,21 +71,21 @@ def embed(
     """
     with user_errors():
         from aelab.data import parse_class_list, parse_ratio
-        from aelab.pipeline import run_embed
+        from aelab.tasks import Source, run_embed
 
         res = run_embed(
-            data, ckpt, out,
+            Source(data, None if labels is None else str(labels), skip_bad), ckpt, out,
             classes=None if classes is None else parse_class_list(classes),
             ratio=None if ratio is None else parse_ratio(ratio), n=n, seed=seed,
-            batch_size=batch_size, device=device, skip_bad=skip_bad, labels=labels,
-            shard_size=shard_size, stream=stream, overwrite=overwrite,
+            batch_size=batch_size, shard_size=shard_size, stream=stream, overwrite=overwrite,
+            device=device,
         )  # fmt: skip
-    where = res["path"]
-    if "shards" in res:
-        where += f" ({res['shards']} shard{'s' if res['shards'] != 1 else ''})"
-    echo(f"wrote {where}: {res['n']} latent vectors of dimension {res['latent_dim']}")
-    if "class_counts" in res:
-        echo("classes: " + ", ".join(f"{k} {v}" for k, v in res["class_counts"].items()))
+    where = str(res.path)
+    if res.shards is not None:
+        where += f" ({res.shards} shard{'s' if res.shards != 1 else ''})"
+    echo(f"wrote {where}: {res.n} latent vectors of dimension {res.latent_dim}")
+    if res.class_counts:
+        echo("classes: " + ", ".join(f"{k} {v}" for k, v in res.class_counts.items()))
 
 
 def register(app: typer.Typer) -> None:

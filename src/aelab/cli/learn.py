@@ -1,4 +1,8 @@
-"""``aelab pretrain``, ``finetune``, ``predict``, ``evaluate`` and ``reconstruct``."""
+"""``aelab pretrain``, ``finetune``, ``predict``, ``evaluate`` and ``reconstruct``.
+
+Options left unset fall through to the task's config (its defaults live in
+one place, the config dataclass); ``--set key=value`` reaches every other setting.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from aelab.cli._common import echo, user_errors
+from aelab.cli._common import SET_HELP, echo, settings, user_errors
 
 
 class Augment(StrEnum):
@@ -34,44 +38,64 @@ class Loss(StrEnum):
 
 
 DataArg = typer.Argument(..., help="Image folder, .npy/.npz file, or fashion-mnist[:train|:test].")
-DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")
-SeedOpt = typer.Option(0, "--seed", help="Seed for splits, initialisation and shuffling.")
+DeviceOpt = typer.Option(
+    None, "--device", help="auto (CUDA when present; default), cpu, cuda, cuda:N."
+)
+SeedOpt = typer.Option(
+    None, "--seed", help="Seed for splits, initialisation and shuffling (default 0)."
+)
 SkipBadOpt = typer.Option(
     False, "--skip-bad", help="Skip unreadable images (listed) instead of failing."
 )
 LabelsOpt = typer.Option(None, "--labels", help="Labels file (.npy or .csv) for array data.")
+SetOpt = typer.Option(None, "--set", help=SET_HELP)
+OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an existing output.")
+
+
+def _source(data: str, labels: Path | None = None, skip_bad: bool = False) -> object:
+    from aelab.tasks import Source
+
+    return Source(data, None if labels is None else str(labels), skip_bad)
+
+
+def _value(e: StrEnum | None) -> str | None:
+    return None if e is None else e.value
 
 
 def pretrain_cmd(
     data: str = DataArg,
     out: Path = typer.Option(..., "--out", help="Run folder; the checkpoint goes to OUT/pretrain."),
-    model: str = typer.Option(
-        "auto", "--model", help="Registered model (see `aelab models`) or auto."
+    model: str | None = typer.Option(
+        None, "--model", help="Registered model (see `aelab models`) or auto (default)."
     ),
-    epochs: int = typer.Option(10, "--epochs", min=1),
-    batch_size: int = typer.Option(128, "--batch-size", min=2),
-    lr: float = typer.Option(2e-3, "--lr"),
-    loss: Loss = typer.Option(Loss.mse, "--loss"),
-    augment: Augment = typer.Option(Augment.none, "--augment", help="Augmentation of the inputs."),
-    mask_ratio: float = typer.Option(
-        0.0,
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="Passes over the images (default 10)."
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=2, help="Default 128."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 0.002)."),
+    loss: Loss | None = typer.Option(None, "--loss", help="Reconstruction loss (default mse)."),
+    augment: Augment | None = typer.Option(
+        None, "--augment", help="Augmentation of the inputs (default none)."
+    ),
+    mask_ratio: float | None = typer.Option(
+        None,
         "--mask-ratio",
         help="Masked-patch pre-training: hide this share of 4x4 squares from the encoder "
-        "and reconstruct the whole image (0: plain autoencoder).",
+        "and reconstruct the whole image (default 0: plain autoencoder).",
     ),
-    val_fraction: float = typer.Option(
-        0.05, "--val-fraction", help="Share held out to monitor val_loss."
+    val_fraction: float | None = typer.Option(
+        None, "--val-fraction", help="Share held out to monitor val_loss (default 0.05)."
     ),
-    max_images: int = typer.Option(
-        0, "--max-images", help="Use at most this many images (0: all)."
+    max_images: int | None = typer.Option(
+        None, "--max-images", help="Use at most this many images (default 0: all)."
     ),
     amp: bool = typer.Option(False, "--bf16", help="bf16 mixed precision."),
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted run in OUT/pretrain."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
-    seed: int = SeedOpt,
-    device: str = DeviceOpt,
+    seed: int | None = SeedOpt,
+    device: str | None = DeviceOpt,
     skip_bad: bool = SkipBadOpt,
     stream: bool = typer.Option(
         False,
@@ -82,22 +106,24 @@ def pretrain_cmd(
     num_workers: int = typer.Option(
         0, "--num-workers", min=0, help="Processes that read batches ahead (0: none)."
     ),
+    set_: list[str] | None = SetOpt,
 ) -> None:
     """Pre-train an autoencoder on images without labels (reconstruction loss).
 
     Runs data-parallel unchanged under torchrun (--batch-size is the global batch).
     """
     with user_errors():
-        from aelab.pipeline import run_pretrain
+        from aelab.tasks import run_pretrain
 
-        res = run_pretrain(
-            data, out, model=model, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss.value,
-            augment=augment.value, mask_ratio=mask_ratio, val_fraction=val_fraction,
-            max_images=max_images,
-            amp="bf16" if amp else None, resume=resume, overwrite=overwrite, seed=seed,
-            device=device, skip_bad=skip_bad, stream=stream, num_workers=num_workers,
-        )  # fmt: skip
-        echo(f"wrote {res['run_dir']} (final train_loss {res['train_loss']:.5f})")
+        given = settings({
+            "model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+            "loss": _value(loss), "augment": _value(augment), "mask_ratio": mask_ratio,
+            "val_fraction": val_fraction, "max_images": max_images, "amp": "bf16" if amp else None,
+            "seed": seed, "device": device,
+        }, set_)  # fmt: skip
+        res = run_pretrain(_source(data, skip_bad=skip_bad), out, resume=resume, overwrite=overwrite,
+                           stream=stream, num_workers=num_workers, **given)  # fmt: skip
+        echo(f"wrote {res.run_dir} (final train_loss {res.train_loss:.5f})")
 
 
 def finetune_cmd(
@@ -106,15 +132,19 @@ def finetune_cmd(
     init: Path | None = typer.Option(
         None, "--init", help="A pretrain run folder to start from (else from scratch)."
     ),
-    model: str = typer.Option("auto", "--model", help="Model when starting from scratch."),
+    model: str | None = typer.Option(
+        None, "--model", help="Model when starting from scratch (default auto)."
+    ),
     name: str = typer.Option("finetune", "--name", help="Subfolder of OUT for this run."),
-    labels_per_class: int = typer.Option(
-        0, "--labels-per-class", help="Labeled images per class (0: all not in validation)."
+    labels_per_class: int | None = typer.Option(
+        None,
+        "--labels-per-class",
+        help="Labeled images per class (default 0: all not in validation).",
     ),
-    val_per_class: int = typer.Option(
-        0, "--val-per-class", help="Validation images per class (0: use --val-fraction)."
+    val_per_class: int | None = typer.Option(
+        None, "--val-per-class", help="Validation images per class (default 0: use --val-fraction)."
     ),
-    val_fraction: float = typer.Option(0.1, "--val-fraction"),
+    val_fraction: float | None = typer.Option(None, "--val-fraction", help="Default 0.1."),
     recipe: Recipe = typer.Option(
         Recipe.default,
         "--recipe",
@@ -177,37 +207,37 @@ def finetune_cmd(
         help="Predict with an exponential moving average of the weights, this decay per step; "
         "0 turns it off (default: from --recipe).",
     ),
-    patience: int = typer.Option(
-        0, "--patience", help="Early stopping on val_acc after this many epochs (0: off)."
+    patience: int | None = typer.Option(
+        None, "--patience", help="Early stopping on val_acc after this many epochs (default: off)."
     ),
     amp: bool = typer.Option(False, "--bf16", help="bf16 mixed precision."),
     resume: bool = typer.Option(False, "--resume"),
     overwrite: bool = typer.Option(False, "--overwrite"),
-    seed: int = SeedOpt,
-    device: str = DeviceOpt,
+    seed: int | None = SeedOpt,
+    device: str | None = DeviceOpt,
     skip_bad: bool = SkipBadOpt,
     labels: Path | None = LabelsOpt,
+    set_: list[str] | None = SetOpt,
 ) -> None:
     """Fine-tune the encoder and a classifier head on (few) labeled images."""
     with user_errors():
-        from aelab.pipeline import run_finetune
+        from aelab.tasks import run_finetune
 
-        res = run_finetune(
-            data, out, init=init, model=model, name=name, labels_per_class=labels_per_class,
-            val_per_class=val_per_class, val_fraction=val_fraction, recipe=recipe.value,
-            augment=None if augment is None else augment.value, epochs=epochs,
-            batch_size=batch_size, lr=lr, recon_weight=recon_weight,
-            freeze_encoder_epochs=freeze_encoder_epochs, encoder_lr_mult=encoder_lr_mult,
-            label_smoothing=label_smoothing, semi=None if semi is None else semi.value,
-            unlabeled_weight=unlabeled_weight, threshold=threshold,
-            unlabeled_ratio=unlabeled_ratio,
-            distribution_alignment=distribution_alignment, ema_decay=ema_decay, patience=patience or None,
-            amp="bf16" if amp else None, resume=resume, overwrite=overwrite, seed=seed,
-            device=device, skip_bad=skip_bad, labels=labels,
-        )  # fmt: skip
-        acc = res.get("best_val_acc")
-        extra = f" (best val_acc {acc:.4f})" if acc is not None else ""
-        echo(f"wrote {res['run_dir']}{extra}")
+        given = settings({
+            "model": model, "labels_per_class": labels_per_class, "val_per_class": val_per_class,
+            "val_fraction": val_fraction, "augment": _value(augment), "epochs": epochs,
+            "batch_size": batch_size, "lr": lr, "recon_weight": recon_weight,
+            "freeze_encoder_epochs": freeze_encoder_epochs, "encoder_lr_mult": encoder_lr_mult,
+            "label_smoothing": label_smoothing, "semi": _value(semi),
+            "unlabeled_weight": unlabeled_weight, "threshold": threshold,
+            "unlabeled_ratio": unlabeled_ratio, "distribution_alignment": distribution_alignment,
+            "ema_decay": ema_decay, "patience": patience or None, "amp": "bf16" if amp else None,
+            "seed": seed, "device": device,
+        }, set_)  # fmt: skip
+        res = run_finetune(_source(data, labels, skip_bad), out, init=init, name=name,
+                           recipe=recipe.value, resume=resume, overwrite=overwrite, **given)  # fmt: skip
+        acc = res.best_val_acc
+        echo(f"wrote {res.run_dir}" + (f" (best val_acc {acc:.4f})" if acc is not None else ""))
 
 
 def predict_cmd(
@@ -215,15 +245,19 @@ def predict_cmd(
     ckpt: Path = typer.Option(..., "--ckpt", help="A finetune run folder."),
     out: Path = typer.Option(..., "--out", help="CSV to write (id,label)."),
     batch_size: int = typer.Option(256, "--batch-size", min=1),
-    device: str = DeviceOpt,
+    device: str = typer.Option(
+        "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."
+    ),
     skip_bad: bool = SkipBadOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Predict a class for every image; write a submission CSV in input order."""
     with user_errors():
-        from aelab.pipeline import run_predict
+        from aelab.tasks import run_predict
 
-        res = run_predict(data, ckpt, out, batch_size=batch_size, device=device, skip_bad=skip_bad)
-        echo(f"wrote {res['path']} ({res['n']} rows)")
+        res = run_predict(_source(data, skip_bad=skip_bad), ckpt, out, batch_size=batch_size,
+                          device=device, overwrite=overwrite)  # fmt: skip
+        echo(f"wrote {res.path} ({res.n} rows)")
 
 
 def evaluate_cmd(
@@ -231,19 +265,23 @@ def evaluate_cmd(
     ckpt: Path = typer.Option(..., "--ckpt", help="A finetune run folder."),
     out: Path | None = typer.Option(None, "--out", help="Also write the metrics as JSON here."),
     labels: Path | None = LabelsOpt,
-    device: str = DeviceOpt,
+    device: str = typer.Option(
+        "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."
+    ),
     skip_bad: bool = SkipBadOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Accuracy, per-class accuracy and confusion matrix on labeled images."""
     with user_errors():
-        from aelab.pipeline import run_evaluate
+        from aelab.tasks import run_evaluate
 
-        res = run_evaluate(data, ckpt, out=out, labels=labels, device=device, skip_bad=skip_bad)
-        echo(f"accuracy {res['accuracy']:.4f} on {res['n_samples']} images")
-        for name, acc in zip(res["class_names"], res["per_class_accuracy"], strict=True):
-            echo(f"  {name:>20s}  {acc:.4f}")
+        res = run_evaluate(_source(data, labels, skip_bad), ckpt, out=out, device=device,
+                           overwrite=overwrite)  # fmt: skip
+        echo(f"accuracy {res.accuracy:.4f} on {res.n_samples} images")
+        for name, acc in zip(res.class_names, res.per_class_accuracy, strict=True):
+            echo(f"  {name:>20s}  " + ("   n/a" if acc is None else f"{acc:.4f}"))
         echo("confusion matrix (rows true, columns predicted):")
-        for row in res["confusion_matrix"]:
+        for row in res.confusion_matrix:
             echo("  " + " ".join(f"{v:5d}" for v in row))
         if out is not None:
             echo(f"wrote {out}")
@@ -256,18 +294,21 @@ def reconstruct_cmd(
     ),
     out: Path = typer.Option(..., "--out", help="PNG to write."),
     n: int = typer.Option(16, "--n", min=1, help="Images to show."),
-    seed: int = SeedOpt,
-    device: str = DeviceOpt,
+    seed: int = typer.Option(0, "--seed", help="Seed of the image sample."),
+    device: str = typer.Option(
+        "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."
+    ),
     skip_bad: bool = SkipBadOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Originals above their reconstructions, as one PNG grid."""
     with user_errors():
-        from aelab.pipeline import run_reconstruct
+        from aelab.tasks import run_reconstruct
 
-        res = run_reconstruct(data, ckpt, out, n=n, seed=seed, device=device, skip_bad=skip_bad)
-        echo(
-            f"wrote {res['path']} ({res['n']} images, mean squared error {', '.join(f'{m:.5f}' for m in res['mse'])})"
-        )
+        res = run_reconstruct(_source(data, skip_bad=skip_bad), ckpt, out, n=n, seed=seed,
+                              device=device, overwrite=overwrite)  # fmt: skip
+        mse = ", ".join(f"{m:.5f}" for m in res.mse)
+        echo(f"wrote {res.path} ({res.n} images, mean squared error {mse})")
 
 
 def register(app: typer.Typer) -> None:

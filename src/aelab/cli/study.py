@@ -14,10 +14,15 @@ def study_cmd(
         None, help="A TOML config (see --print-config); defaults otherwise."
     ),
     data: str | None = typer.Option(
-        None, "--data", help="Labeled data: image folder, .npz, or fashion-mnist."
+        None,
+        "--data",
+        help="Labeled data: image folder (one subfolder per class), .npz, or fashion-mnist.",
     ),
     test: str | None = typer.Option(
-        None, "--test", help="Images to predict for submission.csv ('' to skip)."
+        None,
+        "--test",
+        help="Images to predict for submission.csv (default auto: a held-out part of --data, "
+        "or Fashion-MNIST's test split for the demo data).",
     ),
     anomalies: str | None = typer.Option(
         None, "--anomalies", help="Another data source of anomalies."
@@ -39,19 +44,18 @@ def study_cmd(
 ) -> None:
     """Run the whole study: pre-train, fine-tune with/without augmentation, predict,
     cluster latents with EKM, detect anomalies, reconstruct, and write report.html."""
-    from aelab.study.config import DEFAULT_TOML, load_config
-
     if print_config:
-        typer.echo(DEFAULT_TOML, nl=False)
+        from aelab.study.config import default_toml
+
+        typer.echo(default_toml(), nl=False)
         raise typer.Exit()
     with user_errors():
-        from aelab.study.run import run_study
+        from aelab.report import write_report
+        from aelab.study import load_config, run_study
 
         over: dict = {}
         if data is not None:
             over.setdefault("data", {})["source"] = data
-            if test is None and config is None:
-                over["data"]["test"] = ""  # the default test set belongs to the default data
         if test is not None:
             over.setdefault("data", {})["test"] = test
         if anomalies is not None:
@@ -62,7 +66,9 @@ def study_cmd(
             over["device"] = device
         cfg = load_config(config, quick=quick, overrides=over)
         res = run_study(cfg, out, resume=resume, log=echo)
-        echo(f"study finished in {res['total_wall_s']:.0f} s; report: {res['report']}")
+        report = write_report(res, out)
+        echo(f"[report] wrote {report}")
+        echo(f"study finished in {res.total_wall_s:.0f} s; report: {report}")
 
 
 def register(app: typer.Typer) -> None:

@@ -239,7 +239,14 @@ def _assemble(
     )
 
 
-def _resolve_class(ds: ImageDataset | ImageRows, c: int | str) -> int:
+def resolve_class(ds: ImageDataset | ImageRows, c: int | str) -> int:
+    """The index of class ``c`` of ``ds``, given by index or by name.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or an index out of range (the message lists the classes).
+    """
     num = ds.num_classes or 0
     if isinstance(c, str):
         if ds.class_names is not None and c in ds.class_names:
@@ -321,7 +328,7 @@ def select_classes(
         raise ValueError("give at least one class")
     if counts is not None and (ratio is not None or n is not None):
         raise ValueError("give counts, or ratio and/or n, not both")
-    ks = [_resolve_class(ds, c) for c in classes]
+    ks = [resolve_class(ds, c) for c in classes]
     if len(set(ks)) != len(ks):
         raise ValueError(f"classes repeat: {list(classes)}")
     labels = ds.labels.numpy()

@@ -1,126 +1,355 @@
-"""The study's configuration: one TOML file, every knob with a documented default.
+"""The study's configuration: one TOML file whose sections are the tasks' own configs.
 
-``aelab study --print-config`` prints :data:`DEFAULT_TOML`; a user copies it,
-edits what they need and passes the file back. Unknown keys are errors, so a
-typo never silently falls back to a default.
+Every section is read into a config dataclass: ``[pretrain]`` is a
+:class:`~aelab.tasks.PretrainOptions`, ``[finetune]`` a recipe plus
+:class:`~aelab.tasks.FinetuneOptions` fields, ``[cluster]`` adds the subset to
+:class:`~aelab.tasks.ClusterOptions`, ``[anomaly]`` adds the anomalies to
+:data:`~aelab.tasks.AnomalyFitOptions`. So each setting is declared once, in
+its dataclass, and any of its fields may appear in the file; unknown keys are
+errors. ``aelab study --print-config`` prints the keys a user most often
+changes, with their values and a comment each.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: The defaults, as the TOML a user edits. Comments say what each knob does.
-DEFAULT_TOML = """\
-# aelab study configuration. Every key is optional; these are the defaults.
-seed = 0
-device = "auto"          # auto (CUDA when present), cpu, cuda, cuda:N
+from aelab.tasks import (
+    AnomalyFitOptions,
+    ClusterOptions,
+    FinetuneOptions,
+    PretrainOptions,
+    finetune_options,
+    with_overrides,
+)
+from aelab.tasks.options import coerce
 
-[data]
-source = "fashion-mnist"         # image folder, .npy/.npz, or fashion-mnist (the built-in demo data)
-test = "fashion-mnist:test"      # images to predict into submission.csv; "" to skip
-model = "auto"                   # a registered model; auto: convae at the data's size (convae_fmnist for 28x28 gray)
-image_size = 0                   # 0: the model's own size
-max_images = 20000               # cap on images used for pre-training (0: all)
-labels_per_class = 100           # labeled images per class for fine-tuning
-val_per_class = 100              # validation images per class
-max_test = 0                     # cap on predicted test images (0: all)
+__all__ = [
+    "QUICK_OVERRIDES",
+    "AnomalySection",
+    "ClusterSection",
+    "DataSection",
+    "FinetuneSection",
+    "StudyConfig",
+    "default_toml",
+    "dump_config",
+    "load_config",
+]
 
-[pretrain]
-epochs = 4
-batch_size = 128
-lr = 0.002
-loss = "mse"                     # mse, l1 or bce
-augment = "none"                 # augmentation while pre-training: none or standard
 
-[finetune]
-epochs = 30
-batch_size = 64
-lr = 0.001
-recon_weight = 0.0               # weight of the reconstruction loss kept on while fine-tuning
-recipe = "plain"                 # fine-tuning recipe: plain (labels only) or default/fixmatch (also the unlabeled images, slower)
-augment = ["standard", "none"]   # the ablation: one fine-tuning run per preset
+@dataclass
+class DataSection:
+    """``[data]``: the user's images, the test set, and the one split of the study.
 
-[cluster]
-classes = [0, 1, 2]              # three classes, as in the study
-ratio = [2, 1, 1]                # their sizes, 2:1:1
-n = 200                          # images in the subset
-alpha = "target"                 # "target": search the alpha whose sizes best match ratio; "auto"; or a number
-alpha_factors = [0.1, 1.0, 10.0] # the panels: these multiples of the chosen alpha
-map = "tsne"                     # 2-D map: tsne, umap or pca
-encoder = "finetune"             # whose latents: finetune (the best fine-tuned model) or pretrain
+    Parameters
+    ----------
+    source : str
+        Labelled images: a folder with one subfolder per class, an ``.npz``
+        with labels, or ``fashion-mnist`` (the demo data).
+    test : str
+        Images to predict into ``submission.csv``: ``"auto"`` takes
+        Fashion-MNIST's test split for the demo data and otherwise holds out
+        ``test_fraction`` of each class of ``source``; or another data spec.
+    test_fraction : float
+        Share of each class held out as the test set when ``test = "auto"``
+        and the source has no test split of its own.
+    labels_per_class, val_per_class : int
+        Labelled training and validation images per class.
+    max_test : int
+        Cap on predicted test images (0: all).
+    """
 
-[anomaly]
-normal_class = 0                 # class trained on as "normal"
-anomalies = ""                   # another data source of anomalies; "": the other classes of the test set
-max_anomalies = 1000             # cap on anomalous images scored
-max_images = 0                   # cap on normal training images (0: all of the class)
-epochs = 10
-score = "mse"                    # mse, mae, ssim or latent
-threshold = "fpr:0.05"           # fpr:R (on held-out normals), contamination:R, or a number
+    source: str = "fashion-mnist"
+    test: str = "auto"
+    test_fraction: float = 0.2
+    labels_per_class: int = 100
+    val_per_class: int = 100
+    max_test: int = 0
 
-[reconstruct]
-n = 8                            # images shown before and after fine-tuning
-"""
+    def __post_init__(self) -> None:
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
+        for name in ("labels_per_class", "val_per_class", "max_test"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
+        if self.labels_per_class < 1:
+            raise ValueError("data.labels_per_class must be >= 1 (the study fine-tunes on labels)")
+
+
+@dataclass
+class FinetuneSection:
+    """``[finetune]``: a named recipe, the augmentation ablation, and any fine-tuning setting.
+
+    ``recipe`` names the starting settings (see
+    :data:`aelab.training.FINETUNE_RECIPES`); ``ablation`` lists the
+    augmentation presets, one fine-tuning run each; ``settings`` holds every
+    other field of :class:`~aelab.tasks.FinetuneOptions`.
+    """
+
+    recipe: str = "plain"
+    ablation: list[str] = field(default_factory=lambda: ["standard", "none"])
+    settings: FinetuneOptions = field(default_factory=lambda: finetune_options("plain"))
+
+
+@dataclass
+class ClusterSection:
+    """``[cluster]``: EKM on a subset of classes in a ratio, at the alpha that fits it.
+
+    Parameters
+    ----------
+    classes : list of int or str
+        The classes clustered; empty: the first three (or every class when there are fewer).
+    ratio : list of float
+        Their sizes; empty: 2:1:1 (2:1 for two classes).
+    n : int
+        Images in the subset, at most (fewer when the classes have fewer test images).
+    search : bool
+        Search the alpha whose cluster sizes fit ``ratio`` best, then show
+        ``sweep`` multiples of it (the study's "tune alpha until 2:1:1").
+    sweep : str
+        The alphas shown side by side.
+    encoder : {"finetune", "pretrain"}
+        Whose latents: the best fine-tuned model or the pre-trained one.
+    settings : ClusterOptions
+        Every other EKM setting (``map``, ``space``, ``n_init``...); ``k`` and
+        ``target_ratio`` come from ``classes`` and ``ratio``.
+    """
+
+    classes: list[int | str] = field(default_factory=list)
+    ratio: list[float] = field(default_factory=list)
+    n: int = 200
+    search: bool = True
+    sweep: str = "0.1x,1x,10x"
+    encoder: str = "finetune"
+    settings: ClusterOptions = field(default_factory=lambda: ClusterOptions(k=1))
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ("finetune", "pretrain"):
+            raise ValueError(f"cluster.encoder {self.encoder!r}: choose finetune or pretrain")
+        if self.n < 1:
+            raise ValueError(f"cluster.n must be >= 1, got {self.n}")
+
+
+@dataclass
+class AnomalySection:
+    """``[anomaly]``: a detector trained on one class, tested on the others or on other data.
+
+    Parameters
+    ----------
+    normal_class : int or str
+        The class trained on as normal (index or name).
+    anomalies : str
+        Another data source of anomalies; empty: the other classes of the test set.
+    max_anomalies : int
+        Cap on the normal and anomalous test images scored (0: all).
+    settings : AnomalyFitOptions
+        The detector's settings (:class:`~aelab.anomaly.ReconstructionDetector`'s
+        parameters, its defaults) and ``max_images``.
+    """
+
+    normal_class: int | str = 0
+    anomalies: str = ""
+    max_anomalies: int = 1000
+    settings: Any = field(default_factory=lambda: AnomalyFitOptions())
+
+
+@dataclass
+class StudyConfig:
+    """The whole study: ``seed`` and ``device`` for every step, then one section per step."""
+
+    seed: int = 0
+    device: str = "auto"
+    data: DataSection = field(default_factory=DataSection)
+    pretrain: PretrainOptions = field(
+        default_factory=lambda: PretrainOptions(epochs=4, max_images=20000)
+    )
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    cluster: ClusterSection = field(default_factory=ClusterSection)
+    anomaly: AnomalySection = field(default_factory=AnomalySection)
+    reconstruct_n: int = 8
+
 
 #: ``--quick``: the same study, smaller. Applied on top of the defaults and the user's file.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
-    "data": {"max_images": 2000, "labels_per_class": 20, "val_per_class": 20, "max_test": 1000},
-    "pretrain": {"epochs": 2},
+    "data": {"labels_per_class": 20, "val_per_class": 20, "max_test": 1000},
+    "pretrain": {"epochs": 2, "max_images": 2000},
     "finetune": {"epochs": 6},
     "cluster": {"n": 120},
     "anomaly": {"epochs": 3, "max_anomalies": 300, "max_images": 1000},
 }
 
+# Keys of a section read into the section itself; every other key is a field of its settings.
+_OWN = {
+    "finetune": ("recipe", "ablation"),
+    "cluster": ("classes", "ratio", "n", "search", "sweep", "encoder"),
+    "anomaly": ("normal_class", "anomalies", "max_anomalies"),
+}
+# Settings the study decides itself (from the top-level keys or from the data).
+_DERIVED = {
+    "pretrain": ("seed", "device"),
+    "finetune": ("seed", "device", "labels_per_class", "val_per_class", "val_fraction", "augment"),
+    "cluster": ("k", "target_ratio", "seed", "sweep"),
+    "anomaly": ("random_state", "device", "normal_class"),
+}
+_WHY = {
+    "seed": "set the top-level seed",
+    "device": "set the top-level device",
+    "random_state": "set the top-level seed",
+    "labels_per_class": "set data.labels_per_class (the study splits once)",
+    "val_per_class": "set data.val_per_class (the study splits once)",
+    "val_fraction": "the study splits by data.val_per_class",
+    "augment": "list the presets in finetune.ablation",
+    "k": "list the classes in cluster.classes",
+    "target_ratio": "set cluster.ratio (and cluster.search)",
+    "normal_class": "set anomaly.normal_class",
+}
 
-def default_config() -> dict[str, Any]:
-    """The defaults as a nested dict."""
-    return tomllib.loads(DEFAULT_TOML)
+
+def _refuse_derived(section: str, values: dict[str, Any]) -> None:
+    for key in _DERIVED.get(section, ()):
+        if key in values and not (section in _OWN and key in _OWN[section]):
+            raise ValueError(f"{section}.{key} is not set in [{section}]: {_WHY[key]}")
 
 
-def _merge(base: dict[str, Any], new: dict[str, Any], where: str = "") -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in new.items():
-        path = f"{where}{key}"
-        if key not in base:
-            known = ", ".join(sorted(base))
-            raise ValueError(f"unknown config key {path!r}; known keys here: {known}")
-        if isinstance(base[key], dict):
-            if not isinstance(value, dict):
-                raise ValueError(f"config key {path!r} must be a table ([{path}])")
-            out[key] = _merge(base[key], value, f"{path}.")
-        else:
-            out[key] = value
-    return out
+def _section(name: str, current: Any, values: dict[str, Any]) -> Any:
+    """``current`` (a section dataclass) with the TOML ``values`` of ``[name]`` applied."""
+    if not isinstance(values, dict):
+        raise ValueError(f"config key {name!r} must be a table ([{name}])")
+    _refuse_derived(name, values)
+    if name in ("data",):
+        return with_overrides(current, values, where=f"{name}.")
+    if name == "pretrain":
+        return with_overrides(current, values, where="pretrain.")
+    own = {k: values[k] for k in _OWN[name] if k in values}
+    rest = {k: v for k, v in values.items() if k not in own}
+    section = with_overrides(current, own, where=f"{name}.")
+    settings = section.settings
+    if name == "finetune" and "recipe" in own:
+        # A recipe replaces the settings it names; fields given beside it win.
+        settings = finetune_options(section.recipe)
+    settings = with_overrides(settings, rest, where=f"{name}.")
+    return dataclasses.replace(section, settings=settings)
+
+
+def _apply(cfg: StudyConfig, table: dict[str, Any]) -> StudyConfig:
+    top = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    cfg = with_overrides(cfg, {k: v for k, v in top.items() if k != "reconstruct"}, where="")
+    changes: dict[str, Any] = {}
+    for name, values in table.items():
+        if not isinstance(values, dict):
+            continue
+        if name == "reconstruct":
+            extra = set(values) - {"n"}
+            if extra:
+                raise ValueError(
+                    f"unknown setting 'reconstruct.{sorted(extra)[0]}'; known settings: n"
+                )
+            changes["reconstruct_n"] = coerce(
+                values.get("n", cfg.reconstruct_n), int, "reconstruct.n"
+            )
+            continue
+        if name not in ("data", "pretrain", "finetune", "cluster", "anomaly"):
+            known = "data, pretrain, finetune, cluster, anomaly, reconstruct"
+            raise ValueError(f"unknown config section [{name}]; known sections: {known}")
+        changes[name] = _section(name, changes.get(name, getattr(cfg, name)), values)
+    return dataclasses.replace(cfg, **changes)
 
 
 def load_config(
     path: str | Path | None = None, *, quick: bool = False, overrides: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Defaults, then the user's TOML file, then ``--quick``, then ``overrides``.
+) -> StudyConfig:
+    """Defaults, then the user's TOML file, then ``--quick``, then ``overrides`` (same layout).
 
     Raises
     ------
     ValueError
-        For a file that is not TOML or a key that does not exist.
+        For a file that is not TOML, an unknown key, or a value that does not fit.
     """
-    cfg = default_config()
+    cfg = StudyConfig()
     if path is not None:
         p = Path(path)
         try:
             user = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"{p}: no such config file") from None
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{p}: not valid TOML ({e})") from None
-        cfg = _merge(cfg, user)
+        cfg = _apply(cfg, user)
     if quick:
-        cfg = _merge(cfg, QUICK_OVERRIDES)
+        cfg = _apply(cfg, QUICK_OVERRIDES)
     if overrides:
-        cfg = _merge(cfg, overrides)
+        cfg = _apply(cfg, overrides)
     return cfg
+
+
+# ----------------------------------------------------------------------------- writing
+
+#: The keys ``--print-config`` shows, each with a comment; values come from the dataclasses.
+_SHOWN: dict[str, list[tuple[str, str]]] = {
+    "": [("seed", "every step's seed"), ("device", "auto (CUDA when present), cpu, cuda, cuda:N")],
+    "data": [
+        ("source", "labelled images: folder (one subfolder per class), .npz, or fashion-mnist"),
+        (
+            "test",
+            "auto: fashion-mnist's test split, else test_fraction of each class held out; or a data spec",
+        ),
+        ("test_fraction", "share of each class held out as the test set (test = auto, own data)"),
+        ("labels_per_class", "labelled images per class for fine-tuning"),
+        ("val_per_class", "validation images per class"),
+        ("max_test", "cap on predicted test images (0: all)"),
+    ],
+    "pretrain": [
+        ("model", "a registered model; auto: the convae member for the data's size"),
+        ("epochs", "passes over the pre-training images"),
+        ("max_images", "cap on pre-training images (0: all)"),
+        ("batch_size", ""),
+        ("lr", ""),
+        ("loss", "mse, l1 or bce"),
+        ("mask_ratio", "masked-patch pre-training: share of 4x4 squares hidden (0: off)"),
+    ],
+    "finetune": [
+        ("recipe", "plain (labels only) or default/fixmatch (also the unlabeled images, slower)"),
+        ("ablation", "one fine-tuning run per augmentation preset"),
+        ("epochs", ""),
+        ("batch_size", ""),
+        ("lr", ""),
+        ("recon_weight", "weight of the reconstruction loss kept on while fine-tuning"),
+    ],
+    "cluster": [
+        ("classes", "the classes clustered; []: the first three (or all, when fewer)"),
+        ("ratio", "their sizes; []: 2:1:1 (2:1 for two classes)"),
+        ("n", "images in the subset, at most"),
+        ("search", "search the alpha whose cluster sizes fit the ratio"),
+        ("sweep", "the alphas shown side by side (multiples of the chosen one)"),
+        ("map", "2-D map: tsne, umap or pca"),
+        ("encoder", "whose latents: finetune (the best fine-tuned model) or pretrain"),
+    ],
+    "anomaly": [
+        ("normal_class", "the class trained on as normal"),
+        ("anomalies", 'another data source of anomalies; "": the other classes of the test set'),
+        ("max_anomalies", "cap on the normal and anomalous test images scored"),
+        ("max_images", "cap on normal training images (0: all of the class)"),
+        ("score", "the detector's score (mse, latent, rotation, ... joined with +)"),
+        ("epochs", ""),
+        ("threshold", "fpr:R (on held-out normals), contamination:R, or a number"),
+    ],
+    "reconstruct": [("n", "images shown before and after fine-tuning")],
+}
+
+
+def _get(cfg: StudyConfig, section: str, key: str) -> Any:
+    if section == "":
+        return getattr(cfg, key)
+    if section == "reconstruct":
+        return cfg.reconstruct_n
+    obj = getattr(cfg, section)
+    if hasattr(obj, "settings") and not hasattr(obj, key):
+        obj = obj.settings
+    return getattr(obj, key)
 
 
 def _toml_value(v: Any) -> str:
@@ -130,17 +359,49 @@ def _toml_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
+    if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
-def dump_config(cfg: dict[str, Any]) -> str:
-    """A config dict (scalars, lists, one level of tables) as TOML text."""
-    top = [f"{k} = {_toml_value(v)}" for k, v in cfg.items() if not isinstance(v, dict)]
-    tables = [
-        f"\n[{k}]\n" + "\n".join(f"{kk} = {_toml_value(vv)}" for kk, vv in v.items())
-        for k, v in cfg.items()
-        if isinstance(v, dict)
-    ]
-    return "\n".join(top) + "\n" + "\n".join(tables) + "\n"
+def _changed(cfg: StudyConfig, section: str) -> list[tuple[str, Any]]:
+    """Fields of a section's settings that differ from a fresh section's (so a dump reloads the same)."""
+    if section in ("", "reconstruct"):
+        return []
+    now, fresh = getattr(cfg, section), getattr(StudyConfig(), section)
+    if section == "finetune":
+        fresh = dataclasses.replace(fresh, settings=finetune_options(now.recipe))
+    a = now.settings if hasattr(now, "settings") else now
+    b = fresh.settings if hasattr(fresh, "settings") else fresh
+    shown = {k for k, _ in _SHOWN[section]}
+    skip = shown | set(_DERIVED.get(section, ()))
+    return [(f.name, getattr(a, f.name)) for f in dataclasses.fields(a)
+            if f.name not in skip and getattr(a, f.name) != getattr(b, f.name)]  # fmt: skip
+
+
+def dump_config(cfg: StudyConfig, *, comments: bool = False) -> str:
+    """The config as TOML that :func:`load_config` reads back to the same config."""
+    lines: list[str] = []
+    for section, keys in _SHOWN.items():
+        if section:
+            lines += ["", f"[{section}]"]
+        entries = [(k, _get(cfg, section, k), doc) for k, doc in keys]
+        entries += [(k, v, "") for k, v in _changed(cfg, section) if v is not None]
+        for key, value, doc in entries:
+            if value is None:
+                continue
+            text = f"{key} = {_toml_value(value)}"
+            lines.append(f"{text:<32} # {doc}" if comments and doc else text)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def default_toml() -> str:
+    """The defaults as the commented TOML a user edits (``aelab study --print-config``)."""
+    head = (
+        "# aelab study configuration. Every key is optional; these are the defaults.\n"
+        "# Each section also takes any other setting of its task (see the docs of\n"
+        "# PretrainOptions, FinetuneOptions, ClusterOptions, ReconstructionDetector).\n"
+    )
+    return head + dump_config(StudyConfig(), comments=True)

@@ -4,51 +4,47 @@
 - :mod:`aelab.training.steps` — reconstruction and classification steps
 - :mod:`aelab.training.semisup` — FixMatch step and strong augmentation
 - :mod:`aelab.training.checkpoint` — safetensors + JSON checkpoints
-- :mod:`aelab.training.recipes` — :func:`pretrain`, :func:`finetune`,
-  :func:`predict`, :func:`evaluate`, :func:`encode`, :func:`iter_encode`, :func:`reconstruct`
-- :mod:`aelab.training.deepcluster` — :func:`deep_cluster` (EKM or K-means
-  clustering loss, alternating with re-clustering)
+- :mod:`aelab.training.configs` — :class:`PretrainConfig`, :class:`FinetuneConfig`,
+  the named fine-tuning recipes
+- :mod:`aelab.training.batching` — :func:`batch_factory` (seeded, sharded batches)
+- :mod:`aelab.training.recipes` — :func:`pretrain`, :func:`finetune`
+- :mod:`aelab.training.inference` — :func:`predict`, :func:`evaluate`,
+  :func:`encode`, :func:`iter_encode`, :func:`reconstruct`, :func:`map_batches`
 """
 
+from aelab.training.batching import batch_factory, check_dataset
 from aelab.training.checkpoint import load_model, read_checkpoint_meta, save_checkpoint
-from aelab.training.deepcluster import (
-    DeepClusterResult,
-    clustering_loss,
-    deep_cluster,
-    deep_clustering_step,
-)
-from aelab.training.loop import NonFiniteLossError, TrainConfig, Trainer, TrainResult
-from aelab.training.recipes import (
+from aelab.training.configs import (
     FINETUNE_RECIPES,
     FinetuneConfig,
     PretrainConfig,
+    finetune_recipe,
+)
+from aelab.training.inference import (
     encode,
     evaluate,
-    finetune,
-    finetune_recipe,
     iter_encode,
     map_batches,
     predict,
-    pretrain,
     reconstruct,
 )
+from aelab.training.loop import NonFiniteLossError, TrainConfig, Trainer, TrainResult
+from aelab.training.recipes import finetune, pretrain
 from aelab.training.semisup import Cutout, fixmatch_step, make_strong_augment
 from aelab.training.steps import classification_step, reconstruction_loss, reconstruction_step
 
 __all__ = [
     "FINETUNE_RECIPES",
     "Cutout",
-    "DeepClusterResult",
     "FinetuneConfig",
     "NonFiniteLossError",
     "PretrainConfig",
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "batch_factory",
+    "check_dataset",
     "classification_step",
-    "clustering_loss",
-    "deep_cluster",
-    "deep_clustering_step",
     "encode",
     "evaluate",
     "finetune",

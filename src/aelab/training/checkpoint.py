@@ -361,8 +361,8 @@ def load_model(
     meta : dict
         The contents of ``model.json`` plus ``"weights"`` (the file loaded).
     """
-    from aelab.runtime import resolve_device
     from aelab.models import create_model
+    from aelab.runtime import resolve_device
 
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', got {which!r}")

@@ -7,7 +7,7 @@ HTML-ready data URI with :func:`figure_to_png_bytes` / :func:`figure_to_data_uri
 their heavy libraries only when called.
 """
 
-from aelab.viz._figure import figure_to_data_uri, figure_to_png_bytes, save_figure
+from aelab.viz._figure import figure_to_data_uri, figure_to_png_bytes, image_format, save_figure
 from aelab.viz.clusters import cluster_map, cluster_panels
 from aelab.viz.curves import confusion_matrix_plot, roc_curve_plot, score_histogram, training_curves
 from aelab.viz.embedding import MissingDependencyError, embed_2d
@@ -24,6 +24,7 @@ __all__ = [
     "error_maps",
     "figure_to_data_uri",
     "figure_to_png_bytes",
+    "image_format",
     "image_grid",
     "latent_map",
     "latent_panels",

@@ -110,19 +110,31 @@ def save_figure(
     """
     fig = _check_figure(fig)
     path = Path(path)
-    fmt = path.suffix.lstrip(".").lower()
-    supported: Sequence[str] = sorted(fig.canvas.get_supported_filetypes())
-    if fmt not in supported:
-        raise ValueError(
-            f"cannot tell the image format from {path.name!r}; end the file name with "
-            f"one of: {', '.join('.' + s for s in supported)}"
-        )
+    fmt = image_format(path)
     # The temporary file ends in .tmp, so the format is passed explicitly.
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=_check_dpi(dpi))
     if close:
         _close(fig)
     return path
+
+
+def image_format(path: str | os.PathLike[str]) -> str:
+    """The image format a file name asks for (``"png"`` for ``x.png``), or a ValueError.
+
+    Checking the name before any work lets a command refuse a bad ``--plot`` at once.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    name = Path(path).name
+    fmt = Path(path).suffix.lstrip(".").lower()
+    supported: Sequence[str] = sorted(FigureCanvasBase.get_supported_filetypes())
+    if fmt not in supported:
+        raise ValueError(
+            f"cannot tell the image format from {name!r}; end the file name with "
+            f"one of: {', '.join('.' + s for s in supported)}"
+        )
+    return fmt
 
 
 def _close(fig: Figure) -> None:

@@ -1,0 +1,61 @@
+"""The shape of the code base: layers (import-linter), private names, file and function sizes."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "aelab"
+
+
+def _modules() -> list[tuple[str, Path]]:
+    out = []
+    for path in sorted(SRC.rglob("*.py")):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out.append((name, path))
+    return out
+
+
+def test_layers_hold():
+    """`lint-imports` (the contracts in pyproject.toml) passes: no import goes up a layer."""
+    exe = Path(sys.executable).with_name("lint-imports")
+    if not exe.is_file():
+        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    res = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "broken" in res.stdout and ", 0 broken" in res.stdout
+
+
+def _package(module: str) -> str:
+    """The aelab package a module belongs to (``aelab.training.loop`` -> ``aelab.training``)."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def test_no_module_imports_another_packages_private_names():
+    offences = []
+    for name, path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                not isinstance(node, ast.ImportFrom)
+                or not node.module
+                or not node.module.startswith("aelab")
+            ):
+                continue
+            if _package(node.module) == _package(name):
+                continue  # a package's own private names are its business
+            hidden = [
+                a.name for a in node.names if a.name.startswith("_") and not a.name.endswith("__")
+            ]
+            private_module = any(p.startswith("_") for p in node.module.split(".")[1:])
+            if hidden or private_module:
+                offences.append(
+                    f"{path.relative_to(ROOT)}:{node.lineno} from {node.module} import {hidden or '...'}"
+                )
+    assert not offences, "\n".join(offences)
