@@ -204,7 +204,8 @@ class ConvAEConfig:
         }[biggest]
         raise ValueError(
             f"model config too large: training it needs about {need / 1e9:.3g} GB "
-            f"({sum(parts.values()) / 1e6:,.0f} M parameters, most in the {biggest} set by {fields}), "
+            f"({sum(parts.values()) / 1e6:,.0f} M parameters, "
+            f"most in the {biggest} set by {fields}), "
             f"more than the {memory / 1e9:.3g} GB of memory here; choose smaller values"
         )
 
