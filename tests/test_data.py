@@ -441,6 +441,19 @@ def test_cli_parsers_for_classes_and_ratio():
         parse_ratio("two:one")
     with pytest.raises(ValueError, match="comma-separated"):
         parse_class_list("0,,1")
+    assert parse_class_list("2,²") == [2, "²"]
+    with pytest.raises(ValueError, match="-1 is not a class; indices start at 0"):
+        parse_class_list("0,-1")
+    with pytest.raises(ValueError, match="given twice"):
+        parse_class_list("1,01")
+
+
+@pytest.mark.parametrize("text", ["2:0:1", "2:-1:1", "nan:1", "1:inf", "0:0", "1e308:1e308"])
+def test_parse_ratio_refuses_zero_negative_and_non_finite_parts(text):
+    # "2:0:1" used to pass and --target-ratio then printed a 5e14 % deviation.
+    with pytest.raises(ValueError, match=f"ratio {text!r}"):
+        parse_ratio(text)
+    assert parse_ratio("0.5,1.5") == [0.5, 1.5]
 
 
 # ---------------------------------------------------------------- batches and augmentation
