@@ -50,6 +50,29 @@ def test_parse_threshold():
         parse_threshold("fpr:0.05", contamination=0.7)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "nan",
+        "NaN",
+        "inf",
+        "-inf",
+        float("nan"),
+        float("inf"),
+        "fpr:nan",
+        "fpr:0",
+        "fpr:1",
+        "contamination:-0.1",
+        "contamination:inf",
+    ],
+)
+def test_parse_threshold_refuses_non_finite_and_out_of_range(bad):
+    # A NaN threshold used to be accepted, and then the detector flagged nothing.
+    with pytest.raises(ValueError, match="threshold") as err:
+        parse_threshold(bad)
+    assert "\n" not in str(err.value)
+
+
 def test_threshold_hits_target_fpr():
     rng = np.random.default_rng(1)
     calib = rng.normal(size=5000)

@@ -12,6 +12,7 @@ from aelab.data import (
     DataSpec,
     ImageDataset,
     conform,
+    from_array,
     iterate_batches,
     load_dataset,
     make_augment,
@@ -91,8 +92,12 @@ def test_mixed_sizes_resized_to_most_common_with_warning(tmp_path):
     save_image(tmp_path / "a.png", size=(8, 6))
     save_image(tmp_path / "b.png", size=(8, 6))
     save_image(tmp_path / "c.png", size=(13, 11))
-    with pytest.warns(UserWarning, match="3 sizes|2 sizes"):
+    with pytest.warns(UserWarning, match="2 sizes") as record:
         ds = load_dataset(tmp_path, progress=False)
+    # It names what exists (load_dataset's image_size=, the commands' --model), not an
+    # --image-size option that no command has.
+    text = str(record[0].message)
+    assert "--image-size" not in text and "image_size=" in text and "--model" in text
     assert ds.images.shape == (3, 3, 6, 8)
     ds = load_dataset(tmp_path, image_size=(5, 7), progress=False)
     assert ds.images.shape == (3, 3, 5, 7)
@@ -254,7 +259,7 @@ def test_labels_files_npy_and_csv(tmp_path):
 def test_labels_out_of_range_or_wrong_count(tmp_path):
     x = np.zeros((4, 3, 3), np.uint8)
     np.savez(tmp_path / "neg.npz", images=x, labels=np.array([0, -1, 0, 1]))
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match="label -1 in row 1 is negative; labels number the"):
         load_dataset(tmp_path / "neg.npz", progress=False)
     np.savez(
         tmp_path / "big.npz",
@@ -267,6 +272,141 @@ def test_labels_out_of_range_or_wrong_count(tmp_path):
     np.savez(tmp_path / "few.npz", images=x, labels=np.array([0, 1]))
     with pytest.raises(ValueError, match="2 labels for 4 images"):
         load_dataset(tmp_path / "few.npz", progress=False)
+
+
+def test_label_far_outside_the_classes_refused(tmp_path):
+    # One stray 99 among 0-9 used to be accepted and fine-tuning built a 100-class head.
+    x = np.zeros((21, 3, 3), np.uint8)
+    y = np.r_[np.arange(10), np.arange(10), 99]
+    np.savez(tmp_path / "stray.npz", images=x, labels=y)
+    with pytest.raises(ValueError) as err:
+        load_dataset(tmp_path / "stray.npz", progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "stray.npz" in msg and "label 99 (row 20)" in msg
+    assert "give class_names in the .npz, or renumber the labels 0..10" in msg
+    # With class names that cover it, label 99 is a class like any other.
+    names = np.array([f"c{i}" for i in range(100)])
+    np.savez(tmp_path / "named.npz", images=x, labels=y, class_names=names)
+    assert load_dataset(tmp_path / "named.npz", progress=False).num_classes == 100
+    # A separate labels file: the fix names what such a file can hold.
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    with pytest.raises(ValueError, match=r"y\.npy: label 99 .*write class names instead"):
+        load_dataset(tmp_path / "x.npy", labels=tmp_path / "y.npy", progress=False)
+
+
+def test_labels_with_gaps_accepted_up_to_half_unused(tmp_path):
+    x = np.zeros((9, 3, 3), np.uint8)
+    # A test set without class 7: still 10 classes, as a user expects.
+    np.savez(tmp_path / "gap.npz", images=x, labels=np.array([0, 1, 2, 3, 4, 5, 6, 8, 9]))
+    assert load_dataset(tmp_path / "gap.npz", progress=False).num_classes == 10
+    # Classes 0..5 with only 0, 2, 5 present: 3 of 6 occur, the limit.
+    np.savez(tmp_path / "half.npz", images=x[:3], labels=np.array([0, 2, 5]))
+    assert load_dataset(tmp_path / "half.npz", progress=False).num_classes == 6
+    np.savez(tmp_path / "sparse.npz", images=x[:3], labels=np.array([0, 2, 6]))
+    with pytest.raises(ValueError, match="would make 7 classes but only 3 distinct"):
+        load_dataset(tmp_path / "sparse.npz", progress=False)
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (np.array([0.0, np.nan, 1.0]), "whole numbers, got nan in row 1"),
+        (np.array([0.0, 1.0, np.inf]), "whole numbers, got inf in row 2"),
+        (np.array([0.0, 1.5, 1.0]), "whole numbers, got 1.5 in row 1"),
+        (np.array([0.0, -2.0, 1.0]), "label -2.0 in row 1 is negative"),
+        (np.array([0, 1, 2**64 - 1], dtype=np.uint64), "far too large"),
+        (np.array([0.0, 1.0, 1e30]), "far too large"),
+        (np.array([[0, 1], [1, 0], [0, 1]]), r"1-D \(one per image\), got shape \(3, 2\)"),
+        (np.array([1 + 2j, 0, 1]), "unsupported label dtype complex128"),
+    ],
+)
+def test_bad_label_values_refused(tmp_path, labels, match):
+    np.savez(tmp_path / "d.npz", images=np.zeros((3, 3, 3), np.uint8), labels=labels)
+    with pytest.raises(ValueError, match=match) as err:
+        load_dataset(tmp_path / "d.npz", progress=False)
+    assert "d.npz labels" in str(err.value)
+
+
+def test_bool_and_column_labels_accepted(tmp_path):
+    x = np.zeros((3, 3, 3), np.uint8)
+    np.savez(tmp_path / "b.npz", images=x, labels=np.array([True, False, True]))
+    assert load_dataset(tmp_path / "b.npz", progress=False).labels.tolist() == [1, 0, 1]
+    np.savez(tmp_path / "c.npz", images=x, labels=np.array([[2], [0], [1]]))
+    assert load_dataset(tmp_path / "c.npz", progress=False).labels.tolist() == [2, 0, 1]
+
+
+def test_repeated_class_names_refused(tmp_path):
+    x = np.zeros((2, 3, 3), np.uint8)
+    np.savez(tmp_path / "r.npz", images=x, labels=[0, 1], class_names=np.array(["a", "a"]))
+    with pytest.raises(ValueError, match="class_names repeat 'a'"):
+        load_dataset(tmp_path / "r.npz", progress=False)
+    np.savez(tmp_path / "b.npz", images=x, labels=[0, 1], class_names=np.array([b"x", b"y"]))
+    assert load_dataset(tmp_path / "b.npz", progress=False).class_names == ["x", "y"]
+
+
+@pytest.mark.parametrize("shape", [(3, 0, 4), (3, 4, 0, 1), (0, 4, 4)])
+def test_images_without_pixels_refused(tmp_path, shape):
+    np.save(tmp_path / "z.npy", np.zeros(shape, np.uint8))
+    with pytest.raises(ValueError, match="no pixels|holds no images"):
+        load_dataset(tmp_path / "z.npy", progress=False, image_size=4)
+
+
+def test_damaged_or_misnamed_array_files(tmp_path):
+    x = RNG.integers(0, 256, size=(4, 5, 5), dtype=np.uint8)
+    np.savez(tmp_path / "good.npz", images=x, labels=np.array([0, 1, 0, 1]))
+    data = (tmp_path / "good.npz").read_bytes()
+    # Damaged: truncated, or one byte changed in the zip and npy headers (at the start
+    # and in the central directory at the end). zipfile then raised NotImplementedError
+    # or RuntimeError, which escaped as tracebacks; now: a dataset or a one-line error.
+    damaged = [data[:n] for n in (0, 40, len(data) // 2, len(data) - 1)]
+    for pos in [*range(120), *range(len(data) - 160, len(data))]:
+        b = bytearray(data)
+        b[pos] ^= 0xFF
+        damaged.append(bytes(b))
+    refused = 0
+    for blob in damaged:
+        (tmp_path / "bad.npz").write_bytes(blob)
+        try:
+            load_dataset(tmp_path / "bad.npz", progress=False)
+        except ValueError as e:
+            assert "bad.npz" in str(e) and "\n" not in str(e)
+            refused += 1
+    assert refused > len(damaged) // 2
+    # Misnamed: the content decides.
+    (tmp_path / "archive.npy").write_bytes(data)
+    assert load_dataset(tmp_path / "archive.npy", progress=False).labels.tolist() == [0, 1, 0, 1]
+    np.save(tmp_path / "plain.npy", x)
+    (tmp_path / "plain.npz").write_bytes((tmp_path / "plain.npy").read_bytes())
+    assert load_dataset(tmp_path / "plain.npz", progress=False).images.shape == (4, 1, 5, 5)
+    with pytest.raises(ValueError, match="an .npz archive, not one array"):
+        load_dataset(tmp_path / "plain.npy", labels=tmp_path / "archive.npy", progress=False)
+
+
+def test_image_size_beyond_memory_refused_before_allocating(tmp_path, monkeypatch):
+    np.save(tmp_path / "x.npy", np.zeros((10, 4, 4), np.uint8))
+    save_image(tmp_path / "folder" / "a.png")
+    ds = load_dataset(tmp_path / "x.npy", progress=False)
+    # A machine with 1 kB: 10 images of 1x16x16 (2.56 kB) do not fit.
+    monkeypatch.setattr("aelab.data.transforms.physical_memory", lambda: 1000)
+    with pytest.raises(
+        ValueError, match=r"x\.npy: 10 images of 1x16x16 need .* smaller image_size"
+    ):
+        load_dataset(tmp_path / "x.npy", image_size=16, progress=False)
+    with pytest.raises(ValueError, match=r"folder: 1 images of 3x64x64 need"):
+        load_dataset(tmp_path / "folder", image_size=64, progress=False)
+    with pytest.raises(ValueError, match="conform: 10 images of 3x16x16 need"):
+        conform(ds, image_size=16, channels=3)
+    assert load_dataset(tmp_path / "x.npy", image_size=8, progress=False).images.shape[0] == 10
+
+
+def test_from_array_applies_the_same_label_rules():
+    x = np.zeros((3, 4, 4), np.uint8)
+    with pytest.raises(ValueError, match="label 40 .*pass class_names, or renumber"):
+        from_array(x, [0, 1, 40])
+    assert from_array(x, [0, 1, 40], class_names=[f"c{i}" for i in range(41)]).num_classes == 41
+    with pytest.raises(ValueError, match="whole numbers"):
+        from_array(x, np.array([0.0, 0.5, 1.0]))
 
 
 def test_image_dataset_rejects_labels_beyond_class_names():
@@ -441,6 +581,19 @@ def test_cli_parsers_for_classes_and_ratio():
         parse_ratio("two:one")
     with pytest.raises(ValueError, match="comma-separated"):
         parse_class_list("0,,1")
+    assert parse_class_list("2,²") == [2, "²"]
+    with pytest.raises(ValueError, match="-1 is not a class; indices start at 0"):
+        parse_class_list("0,-1")
+    with pytest.raises(ValueError, match="given twice"):
+        parse_class_list("1,01")
+
+
+@pytest.mark.parametrize("text", ["2:0:1", "2:-1:1", "nan:1", "1:inf", "0:0", "1e308:1e308"])
+def test_parse_ratio_refuses_zero_negative_and_non_finite_parts(text):
+    # "2:0:1" used to pass and --target-ratio then printed a 5e14 % deviation.
+    with pytest.raises(ValueError, match=f"ratio {text!r}"):
+        parse_ratio(text)
+    assert parse_ratio("0.5,1.5") == [0.5, 1.5]
 
 
 # ---------------------------------------------------------------- batches and augmentation

@@ -7,11 +7,13 @@ followed by ``os.replace``, so a crash never leaves a half-written file behind.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,9 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def _json_default(o: Any) -> Any:
+    """Turn one object ``json`` cannot write into plain Python (before the NaN pass)."""
+    if isinstance(o, np.bool_):
+        return bool(o)
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):
@@ -69,9 +74,177 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
 
 
+def _finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinity replaced by ``None``, numpy turned into Python.
+
+    ``json.dumps`` never calls ``default`` for floats, so non-finite values have
+    to be found by walking the object; numpy values are converted on the way
+    (an array's ``tolist`` may itself hold NaN, hence the second pass).
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, str | bool | int):
+        return obj
+    if isinstance(obj, dict):
+        return {
+            (_json_default(k) if isinstance(k, np.generic) else k): _finite_json(v)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list | tuple):
+        return [_finite_json(v) for v in obj]
+    return _finite_json(_json_default(obj))
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically (numpy scalars and arrays allowed)."""
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """Write ``obj`` as indented, strict JSON atomically.
+
+    numpy scalars and arrays and paths are allowed. NaN and infinities, which
+    strict JSON has no word for (Python would write a bare ``NaN`` that other
+    parsers refuse), are written as ``null``, wherever they sit.
+
+    Raises
+    ------
+    TypeError
+        For an object JSON cannot represent (a set, a custom class...).
+    """
+    text = json.dumps(_finite_json(obj), indent=2, allow_nan=False)
+    return write_text(path, text + "\n")
+
+
+#: First characters that make a spreadsheet read a text cell as a formula (OWASP's
+#: CSV-injection list: = + - @ tab and carriage return), plus the guard's own quote,
+#: so that a guarded cell is always told apart from one that began with a quote.
+CSV_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def format_csv_cell(value: object) -> str:
+    """One CSV cell as text, safe to open in a spreadsheet.
+
+    Numbers (Python or numpy ints and floats, negative ones included) are
+    written as numbers: ``-2.5`` stays ``-2.5``, NaN and infinities as ``nan``,
+    ``inf`` and ``-inf``. ``None`` is the empty cell and booleans are ``True``
+    / ``False``. Anything else is text (``str(value)``), and text that starts
+    with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a single
+    quote ``'`` in front, as the OWASP advice on CSV injection says, so that a
+    spreadsheet shows ``=cmd|' /C calc'!A0`` instead of running it. Text that
+    starts with ``'`` gets one more, so :func:`read_csv` can undo the guard
+    exactly. Quoting of commas, quotes and line breaks is left to the writer.
+
+    Parameters
+    ----------
+    value : object
+        The value of the cell.
+
+    Returns
+    -------
+    str
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        # str() of a numpy float is its shortest round-tripping form, as for Python floats.
+        return str(value) if math.isfinite(value) else str(float(value))
+    text = str(value)
+    return "'" + text if text.startswith(CSV_FORMULA_TRIGGERS) else text
+
+
+def _unguard_cell(text: str) -> str:
+    """Undo :func:`format_csv_cell`'s quote on text cells."""
+    if text.startswith("'") and text[1:].startswith(CSV_FORMULA_TRIGGERS):
+        return text[1:]
+    return text
+
+
+class _RowSink:
+    """A file-like target that writes each CSV row with a ``\\n`` line end.
+
+    The ``csv`` writer quotes a field only when it holds a character of its
+    line terminator; with ``"\\n"`` a lone ``"\\r"`` would go out unquoted and
+    split the row when read back. So the writer ends rows with ``"\\r\\n"``
+    (quoting both) and the sink turns that ending into ``"\\n"``; CPython's
+    writer hands over each row in one ``write`` call.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, row: str) -> int:
+        if not row.endswith("\r\n"):  # pragma: no cover  (a csv module that splits rows)
+            raise RuntimeError("the csv writer did not write a whole row at once")
+        self.parts.append(row[:-2] + "\n")
+        return len(row)
+
+
+def write_csv(
+    path: str | os.PathLike[str],
+    header: Sequence[str],
+    rows: Iterable[Sequence[object]],
+) -> Path:
+    """Write a CSV file atomically, safe to read back and to open in a spreadsheet.
+
+    Every cell goes through :func:`format_csv_cell` (numbers as numbers, text
+    guarded against formula injection) and the ``csv`` module, which quotes any
+    field holding a comma, a quote, ``\\r`` or ``\\n``, so each field reads back
+    as one field with ``csv.reader``. Rows end with ``\\n``; the file is UTF-8.
+
+    Parameters
+    ----------
+    path : str or path
+        File to write (its folder is created).
+    header : sequence of str
+        Column names (guarded like any text cell).
+    rows : iterable of sequences
+        One sequence of cells per row, each as long as ``header``.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        When a row's length differs from the header's.
+    """
+    sink = _RowSink()
+    writer = csv.writer(sink, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    header = list(header)
+    writer.writerow([format_csv_cell(h) for h in header])
+    for i, row in enumerate(rows):
+        cells = [format_csv_cell(v) for v in row]
+        if len(cells) != len(header):
+            raise ValueError(f"{path}: row {i} has {len(cells)} cells for {len(header)} columns")
+        writer.writerow(cells)
+    return write_text(path, "".join(sink.parts))
+
+
+def read_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[list[str]]]:
+    """Read a file written by :func:`write_csv`: (header, rows), all cells as text.
+
+    The formula guard is undone, so text cells come back as they were given;
+    numbers come back as their text (``"-2.5"``), the empty cell as ``""``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file does not exist.
+    ValueError
+        When it is not UTF-8 text, or is empty.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            table = [[_unguard_cell(c) for c in r] for r in csv.reader(f)]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: not a readable CSV file ({e})") from None
+    if not table:
+        raise ValueError(f"{path}: the CSV file is empty (not even a header)")
+    return table[0], table[1:]
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -40,3 +40,21 @@ def seed_everything(seed: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed)
     return g
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine, or ``None`` when it cannot be told.
+
+    Used to refuse, before allocating anything, work that cannot fit (a model
+    config asking for hundreds of gigabytes). POSIX ``sysconf`` first, then
+    psutil when it happens to be installed (Windows); never a hard dependency.
+    """
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        import psutil  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().total)

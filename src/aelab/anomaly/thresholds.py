@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,16 +30,24 @@ def parse_threshold(spec: str | float, contamination: float | None = None) -> Th
     """Parse ``"fpr:0.05"``, ``"contamination"`` / ``"contamination:0.1"`` or a number.
 
     ``contamination``, when given, overrides ``spec`` (PyOD's vocabulary).
+
+    Raises
+    ------
+    ValueError
+        For a rate outside (0, 1) (contamination: (0, 0.5)), or a score that is
+        NaN or infinite (a NaN threshold would flag nothing).
     """
+    hint = "use 'fpr:0.05', 'contamination:0.1' or a finite number"
     if contamination is not None:
         if not 0.0 < contamination < 0.5:
             raise ValueError(f"contamination must be in (0, 0.5), got {contamination}")
         return ThresholdRule("contamination", float(contamination))
     if isinstance(spec, int | float) and not isinstance(spec, bool):
+        if not math.isfinite(spec):
+            raise ValueError(f"threshold {spec!r} is not a finite number; {hint}")
         return ThresholdRule("value", float(spec))
     text = str(spec).strip().lower()
     kind, _, val = text.partition(":")
-    hint = "use 'fpr:0.05', 'contamination:0.1' or a number"
     if kind in ("fpr", "contamination"):
         if not val:
             raise ValueError(f"threshold {spec!r} needs a rate, e.g. '{kind}:0.05'")
@@ -46,13 +55,16 @@ def parse_threshold(spec: str | float, contamination: float | None = None) -> Th
             rate = float(val)
         except ValueError:
             raise ValueError(f"threshold {spec!r}: {val!r} is not a number; {hint}") from None
-        if not 0.0 < rate < 1.0:
+        if not 0.0 < rate < 1.0:  # also refuses NaN
             raise ValueError(f"the rate in threshold {spec!r} must be in (0, 1)")
         return ThresholdRule(kind, rate)
     try:
-        return ThresholdRule("value", float(text))
+        value = float(text)
     except ValueError:
         raise ValueError(f"threshold {spec!r} not understood; {hint}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"threshold {spec!r} is not a finite number; {hint}")
+    return ThresholdRule("value", value)
 
 
 def threshold_from_scores(

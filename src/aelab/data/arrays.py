@@ -9,15 +9,24 @@ A ``.npy`` file is opened as a memory map: a uint8 array that needs no
 conversion is used in place (the dataset's images are a view of the file and
 only the rows a batch touches are read); anything else is converted a chunk at
 a time into an in-memory uint8 array, at most the size of the result.
-A ``.npz`` file is a zip archive and is always read into memory.
-Nothing is unpickled: ``np.load(..., allow_pickle=False)`` throughout.
+A ``.npz`` file is a zip archive and is always read into memory (the content
+decides, not the suffix). Nothing is unpickled: ``np.load(..., allow_pickle=False)``
+throughout, and a damaged file is a ``ValueError`` naming it.
+
+Labels (an ``.npz``'s ``labels``/``y``, or a ``.npy``/``.csv`` labels file) are
+one per image: whole, non-negative numbers (booleans count as 0/1; a column of
+shape (N, 1) is taken as (N,)), or strings, which become sorted class names.
+With class names every label must be below their count. Without them the
+classes are numbered 0..max label, and at least half of those numbers must
+occur as labels: a test set missing a class or two loads as usual, but one stray
+``99`` among labels 0-9 is refused (it would make a 100-class problem) with a
+message saying to give class names or renumber the labels 0..K-1.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from aelab.data.dataset import ImageDataset, RowIds
-from aelab.data.transforms import _conform_uint8
+from aelab.data.transforms import _check_fits, _conform_uint8
 
 IMAGE_KEYS = ("images", "x")
 LABEL_KEYS = ("labels", "y")
@@ -33,6 +42,12 @@ _LABEL_HEADER_NAMES = ("label", "labels", "y", "class", "target")
 _KNOWN_HEADER_CELLS = frozenset({*_LABEL_HEADER_NAMES, "id", "file", "filename", "path"})
 _CHUNK = 1024
 _PROGRESS_MIN_ROWS = 20_000
+
+
+def _reason(e: BaseException) -> str:
+    """An exception as one short line for a message (numpy's can span lines)."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
 def _np_load(path: Path, **kwargs: object) -> object:
@@ -46,25 +61,32 @@ def _np_load(path: Path, **kwargs: object) -> object:
                 f"{path}: holds Python objects (needs pickle), which aelab refuses to load; "
                 "save a plain numeric array with np.save"
             ) from None
-        raise ValueError(f"{path}: not a valid NumPy file ({e})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path}: not a valid NumPy file ({e})") from None
+        raise ValueError(f"{path}: not a valid NumPy file ({_reason(e)})") from None
+    except Exception as e:
+        # A damaged file makes numpy's header parser or zipfile raise nearly anything
+        # (EOFError, BadZipFile, NotImplementedError, tokenize errors, MemoryError...).
+        raise ValueError(f"{path}: not a valid NumPy file ({_reason(e)})") from None
 
 
 def _npz_member(z: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     try:
         return z[key]
-    except ValueError:
-        raise ValueError(
-            f"{path}: array {key!r} holds Python objects (needs pickle), which aelab refuses to load"
-        ) from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path}: cannot read array {key!r} ({e})") from None
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise ValueError(
+                f"{path}: array {key!r} holds Python objects (needs pickle), "
+                "which aelab refuses to load"
+            ) from None
+        raise ValueError(f"{path}: cannot read array {key!r} ({_reason(e)})") from None
+    except Exception as e:  # a damaged member: see _np_load
+        raise ValueError(f"{path}: cannot read array {key!r} ({_reason(e)})") from None
 
 
-def _read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """(images, labels or None, class names or None) from an ``.npz`` file."""
-    with _np_load(path) as z:  # type: ignore[attr-defined]
+def _read_npz(
+    z: np.lib.npyio.NpzFile, path: Path, split: str
+) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """(images, labels or None, class names or None) from an opened ``.npz`` file; closes it."""
+    with z:
         keys = list(z.files)
         if not keys:
             raise ValueError(f"{path}: the .npz file holds no arrays")
@@ -76,7 +98,15 @@ def _read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None, li
         labels = None if lkey is None else _npz_member(z, lkey, path)
         names = None
         if "class_names" in keys:
-            names = [str(s) for s in _npz_member(z, "class_names", path).reshape(-1)]
+            raw_names = _npz_member(z, "class_names", path).reshape(-1)
+            names = [
+                s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s) for s in raw_names
+            ]
+            repeated = sorted({s for s in names if names.count(s) > 1})
+            if repeated:
+                raise ValueError(
+                    f"{path}: class_names repeat {repeated[0]!r}; give each class one name"
+                )
     return images, labels, names
 
 
@@ -97,6 +127,17 @@ def _channels_last(a: np.ndarray, path: Path) -> np.ndarray:
         f"{path}: images must have shape (N, H, W) or (N, H, W, C), got rank {a.ndim} "
         f"shape {a.shape}; a single image needs a leading axis of 1 (a[None])"
     )
+
+
+def _check_image_axes(a: np.ndarray, path: Path) -> None:
+    """Refuse an (N, H, W, C) array without images or with empty images."""
+    n, h, w, _ = a.shape
+    if n == 0:
+        raise ValueError(f"{path}: the array holds no images (first axis is 0)")
+    if h == 0 or w == 0:
+        raise ValueError(
+            f"{path}: images of shape {a.shape[1:]} have no pixels (height or width 0)"
+        )
 
 
 def _to_uint8(chunk: np.ndarray, path: Path, start: int) -> np.ndarray:
@@ -142,6 +183,7 @@ def _images_tensor(
     if a.dtype == np.uint8 and c == target_c and (th, tw) == (h, w):
         # Zero copy: for a memory map, rows are read from disk only when indexed.
         return torch.from_numpy(a).permute(0, 3, 1, 2)
+    _check_fits((n, target_c, th, tw), path)
     out = torch.empty((n, target_c, th, tw), dtype=torch.uint8)
     starts = range(0, n, _CHUNK)
     show = progress and n >= _PROGRESS_MIN_ROWS
@@ -152,22 +194,81 @@ def _images_tensor(
     return out
 
 
+#: Label values at or above this are refused before any cast (float and uint64
+#: labels would wrap around in int64); the class rule refuses far smaller ones.
+_LABEL_CEILING = 2**53
+
+
 def _labels_from_values(values: np.ndarray, source: str) -> tuple[np.ndarray, list[str] | None]:
-    """int64 labels (and class names when the values are strings) from a 1-D array."""
+    """int64 labels (and class names when the values are strings) from a 1-D array.
+
+    Numbers must be whole, finite and non-negative; booleans count as 0 and 1.
+    Whether they fit the classes is :func:`_check_label_range`'s job.
+    """
+    if values.ndim == 2 and values.shape[1] == 1:  # a column, as scikit-learn users keep them
+        values = values[:, 0]
     if values.ndim != 1:
-        raise ValueError(f"{source}: labels must be 1-D, got shape {values.shape}")
+        raise ValueError(f"{source}: labels must be 1-D (one per image), got shape {values.shape}")
     if values.dtype.kind in "US":
         strs = values.astype(str)
         names = sorted(set(strs.tolist()))
         lookup = {s: i for i, s in enumerate(names)}
         return np.array([lookup[s] for s in strs], dtype=np.int64), names
+    if values.dtype.kind == "b":
+        return values.astype(np.int64), None
+    if values.dtype.kind not in "iuf":
+        raise ValueError(
+            f"{source}: unsupported label dtype {values.dtype}; use integers or strings"
+        )
+    if values.size == 0:
+        return values.astype(np.int64), None
     if values.dtype.kind == "f":
-        if values.size and not (np.isfinite(values).all() and (values == np.rint(values)).all()):
-            raise ValueError(f"{source}: labels must be whole numbers, got non-integer values")
-        return values.astype(np.int64), None
-    if values.dtype.kind in "iu":
-        return values.astype(np.int64), None
-    raise ValueError(f"{source}: unsupported label dtype {values.dtype}; use integers or strings")
+        bad = ~np.isfinite(values) | (values != np.rint(values))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ValueError(
+                f"{source}: labels must be whole numbers, got {values[row].item()} in row {row}"
+            )
+    if values.min() < 0:
+        row = int(np.argmin(values))
+        raise ValueError(
+            f"{source}: label {values[row].item()} in row {row} is negative; "
+            "labels number the classes from 0"
+        )
+    if values.max() >= _LABEL_CEILING:
+        row = int(np.argmax(values))
+        raise ValueError(
+            f"{source}: label {values[row].item()} in row {row} is far too large for a class number; "
+            "renumber the labels 0..K-1"
+        )
+    return values.astype(np.int64), None
+
+
+def _check_label_range(
+    labels: np.ndarray, class_names: list[str] | None, source: str, fix: str
+) -> None:
+    """Refuse labels that do not fit the classes (the rule is in the module docstring).
+
+    ``labels`` are non-negative int64; ``fix`` says how to give class names
+    for this kind of source.
+    """
+    if labels.size == 0:
+        return
+    hi = int(labels.max())
+    if class_names is not None:
+        if hi >= len(class_names):
+            raise ValueError(
+                f"{source}: label {hi} (row {int(np.argmax(labels))}) is out of range for "
+                f"{len(class_names)} class names; labels must be in [0, {len(class_names)})"
+            )
+        return
+    k = len(np.unique(labels))
+    if hi + 1 > 2 * k:
+        raise ValueError(
+            f"{source}: label {hi} (row {int(np.argmax(labels))}) would make {hi + 1} classes "
+            f"but only {k} distinct labels occur; without class names, at least half of the "
+            f"classes 0..{hi} must occur: {fix}, or renumber the labels 0..{k - 1}"
+        )
 
 
 def _read_label_csv(path: Path) -> np.ndarray:
@@ -208,7 +309,13 @@ def read_labels_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str
         raise FileNotFoundError(f"{path}: labels file not found")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        values = np.asarray(_np_load(path))
+        loaded = _np_load(path)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            loaded.close()
+            raise ValueError(
+                f"{path}: an .npz archive, not one array; save the labels with np.save"
+            )
+        values = np.asarray(loaded)
     elif suffix == ".csv":
         values = _read_label_csv(path)
     else:
@@ -239,35 +346,29 @@ def load_array(
         raise FileNotFoundError(f"{path}: no such file")
     class_names: list[str] | None = None
     label_values: np.ndarray | None = None
-    if path.suffix.lower() == ".npz":
-        raw, label_values, class_names = _read_npz(path, split)
-    else:
-        # mode "c" (copy-on-write) gives a writable view torch accepts without copying.
-        raw = _np_load(path, mmap_mode="c")  # type: ignore[assignment]
+    # The content decides, not the name: numpy opens an archive whatever its suffix.
+    # Mode "c" (copy-on-write) maps a plain array as a writable view torch accepts
+    # without copying; it does not apply to archives.
+    raw = _np_load(path, mmap_mode="c")
+    if isinstance(raw, np.lib.npyio.NpzFile):
+        raw, label_values, class_names = _read_npz(raw, path, split)
     a = _channels_last(np.asarray(raw) if not isinstance(raw, np.memmap) else raw, path)
+    _check_image_axes(a, path)
     n = a.shape[0]
-    if n == 0:
-        raise ValueError(f"{path}: the array holds no images (first axis is 0)")
 
     label_arr: np.ndarray | None = None
     if labels is not None:
         label_arr, names = read_labels_file(labels)
         class_names = names or None
-        source = str(labels)
+        source, fix = str(labels), "write class names instead of numbers"
     elif label_values is not None:
         label_arr, names = _labels_from_values(np.asarray(label_values), f"{path} labels")
         class_names = names or class_names
-        source = f"{path} labels"
+        source, fix = f"{path} labels", "give class_names in the .npz"
     if label_arr is not None:
         if label_arr.shape[0] != n:
             raise ValueError(f"{source}: {label_arr.shape[0]} labels for {n} images")
-        if label_arr.size and label_arr.min() < 0:
-            raise ValueError(f"{source}: labels must be >= 0, found {int(label_arr.min())}")
-        if class_names is not None and label_arr.size and label_arr.max() >= len(class_names):
-            raise ValueError(
-                f"{source}: label {int(label_arr.max())} is out of range for "
-                f"{len(class_names)} class names"
-            )
+        _check_label_range(label_arr, class_names, source, fix)
 
     images = _images_tensor(a, path, image_size, channels, fit, progress)
     return ImageDataset(
@@ -314,6 +415,7 @@ def from_array(
     source = Path("<array>")
     a = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     a = _channels_last(a, source)
+    _check_image_axes(a, source)
     n = a.shape[0]
     tensor = _images_tensor(a, source, None, None, "resize", progress=False)
     label_t = None
@@ -323,6 +425,7 @@ def from_array(
         if label_arr.shape[0] != n:
             raise ValueError(f"{label_arr.shape[0]} labels for {n} images")
         class_names = names or class_names
+        _check_label_range(label_arr, class_names, "labels", "pass class_names")
         label_t = torch.from_numpy(label_arr)
     if ids is not None and len(ids) != n:
         raise ValueError(f"{len(ids)} ids for {n} images")

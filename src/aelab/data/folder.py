@@ -33,7 +33,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from aelab.data.dataset import ImageDataset
-from aelab.data.transforms import _fit_geometry, _pad_or_crop
+from aelab.data.transforms import _check_fits, _fit_geometry, _pad_or_crop
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -296,12 +296,14 @@ def load_folder(
             if len(sizes) > 1:
                 warnings.warn(
                     f"{root}: images come in {len(sizes)} sizes; resizing all to "
-                    f"{image_size[0]}x{image_size[1]} (the most common). Pass image_size "
-                    "(--image-size) to choose the size",
+                    f"{image_size[0]}x{image_size[1]} (the most common). To choose the size, "
+                    "pass image_size= to load_dataset; a command then brings them to the "
+                    "input size of its model (see --model)",
                     stacklevel=3,
                 )
 
     th, tw = image_size
+    _check_fits((len(files), channels, th, tw), root)
     images = np.empty((len(files), channels, th, tw), dtype=np.uint8)
 
     def read_into(i: int) -> None:

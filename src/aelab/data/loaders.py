@@ -102,7 +102,8 @@ def load_dataset(
     labels : path, optional
         A ``.npy`` or ``.csv`` file of labels (one per image, in order) for an
         array spec; overrides labels stored in an ``.npz``. String labels become
-        class names (sorted).
+        class names (sorted). Numeric labels without class names must use at
+        least half of the numbers 0..max label (see :mod:`aelab.data.arrays`).
     image_size : int or (height, width), optional
         Size to bring every image to (see ``fit``). Without it images keep
         their size; a folder of mixed sizes is resized to its most common size.
@@ -131,7 +132,9 @@ def load_dataset(
     Raises
     ------
     ValueError
-        Unknown spec, bad images, bad labels, wrong array rank or range.
+        Unknown spec, bad images, bad labels (not whole, negative, or beyond
+        the classes), wrong array rank or range, images without pixels, or a
+        damaged file; the message names the file and the fix.
     FileNotFoundError
         Missing files (for Fashion-MNIST, naming the install command).
     """

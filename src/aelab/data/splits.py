@@ -382,20 +382,44 @@ def parse_class_list(text: str) -> list[int | str]:
     """``"0,1,2"`` or ``"Coat,Bag"`` -> ``[0, 1, 2]`` / ``["Coat", "Bag"]`` (for CLI options).
 
     Digits become ints; anything else stays a name for :func:`select_classes`.
+
+    Raises
+    ------
+    ValueError
+        For an empty list or item, a negative index, or a class given twice.
     """
-    items = [t.strip() for t in text.split(",")]
-    if not text.strip() or any(not t for t in items):
+    items = [t.strip() for t in str(text).split(",")]
+    if not str(text).strip() or any(not t for t in items):
         raise ValueError(f"classes must be a comma-separated list like 0,1,2, got {text!r}")
-    return [int(t) if t.lstrip("-").isdigit() else t for t in items]
+    # isascii: "²".isdigit() is true, but int("²") fails.
+    out: list[int | str] = [int(t) if t.isascii() and t.isdigit() else t for t in items]
+    negative = [t for t in items if t.startswith("-") and t[1:].isascii() and t[1:].isdigit()]
+    if negative:
+        raise ValueError(f"classes {text!r}: {negative[0]} is not a class; indices start at 0")
+    if len(set(out)) < len(out):
+        raise ValueError(f"classes {text!r}: a class is given twice")
+    return out
 
 
 def parse_ratio(text: str) -> list[float]:
-    """``"2:1:1"`` (or ``"2,1,1"``) -> ``[2.0, 1.0, 1.0]`` (for CLI options)."""
-    parts = text.replace(",", ":").split(":")
+    """``"2:1:1"`` (or ``"2,1,1"``) -> ``[2.0, 1.0, 1.0]`` (for CLI options).
+
+    Raises
+    ------
+    ValueError
+        Unless every part is a positive, finite number: a ratio part of 0 would
+        ask for an empty class, and NaN or infinity for nothing sensible.
+    """
+    parts = str(text).replace(",", ":").split(":")
     try:
         vals = [float(p) for p in parts]
     except ValueError:
         raise ValueError(f"ratio must look like 2:1:1, got {text!r}") from None
-    if any(not math.isfinite(v) or v < 0 for v in vals) or sum(vals) <= 0:
-        raise ValueError(f"ratio values must be >= 0 with a positive sum, got {text!r}")
+    bad = [p.strip() for p, v in zip(parts, vals, strict=True) if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise ValueError(
+            f"ratio {text!r}: every part must be a positive, finite number, got {bad[0]!r}"
+        )
+    if not math.isfinite(sum(vals)):
+        raise ValueError(f"ratio {text!r}: the parts are too large; use small numbers like 2:1:1")
     return vals

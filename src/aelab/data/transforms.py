@@ -21,6 +21,7 @@ to RGB repeats the channel; an alpha channel (2 or 4 channels) is dropped.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from aelab.data.dataset import ImageDataset
+from aelab.runtime import physical_memory
 
 FIT_MODES = ("resize", "letterbox", "pad")
 
@@ -64,6 +66,22 @@ def parse_image_size(image_size: int | Sequence[int] | None) -> tuple[int, int] 
     if min(size) < 1:
         raise ValueError(f"image_size must be positive, got {image_size!r}")
     return size
+
+
+def _check_fits(shape: tuple[int, int, int, int], source: object) -> None:
+    """Refuse a uint8 image tensor of ``shape`` larger than this machine's memory.
+
+    Checked before allocating, so a huge ``image_size`` is a message, not an
+    out-of-memory crash halfway through reading.
+    """
+    need = math.prod(shape)
+    memory = physical_memory()
+    if memory is not None and need > memory:
+        n, c, h, w = shape
+        raise ValueError(
+            f"{source}: {n} images of {c}x{h}x{w} need {need / 1e9:.3g} GB, more than the "
+            f"{memory / 1e9:.3g} GB of memory here; choose a smaller image_size"
+        )
 
 
 def check_channels(channels: int | None) -> int | None:
@@ -181,6 +199,7 @@ def conform(
     th, tw = size if size is not None else (h, w)
     if (th, tw) == (h, w) and target_c == c:
         return ds
+    _check_fits((n, target_c, th, tw), "conform")
     out = torch.empty((n, target_c, th, tw), dtype=torch.uint8)
     for i in range(0, n, _CHUNK):
         out[i : i + _CHUNK] = _conform_uint8(ds.images[i : i + _CHUNK], size, channels, fit)
