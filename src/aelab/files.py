@@ -13,7 +13,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +270,20 @@ def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> Path:
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
     return write_bytes(path, buf.getvalue())
+
+
+def write_records(path: str | os.PathLike[str], records: Sequence[Mapping[str, object]]) -> Path:
+    """Write dict rows as a CSV table (:func:`write_csv`): the union of their keys as columns.
+
+    Columns come in first-seen order; a row without a key leaves its cell
+    empty, and a list or tuple inside a row (cluster sizes) is joined with ``:``.
+    This is how every history table is written (``metrics.csv``, ``rounds.csv``).
+    """
+    columns: list[str] = []
+    for r in records:
+        columns += [k for k in r if k not in columns]
+
+    def cell(v: object) -> object:
+        return ":".join(map(str, v)) if isinstance(v, list | tuple) else v
+
+    return write_csv(path, columns, ([cell(r.get(c)) for c in columns] for r in records))

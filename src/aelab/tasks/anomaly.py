@@ -18,8 +18,9 @@ from typing import Any
 
 from aelab.anomaly import ReconstructionDetector
 from aelab.data.dataset import ImageDataset
+from aelab.files import write_csv
 from aelab.tasks.options import with_overrides
-from aelab.tasks.outputs import check_output, check_output_folder, write_table
+from aelab.tasks.outputs import check_output, check_output_folder
 from aelab.tasks.results import Record
 from aelab.tasks.source import DataArg, input_path, load_images, split_by_class, subsample
 
@@ -167,7 +168,7 @@ def run_anomaly_score(
     ds = load_images(data)
     s = det.decision_function(ds)
     flag = (s > det.threshold_).astype(int)
-    path = write_table(
+    path = write_csv(
         out, ["id", "score", "is_anomaly"], zip(ds.ids, s.tolist(), flag.tolist(), strict=True)
     )
     return AnomalyScoreResult(path=path, n=len(s), n_anomalies=int(flag.sum()),

@@ -22,8 +22,9 @@ import numpy as np
 
 from aelab.clustering import EquilibriumKMeans
 from aelab.clustering.space import SPACES
+from aelab.files import write_csv
 from aelab.tasks.options import with_overrides
-from aelab.tasks.outputs import check_output, check_output_folder, write_table
+from aelab.tasks.outputs import check_output, check_output_folder
 from aelab.tasks.results import Record
 
 __all__ = ["AlphaRow", "ClusterOptions", "ClusterResult", "Scores", "parse_alpha", "run_cluster"]
@@ -350,12 +351,12 @@ def _write(out: Path, res: ClusterResult, labels: np.ndarray, centroids: np.ndar
     from aelab.files import write_json, write_npy
 
     files = [
-        write_table(out / "labels.csv", ["index", "cluster"], enumerate(labels.tolist())),
+        write_csv(out / "labels.csv", ["index", "cluster"], enumerate(labels.tolist())),
         write_npy(out / "centroids.npy", centroids),
     ]
     for name, rows in (("sweep.csv", res.sweep), ("search.csv", res.search)):
         if rows:
-            files.append(write_table(out / name, _ROW_HEADER, (r.cells() for r in rows)))
+            files.append(write_csv(out / name, _ROW_HEADER, (r.cells() for r in rows)))
     summary = out / "summary.json"
     files.append(summary)
     write_json(summary, {**res.to_json(), "files": [str(f) for f in files]})

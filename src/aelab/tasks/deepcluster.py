@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from aelab.deepcluster import DeepClusterConfig
+from aelab.files import write_csv, write_records
 from aelab.tasks.options import coerce, with_overrides
-from aelab.tasks.outputs import check_output_folder, write_records, write_table
+from aelab.tasks.outputs import check_output_folder
 from aelab.tasks.results import Record, to_jsonable
 from aelab.tasks.source import DataArg, input_path, sample_subset
 
@@ -135,7 +136,7 @@ def run_deepcluster(
     true = ds.labels.tolist() if known else [None] * len(ds)
     rows = ([i, c, *([ds.class_name(t)] if known else [])]
             for i, c, t in zip(ds.ids, res.labels.tolist(), true, strict=True))  # fmt: skip
-    write_table(run_dir / "labels.csv", ["id", "cluster", *(["label"] if known else [])], rows)
+    write_csv(run_dir / "labels.csv", ["id", "cluster", *(["label"] if known else [])], rows)
     write_npy(run_dir / "centroids.npy", res.centroids.astype(np.float32))
     write_records(run_dir / "rounds.csv", res.history)
     run = DeepClusterRun(

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from aelab.files import write_csv
 from aelab.tasks.modeling import open_checkpoint
-from aelab.tasks.outputs import check_output, write_table
+from aelab.tasks.outputs import check_output
 from aelab.tasks.results import Record
 from aelab.tasks.source import DataArg, input_path
 
@@ -73,7 +74,7 @@ def run_predict(
     assert opened.data is not None
     pred, probs = predict(opened.model, opened.data, batch_size=batch_size, device=device)
     names = _class_names(opened.class_names, probs.shape[1])
-    path = write_table(
+    path = write_csv(
         out, ["id", "label"], zip(opened.data.ids, [names[k] for k in pred.tolist()], strict=True)
     )
     counts = np.bincount(pred, minlength=probs.shape[1])

@@ -8,16 +8,11 @@ detector folder, is refused even then.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
-from aelab.files import write_text
-
-__all__ = ["check_output", "check_output_folder", "write_records", "write_table"]
+__all__ = ["check_output", "check_output_folder"]
 
 PathLike = str | os.PathLike[str]
 
@@ -95,36 +90,3 @@ def check_output_folder(
             "them, or choose another folder"
         )
     return out
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.8g}"
-    return value
-
-
-def write_table(path: PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    """Write a CSV table atomically through the ``csv`` module (fields quoted as needed)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    w.writerow(header)
-    for row in rows:
-        w.writerow([_cell(v) for v in row])
-    return write_text(path, buf.getvalue())
-
-
-def write_records(path: PathLike, records: Sequence[Mapping[str, Any]]) -> Path:
-    """Write dict rows as a CSV table: the union of their keys as columns, in first-seen order.
-
-    Lists inside a row (cluster sizes) are joined with ``:``.
-    """
-    columns: list[str] = []
-    for r in records:
-        columns += [k for k in r if k not in columns]
-
-    def value(v: Any) -> Any:
-        return ":".join(map(str, v)) if isinstance(v, list | tuple) else v
-
-    return write_table(path, columns, ([value(r.get(c)) for c in columns] for r in records))
