@@ -247,6 +247,42 @@ def _map(
         return list(tqdm(ex.map(safe, items), **bar))
 
 
+class _BadFiles:
+    """Unreadable files met while loading: raised at once, or recorded and skipped."""
+
+    def __init__(self, skip: bool) -> None:
+        self.skip = skip
+        self.skipped: list[tuple[str, str]] = []
+
+    def drop(self, results: list[object]) -> list[int]:
+        """Indices of the good results; records (or raises on) the bad ones."""
+        bad = [r for r in results if isinstance(r, BadImageError)]
+        if bad and not self.skip:
+            more = f" ({len(bad) - 1} more bad file(s) after it)" if len(bad) > 1 else ""
+            raise BadImageError(
+                bad[0].path,
+                f"{bad[0].reason}{more}; fix or remove it, "
+                "or pass skip_bad=True (--skip-bad) to skip bad files",
+            )
+        self.skipped.extend((e.path, e.reason) for e in bad)
+        return [i for i, r in enumerate(results) if not isinstance(r, BadImageError)]
+
+
+def _common_size(root: Path, heads: list[_Header]) -> tuple[int, int]:
+    """The most common image size, with a warning when there are several."""
+    sizes = Counter((h.height, h.width) for h in heads)
+    size = sizes.most_common(1)[0][0]
+    if len(sizes) > 1:
+        warnings.warn(
+            f"{root}: images come in {len(sizes)} sizes; resizing all to "
+            f"{size[0]}x{size[1]} (the most common). To choose the size, "
+            "pass image_size= to load_dataset; a command then brings them to the "
+            "input size of its model (see --model)",
+            stacklevel=4,
+        )
+    return size
+
+
 def load_folder(
     root: str | os.PathLike[str],
     *,
@@ -264,44 +300,18 @@ def load_folder(
     """
     root = Path(root)
     files, labels, class_names = _discover(root)
-    skipped: list[tuple[str, str]] = []
-
-    def drop_bad(results: list[object]) -> list[int]:
-        """Indices of the good results; records (or raises on) the bad ones."""
-        bad = [r for r in results if isinstance(r, BadImageError)]
-        if bad and not skip_bad:
-            more = f" ({len(bad) - 1} more bad file(s) after it)" if len(bad) > 1 else ""
-            raise BadImageError(
-                bad[0].path,
-                f"{bad[0].reason}{more}; fix or remove it, "
-                "or pass skip_bad=True (--skip-bad) to skip bad files",
-            )
-        skipped.extend((e.path, e.reason) for e in bad)
-        return [i for i, r in enumerate(results) if not isinstance(r, BadImageError)]
-
+    bad = _BadFiles(skip_bad)
     if image_size is None or channels is None:
         # A header pass (no pixel decoding) to choose the common size and channels.
         headers = _map(_read_header, files, "scanning images", progress, threads=False)
-        keep = drop_bad(headers)
+        keep = bad.drop(headers)
         files = [files[i] for i in keep]
         heads: list[_Header] = [headers[i] for i in keep]  # type: ignore[misc]
         labels = None if labels is None else [labels[i] for i in keep]
         if not files:
-            raise ValueError(f"{root}: every image was bad and skipped: {skipped}")
-        if channels is None:
-            channels = 1 if all(h.gray for h in heads) else 3
-        if image_size is None:
-            sizes = Counter((h.height, h.width) for h in heads)
-            image_size = sizes.most_common(1)[0][0]
-            if len(sizes) > 1:
-                warnings.warn(
-                    f"{root}: images come in {len(sizes)} sizes; resizing all to "
-                    f"{image_size[0]}x{image_size[1]} (the most common). To choose the size, "
-                    "pass image_size= to load_dataset; a command then brings them to the "
-                    "input size of its model (see --model)",
-                    stacklevel=3,
-                )
-
+            raise ValueError(f"{root}: every image was bad and skipped: {bad.skipped}")
+        channels = channels or (1 if all(h.gray for h in heads) else 3)
+        image_size = image_size or _common_size(root, heads)
     th, tw = image_size
     _check_fits((len(files), channels, th, tw), root)
     images = np.empty((len(files), channels, th, tw), dtype=np.uint8)
@@ -313,13 +323,14 @@ def load_folder(
     # Set once around the whole pass: toggling it per image would race between threads.
     with _refuse_truncated():
         decoded = _map(read_into, range(len(files)), "reading images", progress, threads=big)
-    keep = drop_bad(decoded)
+    keep = bad.drop(decoded)
     if len(keep) < len(files):
         files = [files[i] for i in keep]
         images = images[keep]
         labels = None if labels is None else [labels[i] for i in keep]
     if not files:
-        raise ValueError(f"{root}: every image was bad and skipped: {skipped}")
+        raise ValueError(f"{root}: every image was bad and skipped: {bad.skipped}")
+    skipped = bad.skipped
     if skipped:
         listing = "\n".join(f"  {p}: {why}" for p, why in skipped)
         warnings.warn(f"skipped {len(skipped)} bad image(s):\n{listing}", stacklevel=3)

@@ -189,9 +189,8 @@ def split_indices(
         return None, rest, val_idx
 
     labels = ds.labels.numpy()
-    num_classes = ds.num_classes or 0
     val_parts, rest_parts = [], []
-    for k, rows in enumerate(_class_rows(labels, num_classes)):
+    for k, rows in enumerate(_class_rows(labels, ds.num_classes or 0)):
         want = val_per_class if val_per_class is not None else round(val_fraction * rows.size)
         if want > rows.size:
             raise ValueError(
@@ -201,27 +200,31 @@ def split_indices(
         chosen = _pick(rng, rows, want)
         val_parts.append(chosen)
         rest_parts.append(np.setdiff1d(rows, chosen))
-
-    lab_parts = []
-    for k, rows in enumerate(rest_parts):
-        if labels_per_class is not None:
-            if labels_per_class > rows.size:
-                raise ValueError(
-                    f"class {ds.class_name(k)!r} has {rows.size} images left after validation, "
-                    f"fewer than labels_per_class={labels_per_class}; lower labels_per_class "
-                    "or the validation share"
-                )
-            want = labels_per_class
-        elif labeled_fraction is not None:
-            want = round(labeled_fraction * rows.size)
-        else:
-            want = rows.size
-        lab_parts.append(_pick(rng, rows, want))
-
+    lab_parts = [
+        _pick(rng, rows, _labeled_count(ds, k, rows.size, labels_per_class, labeled_fraction))
+        for k, rows in enumerate(rest_parts)
+    ]
     val_idx = np.sort(np.concatenate(val_parts)).astype(np.int64)
     lab_idx = np.sort(np.concatenate(lab_parts)).astype(np.int64)
     rest = np.sort(np.concatenate(rest_parts)).astype(np.int64)
     return lab_idx, rest, val_idx
+
+
+def _labeled_count(
+    ds: Any, k: int, available: int, per_class: int | None, fraction: float | None
+) -> int:
+    """How many labelled images class ``k`` gives, out of ``available`` left after validation."""
+    if per_class is not None:
+        if per_class > available:
+            raise ValueError(
+                f"class {ds.class_name(k)!r} has {available} images left after validation, "
+                f"fewer than labels_per_class={per_class}; lower labels_per_class "
+                "or the validation share"
+            )
+        return per_class
+    if fraction is not None:
+        return round(fraction * available)
+    return available
 
 
 def _assemble(

@@ -79,44 +79,55 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
         return dict(value)
     if hint is Any:
         return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE or text in _FALSE:
-            return text in _TRUE
-        raise ValueError(f"{name}: {value!r} is not true or false")
-    if hint is int:
-        if isinstance(value, bool):
-            raise ValueError(f"{name}: {value!r} is not an integer")
-        if isinstance(value, int):
-            return value
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}: {value!r} is not an integer") from None
-        if not number.is_integer():
-            raise ValueError(f"{name}: {value!r} is not an integer")
-        return int(number)
-    if hint is float:
-        if isinstance(value, bool):
-            raise ValueError(f"{name}: {value!r} is not a number")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}: {value!r} is not a number") from None
-        if not math.isfinite(number):
-            raise ValueError(f"{name}: {value!r} must be a finite number")
-        return number
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise ValueError(f"{name}: {value!r} is not text")
+    if hint in _SCALARS:
+        return _SCALARS[hint](value, name)
     if isinstance(value, hint):
         return value
     raise ValueError(f"{name}: {value!r} is not {_type_name(hint)}")
+
+
+def _to_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{name}: {value!r} is not true or false")
+
+
+def _to_int(value: Any, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not number.is_integer():
+        raise ValueError(f"{name}: {value!r} is not an integer")
+    return int(number)
+
+
+def _to_float(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: {value!r} is not a number") from None
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: {value!r} is not a number")
+    if not math.isfinite(number):
+        raise ValueError(f"{name}: {value!r} must be a finite number")
+    return number
+
+
+def _to_str(value: Any, name: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"{name}: {value!r} is not text")
+
+
+_SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
 
 
 def with_overrides(config: C, overrides: Mapping[str, Any] | None, *, where: str = "") -> C:

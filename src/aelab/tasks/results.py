@@ -59,44 +59,56 @@ def from_jsonable(data: Any, hint: Any, where: str = "record") -> Any:
         return data
     args = _union_args(hint)
     if args is not None:
-        if data is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return from_jsonable(data, option, where)
-            except (TypeError, ValueError) as e:
-                errors.append(str(e))
-        raise ValueError(f"{where}: {data!r} fits none of {hint} ({'; '.join(errors)})")
+        return _from_union(data, hint, args, where)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: expected an object for {hint.__name__}, got {data!r}")
-        hints = typing.get_type_hints(hint)
-        known = {f.name for f in dataclasses.fields(hint)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown fields {unknown} for {hint.__name__}")
-        kwargs = {k: from_jsonable(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-        return hint(**kwargs)
+        return _from_dataclass(data, hint, where)
     origin = typing.get_origin(hint)
     if origin in (list, tuple):
-        if not isinstance(data, list | tuple):
-            raise ValueError(f"{where}: expected a list, got {data!r}")
-        args = typing.get_args(hint)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            items = [
-                from_jsonable(v, a, f"{where}[{i}]")
-                for i, (v, a) in enumerate(zip(data, args, strict=True))
-            ]
-        else:
-            item = args[0] if args else Any
-            items = [from_jsonable(v, item, f"{where}[{i}]") for i, v in enumerate(data)]
-        return tuple(items) if origin is tuple else items
+        return _from_sequence(data, hint, origin, where)
     if origin is dict:
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected an object, got {data!r}")
         _, value_hint = typing.get_args(hint) or (str, Any)
         return {k: from_jsonable(v, value_hint, f"{where}.{k}") for k, v in data.items()}
+    return _from_scalar(data, hint, where)
+
+
+def _from_union(data: Any, hint: Any, args: tuple[Any, ...], where: str) -> Any:
+    if data is None and type(None) in args:
+        return None
+    errors = []
+    for option in (a for a in args if a is not type(None)):
+        try:
+            return from_jsonable(data, option, where)
+        except (TypeError, ValueError) as e:
+            errors.append(str(e))
+    raise ValueError(f"{where}: {data!r} fits none of {hint} ({'; '.join(errors)})")
+
+
+def _from_dataclass(data: Any, hint: type, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object for {hint.__name__}, got {data!r}")
+    hints = typing.get_type_hints(hint)
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(hint)})
+    if unknown:
+        raise ValueError(f"{where}: unknown fields {unknown} for {hint.__name__}")
+    return hint(**{k: from_jsonable(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def _from_sequence(data: Any, hint: Any, origin: Any, where: str) -> Any:
+    if not isinstance(data, list | tuple):
+        raise ValueError(f"{where}: expected a list, got {data!r}")
+    args = typing.get_args(hint)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        pairs = zip(data, args, strict=True)
+        items = [from_jsonable(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(pairs)]
+    else:
+        item = args[0] if args else Any
+        items = [from_jsonable(v, item, f"{where}[{i}]") for i, v in enumerate(data)]
+    return tuple(items) if origin is tuple else items
+
+
+def _from_scalar(data: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if data is None:
             return math.nan  # written as null because it was not finite

@@ -162,28 +162,7 @@ def batch_factory(
     for name, value in (("batch_size", batch_size), ("unlabeled_batch_size", unlabeled_batch_size)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    reader = _reader(data, device)
-    # Index tensors live where the images do (the GPU for device-resident data).
-    where = reader.images.device if reader.images is not None else torch.device("cpu")
-    ys = None
-    if labels and data.labels is not None:
-        ys = _place(data.labels, device) if isinstance(data, ImageDataset) else data.labels
-    u_reader = _reader(unlabeled, device) if unlabeled is not None else None
-    u_where = (
-        u_reader.images.device
-        if u_reader is not None and u_reader.images is not None
-        else torch.device("cpu")
-    )
-    n = len(data)
     world = dist_utils.info()
-    if shuffle:
-        per = dist_utils.shard_order(
-            torch.arange(n), batch_size, drop_last=True, rank=world.rank,
-            world_size=world.world_size,
-        )[1]  # fmt: skip
-    else:
-        per = math.ceil(batch_size / world.world_size)
-        mine = dist_utils.shard_rows(n, rank=world.rank, world_size=world.world_size)
     # ``unlabeled_batch_size`` is global too; each process reads its share.
     u_batch = unlabeled_batch_size or batch_size
     if unlabeled is not None and u_batch % world.world_size:
@@ -191,47 +170,95 @@ def batch_factory(
             f"the global unlabeled batch size {u_batch} is not a multiple of the "
             f"{world.world_size} processes; choose a batch size divisible by {world.world_size}"
         )
-    u_per = u_batch // world.world_size
+    return _Factory(
+        data, batch_size, shuffle, seed, device, labels, unlabeled, num_workers, u_batch,
+        epoch_over_unlabeled, world,
+    )  # fmt: skip
 
-    def perm(size: int, epoch: int, stream: int, device: torch.device) -> torch.Tensor:
-        # One generator per (seed, epoch, stream): the order of epoch e never
-        # depends on what ran before it, which is what makes resume exact.
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7 + stream)
-        return torch.randperm(size, generator=g).to(device)
 
-    def repeated_perm(epoch: int, length: int, device: torch.device) -> torch.Tensor:
-        # The labelled rows repeat, each pass in a fresh permutation, until
-        # ``length`` rows; the same on every rank, sharded like ``perm``.
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7 + 2)
-        reps = math.ceil(length / n)
-        return torch.cat([torch.randperm(n, generator=g) for _ in range(reps)])[:length].to(device)
+def _perm(seed: int, size: int, epoch: int, stream: int, device: torch.device) -> torch.Tensor:
+    # One generator per (seed, epoch, stream): the order of epoch e never
+    # depends on what ran before it, which is what makes resume exact.
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7 + stream)
+    return torch.randperm(size, generator=g).to(device)
 
-    def factory(epoch: int) -> _EpochBatches:
+
+def _repeated_perm(
+    seed: int, n: int, epoch: int, length: int, device: torch.device
+) -> torch.Tensor:
+    # The labelled rows repeat, each pass in a fresh permutation, until
+    # ``length`` rows; the same on every rank, sharded like ``_perm``.
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7 + 2)
+    reps = math.ceil(length / n)
+    return torch.cat([torch.randperm(n, generator=g) for _ in range(reps)])[:length].to(device)
+
+
+def _where(reader: _Reader | None) -> torch.device:
+    """Index tensors live where the images do (the GPU for device-resident data)."""
+    return (
+        reader.images.device
+        if reader is not None and reader.images is not None
+        else torch.device("cpu")
+    )
+
+
+class _Factory:
+    """What :func:`batch_factory` returns: ``factory(epoch)`` (trusts its input)."""
+
+    def __init__(
+        self, data: ImageDataset | ImageRows, batch_size: int, shuffle: bool, seed: int,
+        device: torch.device, labels: bool, unlabeled: ImageDataset | ImageRows | None,
+        num_workers: int, u_batch: int, epoch_over_unlabeled: bool, world: Any,
+    ) -> None:  # fmt: skip
+        self.reader, self.n, self.batch_size, self.shuffle = (
+            _reader(data, device),
+            len(data),
+            batch_size,
+            shuffle,
+        )
+        self.seed, self.device, self.num_workers, self.world = seed, device, num_workers, world
+        self.ys = None
+        if labels and data.labels is not None:
+            self.ys = _place(data.labels, device) if isinstance(data, ImageDataset) else data.labels
+        self.unlabeled, self.u_batch, self.epoch_over_unlabeled = (
+            unlabeled,
+            u_batch,
+            epoch_over_unlabeled,
+        )
+        self.u_reader = _reader(unlabeled, device) if unlabeled is not None else None
+        self.u_per = u_batch // world.world_size
         if shuffle:
-            order, _ = dist_utils.shard_order(
-                perm(n, epoch, 0, where), batch_size, drop_last=True, rank=world.rank,
+            self.per = dist_utils.shard_order(
+                torch.arange(self.n), batch_size, drop_last=True, rank=world.rank,
                 world_size=world.world_size,
-            )  # fmt: skip
+            )[1]  # fmt: skip
         else:
-            order = mine.to(where)
-        extra = None
-        if u_reader is not None:
-            assert unlabeled is not None
-            extra = (
-                u_reader,
-                perm(len(unlabeled), epoch, 1, u_where),
-                world.rank * u_per,
-                u_batch,
-            )
-            if epoch_over_unlabeled:
-                steps = max(1, len(unlabeled) // u_batch)
-                order, _ = dist_utils.shard_order(
-                    repeated_perm(epoch, steps * batch_size, where), batch_size,
-                    drop_last=True, rank=world.rank, world_size=world.world_size,
-                )  # fmt: skip
-        return _EpochBatches(reader, ys, order, per, device, extra, num_workers, u_per)
+            self.per = math.ceil(batch_size / world.world_size)
+            self.mine = dist_utils.shard_rows(self.n, rank=world.rank, world_size=world.world_size)
 
-    return factory
+    def _shard(self, order: torch.Tensor) -> torch.Tensor:
+        w = self.world
+        return dist_utils.shard_order(order, self.batch_size, drop_last=True, rank=w.rank,
+                                      world_size=w.world_size)[0]  # fmt: skip
+
+    def __call__(self, epoch: int) -> _EpochBatches:
+        where = _where(self.reader)
+        if self.shuffle:
+            order = self._shard(_perm(self.seed, self.n, epoch, 0, where))
+        else:
+            order = self.mine.to(where)
+        extra = None
+        if self.u_reader is not None:
+            assert self.unlabeled is not None
+            u_order = _perm(self.seed, len(self.unlabeled), epoch, 1, _where(self.u_reader))
+            extra = (self.u_reader, u_order, self.world.rank * self.u_per, self.u_batch)
+            if self.epoch_over_unlabeled:
+                steps = max(1, len(self.unlabeled) // self.u_batch)
+                length = steps * self.batch_size
+                order = self._shard(_repeated_perm(self.seed, self.n, epoch, length, where))
+        return _EpochBatches(
+            self.reader, self.ys, order, self.per, self.device, extra, self.num_workers, self.u_per
+        )
 
 
 # ----------------------------------------------------------------------------- validation

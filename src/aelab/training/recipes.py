@@ -234,6 +234,55 @@ def finetune(
     config = config or FinetuneConfig()
     if not isinstance(config, FinetuneConfig):
         raise ValueError(f"config must be a FinetuneConfig, got {type(config).__name__}")
+    unlabeled = _check_finetune_data(model, labeled, val, unlabeled, config)
+    k = labeled.num_classes
+    assert k is not None
+    if getattr(getattr(model, "config", None), "num_classes", k) != k:
+        model.reset_classifier(k)  # type: ignore[operator]
+    if config.monitor is None and val is not None:
+        config = dataclasses.replace(config, monitor="val_acc")
+    _check_num_workers(num_workers)
+    dist_utils.init_from_env(config.device)
+    device = resolve_device(config.device)
+    semi = config.semi != "none"
+    train_batches = batch_factory(
+        labeled, batch_size=config.batch_size, shuffle=True, seed=config.seed, device=device,
+        labels=True, unlabeled=unlabeled,
+        unlabeled_batch_size=config.batch_size * (config.unlabeled_ratio if semi else 1),
+        epoch_over_unlabeled=semi, num_workers=num_workers,
+    )  # fmt: skip
+    val_batches = None
+    if val is not None:
+        val_batches = batch_factory(
+            val, batch_size=max(config.batch_size, 256), shuffle=False, seed=config.seed,
+            device=device, labels=True,
+        )  # fmt: skip
+    trainer = Trainer(
+        model, _finetune_step(config, augment), train_batches, config=config,
+        val_batches=val_batches, run_dir=out_dir,
+        model_name=_model_name(model, model_name) if out_dir is not None else model_name,
+        model_meta=_model_meta(model, labeled, "finetune"),
+        lr_mult={"encoder.": config.encoder_lr_mult} if config.encoder_lr_mult != 1 else None,
+        run_config={
+            "task": "finetune",
+            "data": _data_summary(labeled=labeled, val=val, unlabeled=unlabeled),
+            "augment": augment is not None,
+        },
+    )  # fmt: skip
+    if config.freeze_encoder_epochs > 0:
+        encoder = getattr(model, "encoder", None)
+        if not isinstance(encoder, nn.Module):
+            raise ValueError("freeze_encoder_epochs needs a model with an 'encoder' submodule")
+        start, end = _freeze_encoder(encoder, config.freeze_encoder_epochs)
+        trainer.add_callback("on_train_epoch_start", start)
+        trainer.add_callback("on_fit_end", end)
+    return trainer.fit(resume=resume, overwrite=overwrite)
+
+
+def _check_finetune_data(
+    model: nn.Module, labeled: Any, val: Any, unlabeled: Any, config: FinetuneConfig
+) -> ImageDataset | ImageRows | None:
+    """Check the three sets against the model and the config; the unlabeled set to use."""
     check_dataset(model, labeled, "labeled", labels=True)
     if val is not None:
         check_dataset(model, val, "val", labels=True)
@@ -243,7 +292,7 @@ def finetune(
             warnings.warn(
                 "unlabeled images are used by semi='fixmatch' or the reconstruction term; "
                 "set one of them to use them (ignored now)",
-                stacklevel=2,
+                stacklevel=3,
             )
             unlabeled = None
     elif config.semi != "none":
@@ -254,83 +303,24 @@ def finetune(
     if len(labeled) < 2:
         raise ValueError("fine-tuning needs at least 2 labelled images (batch norm)")
     k = labeled.num_classes
-    assert k is not None
     if val is not None and val.labels is not None and int(val.labels.max()) >= k:
         raise ValueError(
             f"val has label {int(val.labels.max())} but labeled has only {k} classes; "
             "give both sets the same class names"
         )
-    if getattr(getattr(model, "config", None), "num_classes", k) != k:
-        model.reset_classifier(k)  # type: ignore[operator]
-    if config.monitor is None and val is not None:
-        config = dataclasses.replace(config, monitor="val_acc")
-    _check_num_workers(num_workers)
-    dist_utils.init_from_env(config.device)
-    device = resolve_device(config.device)
-    name = _model_name(model, model_name) if out_dir is not None else model_name
-    train_batches = batch_factory(
-        labeled,
-        batch_size=config.batch_size,
-        shuffle=True,
-        seed=config.seed,
-        device=device,
-        labels=True,
-        unlabeled=unlabeled,
-        unlabeled_batch_size=config.batch_size
-        * (config.unlabeled_ratio if config.semi != "none" else 1),
-        epoch_over_unlabeled=config.semi != "none",
-        num_workers=num_workers,
-    )
-    val_batches = None
-    if val is not None:
-        val_batches = batch_factory(
-            val,
-            batch_size=max(config.batch_size, 256),
-            shuffle=False,
-            seed=config.seed,
-            device=device,
-            labels=True,
-        )
+    return unlabeled
+
+
+def _finetune_step(config: FinetuneConfig, augment: Augment | None) -> Callable[..., Any]:
+    """The step function of a fine-tuning run: FixMatch or plain classification."""
     if config.semi == "fixmatch":
-        step = fixmatch_step(
-            weak=augment,
-            strong=make_strong_augment(),
-            threshold=config.threshold,
-            unlabeled_weight=config.unlabeled_weight,
-            label_smoothing=config.label_smoothing,
-            recon_weight=config.recon_weight,
-            recon_loss=config.recon_loss,
+        return fixmatch_step(
+            weak=augment, strong=make_strong_augment(), threshold=config.threshold,
+            unlabeled_weight=config.unlabeled_weight, label_smoothing=config.label_smoothing,
+            recon_weight=config.recon_weight, recon_loss=config.recon_loss,
             align=config.distribution_alignment,
-        )
-    else:
-        step = classification_step(
-            augment=augment,
-            label_smoothing=config.label_smoothing,
-            recon_weight=config.recon_weight,
-            recon_loss=config.recon_loss,
-        )
-    lr_mult = {"encoder.": config.encoder_lr_mult} if config.encoder_lr_mult != 1 else None
-    trainer = Trainer(
-        model,
-        step,
-        train_batches,
-        config=config,
-        val_batches=val_batches,
-        run_dir=out_dir,
-        model_name=name,
-        model_meta=_model_meta(model, labeled, "finetune"),
-        lr_mult=lr_mult,
-        run_config={
-            "task": "finetune",
-            "data": _data_summary(labeled=labeled, val=val, unlabeled=unlabeled),
-            "augment": augment is not None,
-        },
-    )
-    if config.freeze_encoder_epochs > 0:
-        encoder = getattr(model, "encoder", None)
-        if not isinstance(encoder, nn.Module):
-            raise ValueError("freeze_encoder_epochs needs a model with an 'encoder' submodule")
-        start, end = _freeze_encoder(encoder, config.freeze_encoder_epochs)
-        trainer.add_callback("on_train_epoch_start", start)
-        trainer.add_callback("on_fit_end", end)
-    return trainer.fit(resume=resume, overwrite=overwrite)
+        )  # fmt: skip
+    return classification_step(
+        augment=augment, label_smoothing=config.label_smoothing,
+        recon_weight=config.recon_weight, recon_loss=config.recon_loss,
+    )  # fmt: skip

@@ -47,26 +47,11 @@ def layer_table(model: Any, input_shape: Sequence[int] | None = None) -> list[di
         not called) and ``params`` (parameters it owns, each parameter counted
         at its first appearance only, so repeat calls and tied weights show 0). The ``params`` sum to the model's total.
     """
-    import torch
     import torch.nn as nn
 
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if input_shape is None:
-        cfg = getattr(model, "config", None)
-        if cfg is None or not all(hasattr(cfg, a) for a in ("in_channels", "image_size")):
-            raise ValueError(
-                "input_shape is required for this model, e.g. (3, 64, 64) for one image"
-            )
-        input_shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
-    shape = tuple(input_shape)
-    if not shape or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape
-    ):
-        raise ValueError(
-            f"input_shape must be positive integers without the batch axis, e.g. (1, 32, 32); got {input_shape!r}"
-        )
-
+    shape = _input_shape(model, input_shape)
     tracked = [
         (name, m)
         for name, m in model.named_modules()
@@ -81,25 +66,51 @@ def layer_table(model: Any, input_shape: Sequence[int] | None = None) -> list[di
     seen: set[int] = set()  # modules already listed
     counted: set[int] = set()  # parameters already counted (shared or tied ones count once)
 
-    def hook_for(name: str) -> Any:
-        def hook(mod: nn.Module, args: Any, out: Any) -> None:
-            seen.add(id(mod))
-            rows.append(
-                {
-                    "name": name,
-                    "type": type(mod).__name__,
-                    "output_shape": _shape_of(out),
-                    "params": _own_params(mod, counted),
-                }
-            )
+    def row(name: str, mod: Any, out_shape: Any) -> None:
+        seen.add(id(mod))
+        rows.append({"name": name, "type": type(mod).__name__, "output_shape": out_shape,
+                     "params": _own_params(mod, counted)})  # fmt: skip
 
-        return hook
+    def hook_for(name: str) -> Any:
+        return lambda mod, args, out: row(name, mod, _shape_of(out))
+
+    _dry_run(model, shape, [(name or type(m).__name__, m) for name, m in tracked], hook_for)
+    for name, m in tracked:
+        if id(m) not in seen:
+            row(name, m, None)
+    return rows
+
+
+def _input_shape(model: Any, input_shape: Sequence[int] | None) -> tuple[int, ...]:
+    if input_shape is None:
+        cfg = getattr(model, "config", None)
+        if cfg is None or not all(hasattr(cfg, a) for a in ("in_channels", "image_size")):
+            raise ValueError(
+                "input_shape is required for this model, e.g. (3, 64, 64) for one image"
+            )
+        input_shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
+    shape = tuple(input_shape)
+    if not shape or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape
+    ):
+        raise ValueError(
+            "input_shape must be positive integers without the batch axis, e.g. (1, 32, 32); "
+            f"got {input_shape!r}"
+        )
+    return shape
+
+
+def _dry_run(
+    model: Any, shape: tuple[int, ...], tracked: list[tuple[str, Any]], hook_for: Any
+) -> None:
+    """One forward pass of a zero batch of 2 in eval mode with hooks; the model is left as it was."""
+    import torch
 
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     modes = {m: m.training for m in model.modules()}
-    handles = [m.register_forward_hook(hook_for(name or type(m).__name__)) for name, m in tracked]
+    handles = [m.register_forward_hook(hook_for(name)) for name, m in tracked]
     try:
         model.eval()
         with torch.no_grad():
@@ -113,18 +124,6 @@ def layer_table(model: Any, input_shape: Sequence[int] | None = None) -> list[di
             h.remove()
         for m, training in modes.items():
             m.training = training
-    for name, m in tracked:
-        if id(m) not in seen:
-            seen.add(id(m))
-            rows.append(
-                {
-                    "name": name,
-                    "type": type(m).__name__,
-                    "output_shape": None,
-                    "params": _own_params(m, counted),
-                }
-            )
-    return rows
 
 
 def _own_params(module: Any, counted: set[int]) -> int:
