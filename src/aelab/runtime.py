@@ -58,3 +58,16 @@ def physical_memory() -> int | None:
     except ImportError:
         return None
     return int(psutil.virtual_memory().total)
+
+
+def progress_bars(wanted: bool = True) -> bool:
+    """Whether to draw progress bars: when ``wanted`` and standard error is a terminal.
+
+    A bar redraws its line many times a second; in a log file (``aelab study
+    ... 2> log``) that is noise, so there a run writes one line per epoch
+    and no bars.
+    """
+    import sys
+
+    stream = sys.stderr
+    return bool(wanted) and stream is not None and hasattr(stream, "isatty") and stream.isatty()

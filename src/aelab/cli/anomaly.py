@@ -35,7 +35,7 @@ def fit_cmd(
         "--score",
         help="mse, mae, ssim, latent (distance to the k nearest training codes), rotation, or several "
         "joined with + (each standardised on held-out normals, then summed), e.g. ssim+latent "
-        "(default: the detector's, see `python -c 'import aelab.anomaly as a; help(a.ReconstructionDetector)'`).",
+        "(default: the detector's default score).",
     ),
     threshold: str | None = typer.Option(
         None,

@@ -24,7 +24,7 @@ def cluster(
     alpha: str | None = typer.Option(
         None,
         "--alpha",
-        help="Inverse temperature (> 0), or 'auto' (the default: 2 / mean squared distance to the mean). "
+        help="Inverse temperature (> 0), or 'auto' (2 / mean squared distance to the mean; the default). "
         "Small alpha pulls centroids together; large alpha approaches hard k-means.",
     ),
     target_ratio: str | None = typer.Option(
@@ -79,12 +79,12 @@ def cluster(
         None,
         "--n-init",
         min=1,
-        help="Starts; the lowest-objective one is kept (default: EquilibriumKMeans's, 10).",
+        help="Starts; the lowest-objective one is kept (default 10, EquilibriumKMeans's).",
     ),
     update: str | None = typer.Option(
         None,
         "--update",
-        help="'damped' (the default: converges) or 'fixed-point' (the paper's rule; may cycle).",
+        help="'damped' (converges; the default) or 'fixed-point' (the paper's rule; may cycle).",
     ),
     max_iter: int | None = typer.Option(
         None, "--max-iter", min=1, help="Maximum passes over the data per start (default 300)."

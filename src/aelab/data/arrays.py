@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from aelab.data.dataset import ImageDataset, RowIds
 from aelab.data.transforms import _check_fits, _conform_uint8
+from aelab.runtime import progress_bars
 
 IMAGE_KEYS = ("images", "x")
 LABEL_KEYS = ("labels", "y")
@@ -186,7 +187,7 @@ def _images_tensor(
     _check_fits((n, target_c, th, tw), path)
     out = torch.empty((n, target_c, th, tw), dtype=torch.uint8)
     starts = range(0, n, _CHUNK)
-    show = progress and n >= _PROGRESS_MIN_ROWS
+    show = progress_bars(progress and n >= _PROGRESS_MIN_ROWS)
     for i in tqdm(starts, desc="converting", unit="chunk", disable=not show):
         chunk = _to_uint8(np.ascontiguousarray(a[i : i + _CHUNK]), path, i)
         t = torch.from_numpy(chunk).permute(0, 3, 1, 2)

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from aelab.data.dataset import ImageDataset
 from aelab.data.transforms import _check_fits, _fit_geometry, _pad_or_crop
+from aelab.runtime import progress_bars
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -238,7 +239,7 @@ def _map(
         except BadImageError as e:
             return e
 
-    show = progress and len(items) >= _PROGRESS_MIN_FILES
+    show = progress_bars(progress and len(items) >= _PROGRESS_MIN_FILES)
     bar = {"total": len(items), "desc": desc, "unit": "img", "disable": not show}
     workers = max(1, min(8, os.cpu_count() or 1))
     if not threads or workers == 1:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from aelab.runtime import progress_bars
 from aelab.tasks.options import with_overrides
 from aelab.tasks.outputs import check_output, check_output_folder
 from aelab.tasks.results import Record
@@ -198,7 +199,7 @@ def run_embed(
     blocks = tqdm(
         iter_encode(model, rows, batch_size=opts.batch_size, device=device),
         total=math.ceil(total / opts.batch_size), desc="embedding", unit="batch", leave=False,
-        disable=not (progress and total >= _PROGRESS_MIN),
+        disable=not progress_bars(progress and total >= _PROGRESS_MIN),
     )  # fmt: skip
     shards = None
     if to_file:
