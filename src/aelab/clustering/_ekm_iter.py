@@ -85,6 +85,27 @@ def _relocate_dead(
     return C, True
 
 
+def _anderson(
+    hist_g: list[np.ndarray], hist_f: list[np.ndarray], G: np.ndarray, step: np.ndarray
+) -> np.ndarray | None:
+    """Record the damped step ``G = C + step`` and extrapolate from the history (Anderson type II).
+
+    Keeps the last ``_ANDERSON_MEMORY + 1`` steps in ``hist_g`` and ``hist_f``
+    (in place). Returns the extrapolated centroids (possibly not finite), or
+    None while fewer than two steps are recorded.
+    """
+    hist_g.append(G.ravel())
+    hist_f.append(step.ravel())
+    if len(hist_f) > _ANDERSON_MEMORY + 1:
+        del hist_g[0], hist_f[0]
+    if len(hist_f) < 2:
+        return None
+    dF = np.diff(np.stack(hist_f), axis=0).T  # (K*D, m)
+    dG = np.diff(np.stack(hist_g), axis=0).T
+    gamma = np.linalg.lstsq(dF, hist_f[-1], rcond=None)[0]
+    return (G.ravel() - dG @ gamma).reshape(G.shape)
+
+
 def _run_ekm(
     X: np.ndarray,
     C0: np.ndarray,
@@ -171,15 +192,8 @@ def _run_ekm(
             n_iter += 1
             continue
         if acceleration == "anderson":
-            hist_g.append(G.ravel())
-            hist_f.append(step.ravel())
-            if len(hist_f) > _ANDERSON_MEMORY + 1:
-                del hist_g[0], hist_f[0]
-            if len(hist_f) > 1:
-                dF = np.diff(np.stack(hist_f), axis=0).T  # (K*D, m)
-                dG = np.diff(np.stack(hist_g), axis=0).T
-                gamma = np.linalg.lstsq(dF, hist_f[-1], rcond=None)[0]
-                cand = (G.ravel() - dG @ gamma).reshape(C.shape)
+            cand = _anderson(hist_g, hist_f, G, step)
+            if cand is not None:
                 if np.isfinite(cand).all():
                     st_c = evaluate(cand)
                     n_iter += 1
