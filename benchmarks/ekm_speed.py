@@ -1,15 +1,24 @@
 """Speed of aelab's EquilibriumKMeans against sklekmeans' EKMeans and scikit-learn's KMeans.
 
-Same data, same process, median of 3 fits, n_init=1 for all three. Two columns of
-whole-fit times:
+Steady state: same data, same process, median of 3 fits, n_init=1 for all three.
+Two columns of whole-fit times:
 
 - "given start": all three start from the same centroids (scikit-learn's
   k-means++ on X, passed as ``init``), so the time is validation + iterations +
   final labels, and per-iteration time is fit time / ``n_iter_``.
 - "own init": each estimator seeds itself with k-means++ (random_state=0).
 
+Start-up: what a user who clusters once pays. Each of ``--repeats`` fresh
+Python processes times ``import aelab.clustering``, then
+``from aelab.clustering import EquilibriumKMeans``, then two
+``EquilibriumKMeans(10, random_state=0).fit(X)`` (the defaults: n_init=10) on
+the same float64 data, and reports the first fit over the second (scikit-learn's
+KMeans, n_init=10, measured the same way, is the comparison). Medians over the
+processes.
+
     python benchmarks/ekm_speed.py            # 100k x 32 and 20k x 1024, K = 10
     python benchmarks/ekm_speed.py --quick    # 20k x 32 and 4k x 512
+    python benchmarks/ekm_speed.py --startup-only --repeats 5
 
 sklekmeans is only needed here (``pip install sklekmeans`` or ``.[bench]``).
 """
@@ -17,8 +26,13 @@ sklekmeans is only needed here (``pip install sklekmeans`` or ``.[bench]``).
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
@@ -44,15 +58,98 @@ def _median_fit(make, X, repeats):
     return float(np.median(times)), est
 
 
+# Run in a fresh interpreter: argv = data file, module, estimator class, constructor kwargs (JSON).
+_CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+import importlib
+mod = importlib.import_module(sys.argv[2])
+t1 = time.perf_counter()
+Est = getattr(mod, sys.argv[3])
+t2 = time.perf_counter()
+import warnings
+import numpy as np
+X = np.load(sys.argv[1])
+kw = json.loads(sys.argv[4])
+fits = []
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    for _ in range(2):
+        t = time.perf_counter()
+        Est(**kw).fit(X)
+        fits.append(time.perf_counter() - t)
+print(json.dumps({"import": t1 - t0, "attr": t2 - t1, "first": fits[0], "second": fits[1]}))
+"""
+
+_STARTUP = {
+    # name: (module imported first, class, constructor kwargs)
+    "aelab EKM": ("aelab.clustering", "EquilibriumKMeans", {"n_clusters": 10, "random_state": 0}),
+    "KMeans": ("sklearn.cluster", "KMeans", {"n_clusters": 10, "n_init": 10, "random_state": 0}),
+}
+
+
+def _startup_rows(shapes: list[tuple[int, int]], repeats: int) -> list[tuple]:
+    """Median start-up times, each repeat in a fresh ``python`` process."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n, d in shapes:
+            X, _ = make_blobs(n_samples=n, n_features=d, centers=10, random_state=0)
+            path = Path(tmp) / f"X_{n}x{d}.npy"
+            np.save(path, np.ascontiguousarray(X))
+            for name, (module, cls, kw) in _STARTUP.items():
+                runs = []
+                for _ in range(repeats):
+                    out = subprocess.run(
+                        [sys.executable, "-c", _CHILD, str(path), module, cls, json.dumps(kw)],
+                        capture_output=True, text=True, check=True,
+                    )  # fmt: skip
+                    runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+                ratios = [r["first"] / r["second"] for r in runs]
+                rows.append((f"{n}x{d}", name, f"import {module}", med, ratios))
+    return rows
+
+
+def _print_startup(rows: list[tuple], repeats: int) -> None:
+    print(f"Start-up, float64, each of {repeats} run(s) in a fresh process (medians):\n")
+    hdr = ("data", "estimator", "import s", "class s", "1st fit s", "2nd fit s", "1st / 2nd")
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    for data, name, _, m, ratios in rows:
+        span = f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else f"{ratios[0]:.2f}"
+        print(
+            f"| {data} | {name} | {m['import']:.3f} | {m['attr']:.3f} | {m['first']:.3f} "
+            f"| {m['second']:.3f} | {span} |"
+        )
+    print()
+    for data, name, what, m, ratios in rows:
+        if name == "aelab EKM":
+            print(
+                f"aelab EKM {data}: {what} {m['import']:.2f} s (target < 0.5), first fit "
+                f"{m['first'] / m['second']:.2f}x the second (target <= 1.5; range "
+                f"{min(ratios):.2f}-{max(ratios):.2f}), import + class + first fit "
+                f"{(m['import'] + m['attr'] + m['first']) / m['second']:.2f}x the second"
+            )
+    print()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sets")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="fits per median, and fresh start-up processes"
+    )
     ap.add_argument(
         "--skip-sklekmeans", action="store_true", help="it takes ~1 min per set (300 iterations)"
     )
+    ap.add_argument(
+        "--startup-only", action="store_true", help="only the fresh-process start-up table"
+    )
     args = ap.parse_args()
     shapes = [(20_000, 32), (4_000, 512)] if args.quick else [(100_000, 32), (20_000, 1024)]
+    _print_startup(_startup_rows(shapes, args.repeats), args.repeats)
+    if args.startup_only:
+        return
     K = 10
     rows = []
     f64_time = {}

@@ -104,8 +104,8 @@ def test_bad_inputs_exit_2_and_write_nothing(tmp_path):
     "args, msg",
     [
         (["--k", "50"], "larger than the number of samples"),
-        (["--k", "2", "--alpha", "-1"], "positive finite number"),
-        (["--k", "2", "--alpha", "abc"], "neither 'auto' nor a number"),
+        (["--k", "2", "--alpha", "-1"], "is not valid; give 'auto', a positive number"),
+        (["--k", "2", "--alpha", "abc"], "alpha 'abc' is not valid"),
         (["--k", "2", "--update", "bogus"], "choose one of damped, fixed-point"),
     ],
 )
@@ -121,3 +121,13 @@ def test_bad_options_exit_2(tmp_path, args, msg):
 def test_help_lists_cluster():
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0 and "cluster" in res.output
+
+
+def test_sweep_alphas_scale_multiples_of_the_main_alpha():
+    from aelab.tasks.cluster import sweep_alphas
+
+    assert sweep_alphas("0.1x, 2 ,auto", 4.0) == pytest.approx([0.4, 2.0, 4.0])
+    with pytest.raises(ValueError, match="separated by commas"):
+        sweep_alphas("1x,,2x", 1.0)
+    with pytest.raises(ValueError, match="'3y' is not valid"):
+        sweep_alphas("1x,3y", 1.0)

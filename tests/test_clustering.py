@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +19,15 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from aelab.clustering import (
+    AlphaMultiple,
     EquilibriumKMeans,
     MiniBatchEquilibriumKMeans,
+    alpha_sweep,
+    auto_alpha,
     make_imbalanced_blobs,
     make_paper_data,
+    parse_alpha,
+    resolve_alpha,
 )
 from aelab.clustering._ekm_kernels import _assign, _per_sample, _row_sq_norms, _sufficient_stats
 
@@ -94,7 +104,7 @@ def test_one_update_by_hand(update, expected):
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-9), (np.float32, 1e-4)])
 @pytest.mark.parametrize("offset", [0.0, 50.0])
-@pytest.mark.parametrize("read_only", [False, True])  # a memory map: numpy's GEMM, not torch's
+@pytest.mark.parametrize("read_only", [False, True])  # e.g. a memory map
 def test_chunked_kernel_matches_naive(dtype, rtol, offset, read_only):
     rng = np.random.default_rng(0)
     X = (rng.normal(size=(203, 5)) * 2 + offset).astype(dtype)
@@ -301,6 +311,127 @@ def test_input_errors_say_which_and_how_many(Est):
         est.predict(X[:, :2])
     with pytest.raises(ValueError, match="1 NaN"):
         est.transform(bad[:3])
+
+
+# ----------------------------------------------------------------------------- alpha
+
+
+def test_auto_alpha_by_hand():
+    # mean (1, 0); squared distances to it 1 and 1 -> alpha = 2 / 1
+    assert auto_alpha([[0.0, 0.0], [2.0, 0.0]]) == 2.0
+    # weights 3:1 on x = 0 and x = 2: weighted mean 0.5, 3/4 * 0.25 + 1/4 * 2.25 = 0.75
+    assert auto_alpha([[0.0], [2.0]], sample_weight=[3.0, 1.0]) == pytest.approx(2 / 0.75)
+    assert auto_alpha(np.full((5, 3), 7.0)) == 1.0  # all points coincide
+    X = np.random.default_rng(0).normal(size=(50, 4)) * 3 + 1e5  # far from the origin
+    direct = 2 / np.mean(np.sum((X - X.mean(0)) ** 2, axis=1))
+    assert auto_alpha(X) == pytest.approx(direct, rel=1e-10)
+
+
+@pytest.mark.parametrize("dtype, offset", [(np.float64, 0.0), (np.float32, 0.0), (np.float64, 1e4)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_auto_alpha_is_what_the_estimators_use(dtype, offset, weighted):
+    X, _ = make_blobs(300, 5, centers=3, random_state=0)
+    X = (X + offset).astype(dtype)
+    sw = np.random.default_rng(1).uniform(0.5, 2.0, size=300) if weighted else None
+    expected = auto_alpha(X, sample_weight=sw)
+    for Est in (EquilibriumKMeans, MiniBatchEquilibriumKMeans):
+        est = Est(3, n_init=1, max_iter=5, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X, sample_weight=sw)
+        assert est.alpha_ == expected  # the same function, not merely close
+    assert resolve_alpha("auto", X, sw) == expected
+    assert resolve_alpha("2.5x", X, sw) == 2.5 * expected
+    assert resolve_alpha(0.3, None) == 0.3  # an absolute alpha does not read X
+
+
+def test_auto_alpha_input_errors():
+    with pytest.raises(ValueError, match="2-D"):
+        auto_alpha(np.zeros(4))
+    with pytest.raises(ValueError, match="1 NaN"):
+        auto_alpha([[0.0], [np.nan]])
+    with pytest.raises(ValueError, match="dtype"):
+        auto_alpha(np.array([["a"], ["b"]]))
+    with pytest.raises(ValueError, match="at least one sample"):
+        auto_alpha(np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="sample_weight"):
+        auto_alpha([[0.0], [1.0]], sample_weight=[1.0, -1.0])
+    with pytest.raises(ValueError, match=r"sample_weight has shape \(3,\)"):
+        auto_alpha([[0.0], [1.0]], sample_weight=[1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("auto", "auto"),
+        (" AUTO ", "auto"),
+        ("0.05", 0.05),
+        ("1e-3", 1e-3),
+        (2, 2.0),
+        (np.float32(0.5), 0.5),
+        ("3x", AlphaMultiple(3.0)),
+        (" 0.1X ", AlphaMultiple(0.1)),
+        ("1x", AlphaMultiple(1.0)),
+        (AlphaMultiple(2.0), AlphaMultiple(2.0)),
+    ],
+)
+def test_parse_alpha(value, expected):
+    got = parse_alpha(value)
+    assert got == expected and type(got) is type(expected)
+    assert parse_alpha(got) == got  # parsing twice is harmless
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "x", "0", "0x", "-1", "-2x", "nan", "inf", "3y", "autox", "1,2", True, None, [1.0]],
+)
+def test_parse_alpha_rejects(value):
+    with pytest.raises(ValueError, match=r"alpha .* is not valid; give 'auto', a positive number"):
+        parse_alpha(value)
+
+
+def test_alpha_lists_and_sweeps_use_the_one_parser():
+    assert str(AlphaMultiple(0.5)) == "0.5x"
+    X, _ = make_blobs(120, 2, centers=2, random_state=0)
+    rows = alpha_sweep(X, 2, ["auto", "2x", 0.5], random_state=0, n_init=1)
+    base = auto_alpha(X)
+    assert [r["alpha"] for r in rows] == [base, 2 * base, 0.5]
+
+
+# ----------------------------------------------------------------------------- start-up
+
+
+def test_import_is_light_and_fits_need_no_torch():
+    # import aelab.clustering loads no scikit-learn, torch, Dask or other aelab package;
+    # the estimators load on first access, and a fit still imports no torch.
+    code = """
+import json, sys
+import aelab.clustering as c
+def loaded():
+    return sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in
+                   ("sklearn", "scipy", "torch", "dask")}
+                  | {m for m in sys.modules if m.startswith("aelab.")
+                     and not m.startswith("aelab.clustering")})
+out = {"import": loaded()}
+import numpy as np
+X = np.random.default_rng(0).normal(size=(200, 3))
+est = c.EquilibriumKMeans(3, n_init=1, random_state=0).fit(X)
+out["fit"] = loaded()
+out["module"] = type(est).__module__
+out["dir"] = "MiniBatchEquilibriumKMeans" in dir(c)
+print(json.dumps(out))
+"""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src}
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["import"] == []
+    assert "sklearn" in out["fit"] and "torch" not in out["fit"] and "dask" not in out["fit"]
+    assert not [m for m in out["fit"] if m.startswith("aelab.")]
+    assert out["module"] == "aelab.clustering._ekm" and out["dir"]
 
 
 # ----------------------------------------------------------------------------- properties

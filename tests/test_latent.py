@@ -417,7 +417,7 @@ def test_deepcluster_command_writes_a_usable_run(pretrained, tmp_path):
     r3 = runner.invoke(app, args)
     assert r3.exit_code == 2 and "--overwrite" in r3.output
     r4 = runner.invoke(app, [*args[:-4], "--alpha", "hot", "--out", str(tmp_path / "x")])
-    assert r4.exit_code == 2 and "multiple of it like '3x'" in r4.output
+    assert r4.exit_code == 2 and "such as '3x'" in r4.output
 
 
 def _sizes_to_labels(sizes, lines):

@@ -15,30 +15,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["alpha_sweep", "parse_alpha_list", "ratio_mismatch", "search_alpha"]
+from aelab.clustering.alpha import auto_alpha, resolve_alpha
 
-
-def parse_alpha_list(text: str) -> list[tuple[str, float]]:
-    """``"0.1x,1x,10x"`` (multiples of a base alpha) or ``"0.01,0.1"`` (absolute).
-
-    Returns
-    -------
-    list of (kind, value)
-        ``kind`` is ``"x"`` for a multiple and ``"abs"`` for an absolute alpha.
-    """
-    out: list[tuple[str, float]] = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            raise ValueError(f"empty item in alpha list {text!r}; use e.g. 0.1x,1x,10x")
-        kind, num = ("x", item[:-1]) if item.lower().endswith("x") else ("abs", item)
-        try:
-            v = float(num)
-        except ValueError:
-            raise ValueError(f"alpha {item!r} is not a number or a multiple like 10x") from None
-        if not np.isfinite(v) or v <= 0:
-            raise ValueError(f"alpha {item!r} must be positive and finite")
-        out.append((kind, v))
-    return out
+__all__ = ["alpha_sweep", "ratio_mismatch", "search_alpha"]
 
 
 def ratio_mismatch(sizes: Sequence[int], ratio: Sequence[float]) -> float:
@@ -99,8 +78,9 @@ def alpha_sweep(
     ----------
     X : array-like of shape (n_samples, n_features)
     n_clusters : int
-    alphas : sequence of float
-        Absolute alphas (see :func:`parse_alpha_list` for multiples).
+    alphas : sequence of float, str or AlphaMultiple
+        Anything :func:`~aelab.clustering.parse_alpha` reads (``0.05``,
+        ``"auto"``, ``"3x"``); multiples are resolved against X.
     y : array-like of shape (n_samples,), optional
         True classes; adds ARI and NMI to each row.
     random_state : int
@@ -117,7 +97,8 @@ def alpha_sweep(
         raise ValueError("give at least one alpha")
     X = np.asarray(X)
     yy = None if y is None else np.asarray(y)
-    return [_fit(X, n_clusters, float(a), yy, random_state, ekm_kwargs) for a in alphas]
+    values = [resolve_alpha(a, X) for a in alphas]
+    return [_fit(X, n_clusters, a, yy, random_state, ekm_kwargs) for a in values]
 
 
 def search_alpha(
@@ -140,7 +121,7 @@ def search_alpha(
         Target relative sizes, e.g. ``(2, 1, 1)``.
     alphas : sequence of float, optional
         Candidates; default 25 values from 1e-3 to 1e3 times the automatic
-        alpha (``2 / mean squared distance to the mean``).
+        alpha (:func:`~aelab.clustering.auto_alpha`).
     y, random_state, **ekm_kwargs
         As in :func:`alpha_sweep`.
 
@@ -156,7 +137,7 @@ def search_alpha(
     X = np.asarray(X)
     if len(ratio) != n_clusters:
         raise ValueError(f"ratio has {len(ratio)} parts for {n_clusters} clusters")
-    base = 2.0 / float(np.mean(np.sum((X - X.mean(0)) ** 2, axis=1)))
+    base = auto_alpha(X)
     if alphas is None:
         alphas = base * np.logspace(-3, 3, 25)
     rows = alpha_sweep(X, n_clusters, alphas, y=y, random_state=random_state, **ekm_kwargs)

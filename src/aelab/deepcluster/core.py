@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from aelab.clustering import parse_alpha, resolve_alpha
 from aelab.clustering.space import SPACES, FeatureSpace, fit_feature_space
 from aelab.data.dataset import ImageDataset
 from aelab.deepcluster.loss import METHODS, deep_clustering_step
@@ -103,32 +104,11 @@ class DeepClusterConfig:
             raise ValueError(f"gamma must be >= 0, got {self.gamma}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        _parse_alpha(self.alpha)
+        parse_alpha(self.alpha)
 
     def alpha_for(self, Z: np.ndarray) -> float:
         """The EKM alpha for clustering-space points ``Z`` (``auto`` and ``Nx`` scale with them)."""
-        kind, v = _parse_alpha(self.alpha)
-        return v * 2.0 / _spread(Z) if kind == "x" else v
-
-
-def _parse_alpha(alpha: float | str) -> tuple[str, float]:
-    """``"auto"`` -> ("x", 1); ``"3x"`` -> ("x", 3); a number -> ("abs", value)."""
-    if isinstance(alpha, str):
-        text = alpha.strip().lower()
-        if text == "auto":
-            return "x", 1.0
-        try:
-            v = float(text[:-1]) if text.endswith("x") else float(text)
-        except ValueError:
-            v = float("nan")
-        kind = "x" if text.endswith("x") else "abs"
-    else:
-        kind, v = "abs", float(alpha)
-    if not (np.isfinite(v) and v > 0):
-        raise ValueError(
-            f"alpha must be 'auto', a multiple of it like '3x', or a positive number; got {alpha!r}"
-        )
-    return kind, v
+        return resolve_alpha(parse_alpha(self.alpha), Z)
 
 
 @dataclass

@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from aelab.clustering import EquilibriumKMeans
+from aelab.clustering import EquilibriumKMeans, parse_alpha, resolve_alpha
 from aelab.clustering.space import SPACES
 from aelab.files import write_csv
 from aelab.tasks.options import with_overrides
 from aelab.tasks.outputs import check_output, check_output_folder
 from aelab.tasks.results import Record
 
-__all__ = ["AlphaRow", "ClusterOptions", "ClusterResult", "Scores", "parse_alpha", "run_cluster"]
+__all__ = ["AlphaRow", "ClusterOptions", "ClusterResult", "Scores", "run_cluster"]
 
 PathLike = str | os.PathLike[str]
 
@@ -38,17 +38,19 @@ UPDATES = ("damped", "fixed-point")
 OUTPUT_FILES = ("labels.csv", "centroids.npy", "summary.json", "sweep.csv", "search.csv")
 
 
-def parse_alpha(value: str | float) -> float | str:
-    """``"auto"`` or a positive finite float, from text or a number."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    try:
-        alpha = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"alpha {value!r} is neither 'auto' nor a number") from None
-    if not np.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha {value!r} must be a positive finite number or 'auto'")
-    return alpha
+def sweep_alphas(text: str, base: float) -> list[float]:
+    """The alphas of a sweep such as ``"0.1x,1x,10x"`` (multiples of ``base``) or ``"0.01,0.1"``.
+
+    Each item is read by :func:`aelab.clustering.parse_alpha`; in a sweep a
+    multiple (and ``auto``, which is ``1x``) scales the main fit's alpha ``base``.
+    """
+    items = [t.strip() for t in text.split(",")]
+    if not text.strip() or any(not t for t in items):
+        raise ValueError(f"sweep {text!r}: give alphas separated by commas, e.g. 0.1x,1x,10x")
+    out = []
+    for a in (parse_alpha(t) for t in items):
+        out.append(a if isinstance(a, float) else base * (1.0 if a == "auto" else a.factor))
+    return out
 
 
 @dataclass
@@ -60,8 +62,9 @@ class ClusterOptions:
     k : int
         Number of clusters, 1 <= k <= n_samples.
     alpha : str
-        ``"auto"`` (2 / mean squared distance to the mean) or a positive number:
-        the main fit's alpha and the base of a sweep's multiples.
+        ``"auto"`` (2 / mean squared distance to the mean), a multiple of it
+        (``"3x"``) or a positive number: the main fit's alpha and the base of a
+        sweep's multiples.
     target_ratio : list of float, optional
         Search the alpha whose cluster sizes come closest to this ratio
         (e.g. ``[2, 1, 1]``, compared largest first) and use it; needs ``alpha="auto"``.
@@ -96,8 +99,6 @@ class ClusterOptions:
     labels_key: str | None = None
 
     def __post_init__(self) -> None:
-        from aelab.clustering import parse_alpha_list
-
         for name in ("k", "n_init", "max_iter", "n_components"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
@@ -120,10 +121,10 @@ class ClusterOptions:
                 raise ValueError(
                     f"target_ratio parts must be positive numbers, got {self.target_ratio}"
                 )
-        if self.sweep is not None and not parse_alpha_list(self.sweep):
-            raise ValueError("the alpha sweep is empty; give e.g. 0.1x,1x,10x")
+        if self.sweep is not None:
+            sweep_alphas(self.sweep, 1.0)
 
-    def estimator(self, alpha: float | str) -> EquilibriumKMeans:
+    def estimator(self, alpha: float | str) -> Any:
         """An unfitted estimator with these settings at ``alpha``."""
         return EquilibriumKMeans(
             self.k, alpha=alpha, n_init=self.n_init, update=self.update, max_iter=self.max_iter,
@@ -427,14 +428,14 @@ def run_cluster(
 
 def _run_in_memory(features: Any, opts: ClusterOptions, outs: list[Path], plot: Path | None,
                    true_labels: Any, class_names: Any) -> ClusterResult:  # fmt: skip
-    from aelab.clustering import alpha_sweep, parse_alpha_list, search_alpha
+    from aelab.clustering import alpha_sweep, search_alpha
     from aelab.clustering.space import fit_feature_space
 
     X, y, names, source = _read(features, opts, true_labels, class_names)
     fs = fit_feature_space(X, opts.space, n_components=opts.n_components, random_state=opts.seed)
     Xc = fs.transform(X)
     ekm = {"n_init": opts.n_init, "update": opts.update, "max_iter": opts.max_iter}
-    caught, alpha, search = _Warnings(), parse_alpha(opts.alpha), []
+    caught, alpha, search = _Warnings(), resolve_alpha(parse_alpha(opts.alpha), Xc), []
     ratio = opts.target_ratio
     if ratio is not None:
         best, rows = caught(search_alpha, Xc, opts.k, ratio, y=y, random_state=opts.seed, **ekm)
@@ -442,9 +443,8 @@ def _run_in_memory(features: Any, opts: ClusterOptions, outs: list[Path], plot: 
     est = caught(opts.estimator(alpha).fit, Xc)
     raw_sweep, sweep = [], []
     if opts.sweep:
-        items = parse_alpha_list(opts.sweep)
         base = float(est.alpha_)
-        alphas = [v * base if kind == "x" else v for kind, v in items]
+        alphas = sweep_alphas(opts.sweep, base)
         raw_sweep = caught(alpha_sweep, Xc, opts.k, alphas, y=y, random_state=opts.seed, **ekm)
         sweep = [_row(r, y, ratio, factor=r["alpha"] / base) for r in raw_sweep]
     res = _result(est, est.labels_, opts, source, X.shape, y, caught, fs.kind, search, sweep,

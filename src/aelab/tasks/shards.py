@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from aelab.tasks.cluster import ClusterOptions, ClusterResult, _result, _Warnings, parse_alpha
+from aelab.clustering import AlphaMultiple, parse_alpha
+from aelab.tasks.cluster import ClusterOptions, ClusterResult, _result, _Warnings
 
 __all__ = ["cluster_shards"]
 
@@ -64,9 +65,12 @@ def cluster_shards(
         raise ValueError(
             f"k={opts.k} is larger than the number of samples ({X.shape[0]}); lower --k"
         )
+    alpha = parse_alpha(opts.alpha)
+    if isinstance(alpha, AlphaMultiple):
+        raise ValueError(f"--alpha {alpha}: a folder of shards takes 'auto' or a number")
     caught = _Warnings()
     with _client(scheduler):
-        est = caught(opts.estimator(parse_alpha(opts.alpha)).fit, X)
+        est = caught(opts.estimator(alpha).fit, X)
         labels = np.asarray(est.labels_.compute())
     res = _result(
         est, labels, opts, str(directory), X.shape, y, caught, "raw", [], [], str(opts.alpha)
