@@ -215,6 +215,15 @@ class FinetuneResult(Record):
         return self._last("val_acc")
 
 
+def _run_dir(out: str | os.PathLike[str], name: str) -> Path:
+    """``out/name``, refused when it (or ``out``) is a file and not a folder."""
+    run_dir = Path(out) / name
+    for p in (Path(out), run_dir):
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"{p} is a file, not a run folder; remove it or choose another --out")
+    return run_dir
+
+
 def _augment(preset: str) -> Any:
     from aelab.data import make_augment
 
@@ -281,9 +290,9 @@ def run_pretrain(
     from aelab.training import pretrain
 
     opts = with_overrides(config or PretrainOptions(), overrides)
+    run_dir = _run_dir(out, "pretrain")
     seed_everything(opts.seed)
     net, name, train, val = _pretrain_parts(data, opts, stream)
-    run_dir = Path(out) / "pretrain"
     result = pretrain(
         net, train, val=val, config=opts, out_dir=run_dir, augment=_augment(opts.augment),
         resume=resume, overwrite=overwrite, model_name=name, num_workers=num_workers,
@@ -379,9 +388,9 @@ def run_finetune(
     from aelab.training import finetune
 
     opts = with_overrides(config or finetune_options(recipe), overrides)
+    run_dir = _run_dir(out, name)
     seed_everything(opts.seed)
     net, model_name, parts = _finetune_parts(data, opts, init)
-    run_dir = Path(out) / name
     result = finetune(
         net, parts.labeled, val=parts.val,
         unlabeled=parts.unlabeled if opts.uses_unlabeled else None, config=opts,

@@ -371,7 +371,7 @@ def load_model(
     dev = resolve_device(device)
     try:
         model = create_model(meta["model"], **meta["config"])
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ValueError(
             f"{run_dir / MODEL_META_FILE}: its config does not fit model {meta['model']!r} ({e})"
         ) from None
