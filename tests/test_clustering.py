@@ -346,7 +346,7 @@ def test_auto_alpha_is_what_the_estimators_use(dtype, offset, weighted):
 
 
 def test_auto_alpha_input_errors():
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(ValueError, match="expected 2 dimensions"):
         auto_alpha(np.zeros(4))
     with pytest.raises(ValueError, match="1 NaN"):
         auto_alpha([[0.0], [np.nan]])

@@ -15,7 +15,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from aelab.clustering.alpha import Alpha, AlphaMultiple, auto_alpha, parse_alpha, resolve_alpha
+from aelab.clustering.alpha import (
+    Alpha,
+    AlphaMultiple,
+    as_feature_matrix,
+    auto_alpha,
+    parse_alpha,
+    resolve_alpha,
+)
 from aelab.clustering.datasets import make_imbalanced_blobs, make_paper_data
 from aelab.clustering.sweep import alpha_sweep, ratio_mismatch, search_alpha
 
@@ -34,6 +41,7 @@ __all__ = [
     "EquilibriumKMeans",
     "MiniBatchEquilibriumKMeans",
     "alpha_sweep",
+    "as_feature_matrix",
     "auto_alpha",
     "make_imbalanced_blobs",
     "make_paper_data",

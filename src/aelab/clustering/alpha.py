@@ -21,7 +21,14 @@ import numpy as np
 
 from aelab.clustering._ekm_data import _DataStats
 
-__all__ = ["Alpha", "AlphaMultiple", "auto_alpha", "parse_alpha", "resolve_alpha"]
+__all__ = [
+    "Alpha",
+    "AlphaMultiple",
+    "as_feature_matrix",
+    "auto_alpha",
+    "parse_alpha",
+    "resolve_alpha",
+]
 
 
 @dataclass(frozen=True)
@@ -58,14 +65,20 @@ def _alpha_from_spread(mean_sq_dev: float) -> float:
     return 2.0 / mean_sq_dev if mean_sq_dev > 0 else 1.0
 
 
-def _as_matrix(X: Any) -> np.ndarray:
-    """X as a C-contiguous float32 (kept) or float64 matrix, as the estimators convert it."""
+def as_feature_matrix(X: Any) -> np.ndarray:
+    """X as a C-contiguous float32 (kept) or float64 matrix, as the estimators convert it.
+
+    Raises
+    ------
+    ValueError
+        For non-numbers, a shape that is not 2-D, or an empty matrix, saying what to do.
+    """
     X = np.asarray(X)
     if X.dtype.kind not in "fiub":
         raise ValueError(f"X has dtype {X.dtype}; expected numbers (float or int)")
     if X.ndim != 2:
         raise ValueError(
-            f"X must be 2-D (n_samples, n_features), got shape {X.shape}; reshape it, "
+            f"X has shape {X.shape}; expected 2 dimensions (n_samples, n_features): reshape it, "
             f"e.g. X.reshape(len(X), -1)"
         )
     if X.shape[0] == 0 or X.shape[1] == 0:
@@ -109,7 +122,7 @@ def auto_alpha(X: Any, sample_weight: Any = None) -> float:
     >>> auto_alpha([[0.0, 0.0], [2.0, 0.0]])  # mean squared distance to the mean: 1
     2.0
     """
-    X = _as_matrix(X)
+    X = as_feature_matrix(X)
     sw = None if sample_weight is None else _as_weights(sample_weight, X.shape[0])
     return _alpha_from_spread(_DataStats(X, sw).mean_sq_dev)
 

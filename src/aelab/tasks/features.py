@@ -19,21 +19,14 @@ FEATURE_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".csv")
 
 
 def as_matrix(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
-    """``arr`` as a contiguous non-empty 2-d float matrix (float32 kept), or a ValueError naming ``path``."""
-    if arr.dtype.kind not in "fiub":
-        raise ValueError(f"{path}: {what} has dtype {arr.dtype}; expected numbers (float or int)")
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{path}: {what} has shape {arr.shape}; expected 2 dimensions (n_samples, n_features) "
-            f"(reshape it, e.g. X.reshape(len(X), -1))"
-        )
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{path}: {what} is empty (shape {arr.shape})")
-    if arr.dtype.kind != "f" or arr.dtype.itemsize < 4:
-        arr = arr.astype(np.float64)
-    elif arr.dtype.itemsize > 8:
-        arr = arr.astype(np.float64)
-    return np.ascontiguousarray(arr)
+    """``arr`` as the estimators take it (:func:`aelab.clustering.as_feature_matrix`), or a
+    ValueError naming ``path`` and ``what``."""
+    from aelab.clustering import as_feature_matrix
+
+    try:
+        return as_feature_matrix(arr)
+    except ValueError as e:
+        raise ValueError(f"{path}: {what}: {str(e).removeprefix('X ')}") from None
 
 
 def _read_csv(path: Path) -> np.ndarray:
