@@ -13,7 +13,6 @@ from aelab.data import (
     ImageDataset,
     conform,
     from_array,
-    iterate_batches,
     load_dataset,
     make_augment,
     parse_class_list,
@@ -185,13 +184,13 @@ def test_npy_gray_uint8_is_memory_mapped(tmp_path):
     maps = Path("/proc/self/maps")
     if maps.exists():
         assert str(path) in maps.read_text(), "the .npy should be memory-mapped, not read"
-    # Batches gather only their rows and match the array.
-    idx, imgs, labels = next(
-        iterate_batches(
-            ds, 4, shuffle=True, generator=torch.Generator().manual_seed(0), with_index=True
-        )
+    # A row view reads only its rows, and they match the array.
+    from aelab.data import ImageRows
+
+    rows = ImageRows(ds, np.array([7, 2, 5]))
+    assert rows.labels is None and torch.equal(
+        rows.read(torch.arange(3))[:, 0], torch.from_numpy(x[[7, 2, 5]])
     )
-    assert labels is None and torch.equal(imgs[:, 0], torch.from_numpy(x[idx.numpy()]))
 
 
 def test_npy_float_rgb_converted(tmp_path):
@@ -599,21 +598,7 @@ def test_parse_ratio_refuses_zero_negative_and_non_finite_parts(text):
 # ---------------------------------------------------------------- batches and augmentation
 
 
-def test_iterate_batches_and_to_float():
-    ds = labeled_ds((3, 4))
-    g = torch.Generator().manual_seed(0)
-    batches = list(iterate_batches(ds, 3, shuffle=True, generator=g, with_index=True))
-    assert [len(b[0]) for b in batches] == [3, 3, 1]
-    assert sorted(torch.cat([b[0] for b in batches]).tolist()) == list(range(7))
-    g2 = torch.Generator().manual_seed(0)
-    again = list(iterate_batches(ds, 3, shuffle=True, generator=g2, with_index=True))
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))
-    assert len(list(iterate_batches(ds, 3, shuffle=False, drop_last=True))) == 2
-    images, labels = next(iterate_batches(ds, 2, shuffle=False))
-    assert images.dtype == torch.uint8 and labels.tolist() == [0, 0]
-    sub = list(iterate_batches(ds, 2, shuffle=False, index=np.array([6, 1, 4]), with_index=True))
-    assert torch.cat([b[0] for b in sub]).tolist() == [6, 1, 4]
-    assert torch.cat([b[2] for b in sub]).tolist() == [1, 0, 1]
+def test_to_float():
     f = to_float(torch.tensor([0, 255], dtype=torch.uint8))
     assert f.dtype == torch.float32 and f.tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="uint8"):

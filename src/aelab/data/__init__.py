@@ -2,7 +2,7 @@
 
 from aelab.data.arrays import from_array
 from aelab.data.augment import PRESETS, Augment, make_augment
-from aelab.data.batches import batch_indices, iterate_batches, to_float
+from aelab.data.batches import to_float
 from aelab.data.dataset import ImageDataset, RowIds
 from aelab.data.folder import IMAGE_EXTENSIONS, BadImageError
 from aelab.data.loaders import DataSpec, load_dataset
@@ -30,10 +30,8 @@ __all__ = [
     "ImageFolderStream",
     "ImageRows",
     "Splits",
-    "batch_indices",
     "conform",
     "from_array",
-    "iterate_batches",
     "load_dataset",
     "make_augment",
     "parse_class_list",

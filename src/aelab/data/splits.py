@@ -11,7 +11,7 @@ to the source rows when ground truth is needed for evaluation.
 All index arrays are sorted (source order); shuffling is the batch iterator's job.
 The parts are copies (``ImageDataset.subset``); for a memory-mapped dataset
 larger than memory, iterate over the source with
-``iterate_batches(ds, ..., index=splits.unlabeled_index)`` instead.
+a view of the rows, ``ImageRows(ds, splits.unlabeled_index)``, instead.
 """
 
 from __future__ import annotations
