@@ -91,8 +91,11 @@ class Trainer:
     val_batches : callable, optional
         ``val_batches(epoch)`` for validation after every epoch.
     run_dir : str or Path, optional
-        Folder for checkpoints (every epoch), ``metrics.csv`` and ``config.json``;
-        ``None`` keeps everything in memory.
+        Folder for the checkpoint, ``metrics.csv`` and ``config.json``, written
+        together as one unit at the end of every epoch (nothing before the
+        first epoch ends); ``None`` keeps everything in memory. A run killed at
+        any moment resumes from its last complete epoch with ``fit(resume=True)``
+        on a Trainer made with the same arguments.
     model_name : str, optional
         Registry name written to ``model.json`` (needed with ``run_dir``).
     model_meta : mapping, optional
