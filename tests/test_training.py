@@ -251,7 +251,10 @@ def test_resume_in_process_with_fresh_objects(tmp_path):
 def test_existing_run_needs_resume_or_overwrite_and_same_settings(tmp_path):
     data = squares(32)
     pretrain(tiny(), data, config=quick(epochs=1), out_dir=tmp_path)
-    with pytest.raises(ValueError, match="resume=True"):
+    # The message names the keyword and the command-line flag of each way out.
+    with pytest.raises(
+        ValueError, match=r"resume=True \(--resume\).*overwrite=True \(--overwrite\)"
+    ):
         pretrain(tiny(), data, config=quick(epochs=1), out_dir=tmp_path)
     with pytest.raises(ValueError, match="lr"):
         pretrain(tiny(), data, config=quick(epochs=1, lr=1e-2), out_dir=tmp_path, resume=True)
@@ -263,7 +266,7 @@ def test_existing_run_needs_resume_or_overwrite_and_same_settings(tmp_path):
     (tmp_path / "trainer_state.json").unlink()
     with pytest.raises(ValueError, match="already holds a checkpoint"):
         pretrain(tiny(), data, config=quick(epochs=1), out_dir=tmp_path)
-    with pytest.raises(ValueError, match="no trainer_state.json"):
+    with pytest.raises(ValueError, match=r"no trainer_state.json.*overwrite=True \(--overwrite\)"):
         pretrain(tiny(), data, config=quick(epochs=1), out_dir=tmp_path, resume=True)
     with pytest.warns(UserWarning, match="nothing to resume"):
         pretrain(tiny(), data, config=quick(epochs=1), out_dir=tmp_path / "new", resume=True)
@@ -317,6 +320,51 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
     saved, _ = load_weights(tmp_path / "model.safetensors")
     assert not state_equal(saved, snapshot)
     assert len(list(csv.DictReader(open(tmp_path / "metrics.csv")))) == 1
+
+
+def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing_behind(tmp_path):
+    """A NaN loss or a read error in epoch 1 writes no file (no stray config.json); with
+    overwrite, the run already in the folder stays whole and resumable."""
+    data = squares(32)
+    with pytest.raises(NonFiniteLossError, match="no checkpoint was written"):
+        pretrain(tiny(), data, config=quick(lr=float("inf")), out_dir=tmp_path / "nan")
+    assert list(tmp_path.rglob("*")) == []
+
+    from aelab.training.recipes import _batch_factory
+
+    batches = _batch_factory(
+        data, batch_size=16, shuffle=True, seed=0, device=torch.device("cpu"), labels=False
+    )
+
+    class Unreadable:  # a stream whose second batch cannot be read
+        def __init__(self, epoch: int) -> None:
+            self.batches = batches(epoch)
+
+        def __len__(self) -> int:
+            return len(self.batches)
+
+        def __iter__(self):
+            yield next(iter(self.batches))
+            raise OSError("images/17.png: read error")
+
+    trainer = Trainer(
+        tiny(), reconstruction_step(), Unreadable,
+        config=TrainConfig(epochs=1, device="cpu", progress=False),
+        run_dir=tmp_path / "stream", model_name="convae_tiny",
+    )  # fmt: skip
+    with pytest.raises(OSError, match="read error"):
+        trainer.fit()
+    assert list(tmp_path.rglob("*")) == []
+
+    kept = tmp_path / "kept"
+    pretrain(tiny(), data, config=quick(epochs=1), out_dir=kept)
+    before = {p.name: p.read_bytes() for p in kept.iterdir()}
+    with pytest.raises(NonFiniteLossError):
+        pretrain(tiny(), data, config=quick(epochs=1, lr=float("inf")), out_dir=kept,
+                 overwrite=True)  # fmt: skip
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == before
+    res = pretrain(tiny(), data, config=quick(epochs=1), out_dir=kept, resume=True)
+    assert res.epochs_run == 1
 
 
 def test_not_a_checkpoint_is_a_value_error_naming_what_is_missing(tmp_path):

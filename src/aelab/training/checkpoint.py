@@ -1,4 +1,4 @@
-"""Checkpoints as safetensors + JSON: never pickle, every file written atomically.
+"""Checkpoints as safetensors + JSON: never pickle, every checkpoint written as one unit.
 
 A run folder holds
 
@@ -12,16 +12,18 @@ A run folder holds
 - ``config.json``            the run's training configuration
 - ``metrics.csv``            one row per epoch
 
-``trainer_state.json`` is written last and every ``.safetensors`` file carries
-the epoch it belongs to in its metadata, so a run killed half-way through a
-save is detected on resume instead of silently mixing two epochs.
+The files an epoch writes replace those of the epoch before as one unit (see
+:mod:`aelab.training.commit`): a process killed at any moment of a save leaves
+the folder at the last complete epoch, which :func:`load_model` loads and a
+resumed run continues from. Every ``.safetensors`` file also carries the epoch
+it belongs to in its metadata, which resuming checks.
 """
 
 from __future__ import annotations
 
 import base64
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,8 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from aelab.files import atomic_path, read_json, write_json
+from aelab.files import atomic_path, read_json, write_json, write_text
+from aelab.training.commit import committed_file, staged_unit
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -56,6 +59,17 @@ TRAIN_WEIGHTS_FILE = "train_weights.safetensors"
 STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
+#: Every file a training run keeps in its folder (what a new run there replaces).
+RUN_FILES = (
+    MODEL_FILE,
+    BEST_FILE,
+    MODEL_META_FILE,
+    OPTIMIZER_FILE,
+    TRAIN_WEIGHTS_FILE,
+    STATE_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+)
 
 
 # ----------------------------------------------------------------------------- weights
@@ -246,8 +260,14 @@ def save_checkpoint(
     state: Mapping[str, Any] | None = None,
     best: bool = False,
     ema: nn.Module | None = None,
+    extra_files: Mapping[str, Any] | None = None,
+    new_run: bool = False,
 ) -> Path:
     """Write a checkpoint of ``model`` (and optionally the training state) into ``run_dir``.
+
+    The files replace those already in ``run_dir`` as one unit: a process
+    killed while saving leaves the previous checkpoint whole (the next save,
+    :func:`load_model` and a resumed run all find it).
 
     Parameters
     ----------
@@ -265,7 +285,7 @@ def save_checkpoint(
         Its ``state_dict()`` (JSON-able for ``LambdaLR``) goes into ``trainer_state.json``.
     state : mapping, optional
         Training state (epoch, history, ...). When given, ``trainer_state.json``
-        is written, together with the current RNG states, as the last file.
+        is written, together with the current RNG states.
     best : bool
         Also copy the weights to ``best.safetensors``.
     ema : torch.nn.Module, optional
@@ -273,6 +293,14 @@ def save_checkpoint(
         into ``model.safetensors`` and ``best.safetensors``, and those of
         ``model`` into ``train_weights.safetensors`` (with ``state`` only), so
         that a resumed run continues from them.
+    extra_files : mapping of str to str or JSON-able, optional
+        More files of the same checkpoint, written in the same unit: file name
+        to its text (``str``) or to data written as JSON, such as
+        ``metrics.csv`` and ``config.json``.
+    new_run : bool
+        The checkpoint starts a new run in ``run_dir``: the files of an earlier
+        run there (see :data:`RUN_FILES`) that this one does not write are
+        removed in the same unit.
 
     Returns
     -------
@@ -282,29 +310,55 @@ def save_checkpoint(
     run_dir = Path(run_dir)
     if not model_name:
         raise ValueError("model_name must name a registered model, e.g. 'convae'")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with staged_unit(run_dir, clear=RUN_FILES if new_run else ()) as unit:
+        full = _write_checkpoint(
+            unit.path, model, model_name, model_meta, optimizer, scheduler, state, best, ema
+        )
+        for name, content in (extra_files or {}).items():
+            if isinstance(content, str):
+                write_text(unit.path(name), content)
+            else:
+                write_json(unit.path(name), content)
+        if full is not None:
+            # Last, so it is moved into place last: a reader of the bare files
+            # (during the moves) never sees a state ahead of its weights.
+            write_json(unit.path(STATE_FILE), full)
+    return run_dir
+
+
+def _write_checkpoint(
+    path: Callable[[str], Path],
+    model: nn.Module,
+    model_name: str,
+    model_meta: Mapping[str, Any] | None,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any | None,
+    state: Mapping[str, Any] | None,
+    best: bool,
+    ema: nn.Module | None,
+) -> dict[str, Any] | None:
+    """Write the weights where ``path(name)`` says; return the trainer state to write."""
     epoch = str((state or {}).get("epoch", 0))
     weights = _model_tensors(model if ema is None else ema)
     tag = {"format": CHECKPOINT_FORMAT, "epoch": epoch}
     if best:
-        save_weights(run_dir / BEST_FILE, weights, metadata=tag)
-    save_weights(run_dir / MODEL_FILE, weights, metadata=tag)
-    write_json(run_dir / MODEL_META_FILE, _model_meta(model, model_name, model_meta))
+        save_weights(path(BEST_FILE), weights, metadata=tag)
+    save_weights(path(MODEL_FILE), weights, metadata=tag)
+    write_json(path(MODEL_META_FILE), _model_meta(model, model_name, model_meta))
     if state is None:
-        return run_dir
+        return None
     full = dict(state)
     if ema is not None:
-        save_weights(run_dir / TRAIN_WEIGHTS_FILE, _model_tensors(model), metadata=tag)
+        save_weights(path(TRAIN_WEIGHTS_FILE), _model_tensors(model), metadata=tag)
     if optimizer is not None:
         tensors, info = _optimizer_to_files(optimizer)
-        save_weights(run_dir / OPTIMIZER_FILE, tensors, metadata=tag)
+        save_weights(path(OPTIMIZER_FILE), tensors, metadata=tag)
         full["optimizer"] = info
     if scheduler is not None:
         # LambdaLR keeps ``None`` for plain-function lambdas, so its state is JSON-able.
         full["scheduler"] = scheduler.state_dict()
     full["rng"] = get_rng_state()
-    write_json(run_dir / STATE_FILE, full)
-    return run_dir
+    return full
 
 
 def read_checkpoint_meta(run_dir: str | Path) -> dict[str, Any]:
@@ -321,13 +375,15 @@ def read_checkpoint_meta(run_dir: str | Path) -> dict[str, Any]:
         raise ValueError(
             f"{run_dir}: not a directory; give the run folder of a pretrain or finetune run"
         )
-    missing = [n for n in (MODEL_META_FILE, MODEL_FILE) if not (run_dir / n).is_file()]
+    missing = [n for n in (MODEL_META_FILE, MODEL_FILE) if committed_file(run_dir, n) is None]
     if missing:
         raise ValueError(
             f"{run_dir}: not an aelab checkpoint, missing {' and '.join(missing)}; "
             "give the run folder written by `aelab pretrain` or `aelab finetune`"
         )
-    meta = read_json(run_dir / MODEL_META_FILE)
+    meta_path = committed_file(run_dir, MODEL_META_FILE)
+    assert meta_path is not None
+    meta = read_json(meta_path)
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{run_dir / MODEL_META_FILE}: not an aelab checkpoint description "
@@ -337,6 +393,14 @@ def read_checkpoint_meta(run_dir: str | Path) -> dict[str, Any]:
         if key not in meta:
             raise ValueError(f"{run_dir / MODEL_META_FILE}: missing the {key!r} entry")
     return meta
+
+
+def _checkpoint_file(run_dir: Path, name: str) -> Path:
+    """The committed file ``name`` of a checkpoint (see :func:`committed_file`)."""
+    path = committed_file(run_dir, name)
+    if path is None:
+        raise ValueError(f"{run_dir}: missing {name}")
+    return path
 
 
 def load_model(
@@ -375,11 +439,8 @@ def load_model(
         raise ValueError(
             f"{run_dir / MODEL_META_FILE}: its config does not fit model {meta['model']!r} ({e})"
         ) from None
-    path = (
-        run_dir / BEST_FILE
-        if which == "best" and (run_dir / BEST_FILE).is_file()
-        else run_dir / MODEL_FILE
-    )
+    best = committed_file(run_dir, BEST_FILE) if which == "best" else None
+    path = best or _checkpoint_file(run_dir, MODEL_FILE)
     tensors, _ = load_weights(path)
     _load_into(model, tensors, path)
     model.to(dev).eval()
@@ -402,43 +463,40 @@ def load_training_state(
     """
     run_dir = Path(run_dir)
     read_checkpoint_meta(run_dir)
-    state_path = run_dir / STATE_FILE
-    if not state_path.is_file():
+    state_path = committed_file(run_dir, STATE_FILE)
+    if state_path is None:
         raise ValueError(f"{run_dir}: missing {STATE_FILE}, so there is no training run to resume")
     state = read_json(state_path)
-    epoch = str(state.get("epoch"))
-    tensors, tag = load_weights(run_dir / MODEL_FILE)
-    files_epochs = {MODEL_FILE: tag.get("epoch")}
-    raw: dict[str, torch.Tensor] = {}
+    names = [MODEL_FILE]
     if ema is not None:
-        if not (run_dir / TRAIN_WEIGHTS_FILE).is_file():
+        if committed_file(run_dir, TRAIN_WEIGHTS_FILE) is None:
             raise ValueError(
                 f"{run_dir}: missing {TRAIN_WEIGHTS_FILE}; this run did not average "
                 "weights, so resume it without ema_decay"
             )
-        raw, raw_tag = load_weights(run_dir / TRAIN_WEIGHTS_FILE)
-        files_epochs[TRAIN_WEIGHTS_FILE] = raw_tag.get("epoch")
-    opt_tensors: dict[str, torch.Tensor] = {}
+        names.append(TRAIN_WEIGHTS_FILE)
     if optimizer is not None and "optimizer" in state:
-        opt_tensors, opt_tag = load_weights(run_dir / OPTIMIZER_FILE)
-        files_epochs[OPTIMIZER_FILE] = opt_tag.get("epoch")
-    stale = {k: v for k, v in files_epochs.items() if v != epoch}
+        names.append(OPTIMIZER_FILE)
+    files = {n: load_weights(_checkpoint_file(run_dir, n)) for n in names}
+    epoch = str(state.get("epoch"))
+    stale = {n: tag.get("epoch") for n, (_, tag) in files.items() if tag.get("epoch") != epoch}
     if stale:
         raise ValueError(
             f"{run_dir}: {STATE_FILE} is at epoch {epoch} but "
             + ", ".join(f"{k} is at epoch {v}" for k, v in stale.items())
-            + "; the run was interrupted while saving. Start it again with a new output folder."
+            + "; its files come from different saves (mixed by hand?). Start the run again "
+            "with overwrite (--overwrite) or in a new output folder."
         )
     dev = next(iter(model.state_dict().values())).device
-    if ema is None:
-        _load_into(model, {k: v.to(dev) for k, v in tensors.items()}, run_dir / MODEL_FILE)
-    else:
-        _load_into(ema, {k: v.to(dev) for k, v in tensors.items()}, run_dir / MODEL_FILE)
-        _load_into(model, {k: v.to(dev) for k, v in raw.items()}, run_dir / TRAIN_WEIGHTS_FILE)
-    if optimizer is not None and "optimizer" in state:
+    targets = {MODEL_FILE: model} if ema is None else {MODEL_FILE: ema, TRAIN_WEIGHTS_FILE: model}
+    for name, module in targets.items():
+        tensors = {k: v.to(dev) for k, v in files[name][0].items()}
+        _load_into(module, tensors, run_dir / name)
+    if OPTIMIZER_FILE in files:
+        assert optimizer is not None
         # CPU tensors on purpose: load_state_dict moves moments to each parameter's
         # device but keeps a non-fused AdamW's step counters on the CPU, as it wants them.
-        _optimizer_from_files(optimizer, opt_tensors, state["optimizer"])
+        _optimizer_from_files(optimizer, files[OPTIMIZER_FILE][0], state["optimizer"])
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
     if "rng" in state:

@@ -17,21 +17,22 @@ the trainer joins the process group, wraps the step in
 ``DistributedDataParallel``, all-reduces the epoch metrics and writes files on
 rank 0 only; the factories must then yield this rank's share of each global
 batch (see :mod:`aelab.training.distributed`; the recipes do).
+
+With a ``run_dir`` every epoch ends with a checkpoint written as one unit
+(:mod:`aelab.training.checkpoint`), so a run killed at any moment can be
+resumed from its last complete epoch: make the :class:`Trainer` again with the
+same ``run_dir`` and settings, and call ``fit(resume=True)``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import dataclasses
-import io
 import math
 import sys
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,12 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from aelab.files import read_json, write_json, write_text
 from aelab.runtime import resolve_device, seed_everything
 from aelab.training import checkpoint as ckpt
 from aelab.training import distributed as dist_utils
+from aelab.training import runfolder
+from aelab.training.config import TrainConfig, TrainResult
+from aelab.training.ema import WeightAverage
 
 __all__ = ["NonFiniteLossError", "StepFn", "TrainConfig", "TrainResult", "Trainer"]
 
@@ -52,168 +55,10 @@ StepFn = Callable[[nn.Module, Any, str], Mapping[str, Any]]
 BatchFactory = Callable[[int], Iterable[Any]]
 
 _EVENTS = ("on_fit_start", "on_train_epoch_start", "on_epoch_end", "on_fit_end")
-# Settings that may change between an interrupted run and its resumption
-# without changing the numbers it computes.
-_RESUME_FREE = {"device", "progress", "tensorboard", "log_every", "sync_batchnorm"}
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint was kept."""
-
-
-@dataclass
-class TrainConfig:
-    """Settings of the training loop (optimizer, schedule, stopping, precision).
-
-    Parameters
-    ----------
-    epochs : int
-        Passes over the training batches.
-    lr : float
-        Peak learning rate of AdamW (reached after the warm-up).
-    weight_decay : float
-        AdamW weight decay, applied to weight matrices and kernels only
-        (not to biases and normalisation parameters).
-    warmup_epochs : float
-        Linear warm-up length in epochs (fractions allowed); then cosine decay.
-    min_lr_ratio : float
-        The cosine decays to ``lr * min_lr_ratio`` at the last step.
-    grad_clip : float or None
-        Clip the global gradient norm to this value; ``None`` disables it.
-    amp : {"bf16", None}
-        Mixed precision: run the step under ``torch.autocast`` with bfloat16
-        (works on CPU and CUDA). Losses are computed in float32 by the steps.
-    patience : int or None
-        Early stopping: stop after this many epochs without improvement of
-        ``monitor``; ``None`` never stops early.
-    monitor : str or None
-        Metric that decides the best epoch and early stopping, e.g.
-        ``"val_loss"`` or ``"val_acc"``; ``None`` means ``"val_loss"`` when
-        there is validation data, else ``"train_loss"``.
-    mode : {"min", "max"} or None
-        Whether ``monitor`` should go down or up; ``None`` guesses ``"max"``
-        for names containing ``"acc"`` and ``"min"`` otherwise.
-    restore_best : bool
-        At the end, load the weights of the best epoch into the model.
-    seed : int
-        Seeds Python, NumPy and torch at the start of a fresh run.
-    device : str
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-    channels_last : bool
-        Put the model and 4-D float inputs in channels-last memory format.
-    fused_adamw : bool
-        Use the fused AdamW kernel (fewer, larger operations per step).
-    progress : bool
-        Show tqdm progress bars and a one-line summary per epoch.
-    log_every : int
-        Steps between progress-bar loss updates (each one waits for the device).
-    tensorboard : bool
-        Also log to ``run_dir/tensorboard`` when the ``tensorboard`` package is
-        importable (it is not a dependency of aelab).
-    sync_batchnorm : bool
-        With several processes (torchrun), normalise batch-norm layers with the
-        statistics of the global batch rather than each rank's share. Ignored
-        in a single process.
-    ema_decay : float
-        Keep an exponential moving average of the weights (and batch-norm
-        statistics) with this decay per step, e.g. 0.999; 0 turns it off. The
-        average is what validation sees, what the checkpoints hold and what
-        the model holds after training; the raw weights keep training. Early
-        steps use ``min(ema_decay, (1 + step) / (10 + step))`` so the average
-        does not remember the initial weights in a short run.
-    """
-
-    epochs: int = 20
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01
-    grad_clip: float | None = 1.0
-    amp: str | None = None
-    patience: int | None = None
-    monitor: str | None = None
-    mode: str | None = None
-    restore_best: bool = True
-    seed: int = 0
-    device: str = "auto"
-    channels_last: bool = False
-    fused_adamw: bool = True
-    progress: bool = True
-    log_every: int = 25
-    tensorboard: bool = False
-    sync_batchnorm: bool = True
-    ema_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
-        if self.amp not in (None, "bf16"):
-            raise ValueError(f"amp must be 'bf16' or None, got {self.amp!r}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
-        if self.mode not in (None, "min", "max"):
-            raise ValueError(f"mode must be 'min', 'max' or None, got {self.mode!r}")
-        if self.log_every < 1:
-            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) (0 turns it off), got {self.ema_decay}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-        return cls(**d)
-
-
-@dataclass
-class TrainResult:
-    """What a training run produced.
-
-    Attributes
-    ----------
-    history : list of dict
-        One row per epoch: ``epoch``, ``lr``, ``time_s``, ``train_<metric>``,
-        ``val_<metric>`` (the rows of ``metrics.csv``).
-    monitor : str
-        The metric that chose the best epoch.
-    best_metric : float or None
-        Its best value.
-    best_epoch : int or None
-        The epoch (1-based) where it was reached.
-    stopped_early : bool
-        Whether early stopping ended the run.
-    run_dir : Path or None
-        Where checkpoints and metrics went.
-    paths : dict of str to Path
-        The files written (``model``, ``best``, ``metrics``, ...).
-    """
-
-    history: list[dict[str, float]]
-    monitor: str
-    best_metric: float | None
-    best_epoch: int | None
-    stopped_early: bool
-    run_dir: Path | None = None
-    paths: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def epochs_run(self) -> int:
-        return len(self.history)
 
 
 def _warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
@@ -246,8 +91,11 @@ class Trainer:
     val_batches : callable, optional
         ``val_batches(epoch)`` for validation after every epoch.
     run_dir : str or Path, optional
-        Folder for checkpoints (every epoch), ``metrics.csv`` and ``config.json``;
-        ``None`` keeps everything in memory.
+        Folder for the checkpoint, ``metrics.csv`` and ``config.json``, written
+        together as one unit at the end of every epoch (nothing before the
+        first epoch ends); ``None`` keeps everything in memory. A run killed at
+        any moment resumes from its last complete epoch with ``fit(resume=True)``
+        on a Trainer made with the same arguments.
     model_name : str, optional
         Registry name written to ``model.json`` (needed with ``run_dir``).
     model_meta : mapping, optional
@@ -317,8 +165,14 @@ class Trainer:
         self._ddp: nn.Module | None = None
         # The weight average (a copy of the model) when config.ema_decay > 0.
         self.ema: nn.Module | None = None
-        self._ema_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._ema_copied: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._average: WeightAverage | None = None
+        # Early stopping ("best", "best_epoch", "bad_epochs"), the weights kept
+        # for restore_best, whether the run stopped early, and whether the next
+        # save starts a new run in run_dir: set by fit().
+        self._es: dict[str, Any] = {}
+        self._best_state: dict[str, torch.Tensor] | None = None
+        self._stopped = False
+        self._new_run = False
 
     # ------------------------------------------------------------------ callbacks
 
@@ -363,56 +217,8 @@ class Trainer:
         mode = cfg.mode or ("max" if "acc" in monitor else "min")
         return monitor, mode
 
-    def _check_run_dir(self, resume: bool, overwrite: bool) -> bool:
-        """Whether there is a run to resume; refuse to silently overwrite a checkpoint."""
-        assert self.run_dir is not None
-        has_state = (self.run_dir / ckpt.STATE_FILE).is_file()
-        has_checkpoint = has_state or any(
-            (self.run_dir / n).is_file() for n in (ckpt.MODEL_FILE, ckpt.MODEL_META_FILE)
-        )
-        if resume:
-            if has_state:
-                return True
-            if has_checkpoint:
-                raise ValueError(
-                    f"{self.run_dir} holds a model but no {ckpt.STATE_FILE}, so there is no "
-                    "training run to resume; choose another output folder (or overwrite=True)"
-                )
-            warnings.warn(f"{self.run_dir}: nothing to resume, starting a fresh run", stacklevel=3)
-            return False
-        if has_checkpoint and not overwrite:
-            raise ValueError(
-                f"{self.run_dir} already holds a checkpoint; pass resume=True to continue its run, "
-                "overwrite=True to start over, or choose another output folder"
-            )
-        return False
-
     def _run_config(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), **self.run_config}
-
-    def _check_resume_config(self) -> None:
-        assert self.run_dir is not None
-        path = self.run_dir / ckpt.CONFIG_FILE
-        if not path.is_file():
-            return
-        saved = read_json(path)
-        now = self._run_config()
-        diffs = []
-        for key in sorted(set(saved) | set(now)):
-            a, b = saved.get(key), now.get(key)
-            if key == "config" and isinstance(a, dict) and isinstance(b, dict):
-                diffs += [
-                    f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
-                    for k in sorted(set(a) | set(b))
-                    if k not in _RESUME_FREE and a.get(k) != b.get(k)
-                ]
-            elif a != b:
-                diffs.append(f"{key}: {a!r} -> {b!r}")
-        if diffs:
-            raise ValueError(
-                f"{path}: cannot resume with different settings ({'; '.join(diffs)}); "
-                "resume with the settings the run started with, or start a new run"
-            )
 
     # ------------------------------------------------------------------ the loop
 
@@ -462,8 +268,8 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 self.optimizer.step()
                 self.scheduler.step()
-                if self.ema is not None:
-                    self._update_ema()
+                if self._average is not None:
+                    self._average.update(self.global_step)
                 self.global_step += 1
             n = int(out.get("n", 1))
             count += n
@@ -490,35 +296,6 @@ class Trainer:
             self._non_finite(stage, metrics["loss"])
         return metrics
 
-    def _start_ema(self) -> None:
-        """The weight average starts as a copy of the model (same device, eval mode)."""
-        import copy
-
-        self.ema = copy.deepcopy(self.model).eval()
-        for p in self.ema.parameters():
-            p.requires_grad_(False)
-        self._pair_ema()
-
-    def _pair_ema(self) -> None:
-        # state_dict() tensors share storage with the modules, so the pairs stay
-        # valid while weights are copied in place (resume, load_state_dict).
-        ours = self.model.state_dict()
-        assert self.ema is not None
-        pairs = [(v, ours[k]) for k, v in self.ema.state_dict().items()]
-        # Floating tensors are averaged (one fused call); the rest, batch-norm
-        # step counters, are copied.
-        self._ema_pairs = [p for p in pairs if p[0].is_floating_point()]
-        self._ema_copied = [p for p in pairs if not p[0].is_floating_point()]
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        step = self.global_step
-        decay = min(self.config.ema_decay, (1 + step) / (10 + step))
-        averaged, current = zip(*self._ema_pairs, strict=True)
-        torch._foreach_lerp_(list(averaged), list(current), 1.0 - decay)
-        for a, b in self._ema_copied:
-            a.copy_(b)
-
     def _non_finite(self, stage: str, value: float) -> None:
         kept = (
             f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}"
@@ -530,27 +307,7 @@ class Trainer:
             f"{kept}. Lower the learning rate, keep gradient clipping on, or turn off amp."
         )
 
-    def _save(self, improved: bool, es: dict[str, Any], stopped: bool) -> None:
-        assert self.run_dir is not None and self.model_name is not None
-        state = {
-            "epoch": self.epoch + 1,
-            "global_step": self.global_step,
-            "history": self.history,
-            "early_stopping": es,
-            "stopped_early": stopped,
-        }
-        ckpt.save_checkpoint(
-            self.run_dir,
-            self.model,
-            model_name=self.model_name,
-            model_meta=self.model_meta,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            state=state,
-            best=improved,
-            ema=self.ema,
-        )
-        _write_metrics_csv(self.run_dir / ckpt.METRICS_FILE, self.history)
+    # ------------------------------------------------------------------ fit
 
     def fit(self, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
         """Train for ``config.epochs`` epochs (or until early stopping).
@@ -558,11 +315,15 @@ class Trainer:
         Parameters
         ----------
         resume : bool
-            Continue the run saved in ``run_dir``: weights, optimizer,
-            scheduler, RNG states and history are restored, so the run ends
-            with the same weights as one that was never interrupted.
+            Continue the run saved in ``run_dir`` from its last complete epoch:
+            weights, optimizer, scheduler, RNG states and history are restored,
+            so the run ends with the same weights as one that was never
+            interrupted. With nothing to resume in ``run_dir`` (the run was
+            stopped before its first epoch ended) it warns and starts afresh.
         overwrite : bool
-            Start afresh even if ``run_dir`` already holds a run.
+            Start afresh even if ``run_dir`` already holds a run. The old run's
+            files are replaced when the new run's first epoch is saved, so
+            until then the old run stays whole.
 
         Returns
         -------
@@ -576,113 +337,18 @@ class Trainer:
         cfg = self.config
         monitor, mode = self._monitor()
         world = dist_utils.init_from_env(cfg.device)
-        self.device = resolve_device(cfg.device)
-        if world.world_size > 1 and self.device.type == "cuda":
-            self.device = torch.device("cuda", world.local_rank)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
-        self.model.to(self.device)
-        if cfg.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.ema = None
-        if cfg.ema_decay > 0:
-            # Before sync batch norm, so the average keeps plain batch-norm layers.
-            self._start_ema()
-        if world.world_size > 1 and cfg.sync_batchnorm:
-            dist_utils.convert_sync_batchnorm(self.model, self.device)
-            if self.ema is not None:
-                self._pair_ema()
-        steps_per_epoch = self._steps_per_epoch()
-        total = cfg.epochs * steps_per_epoch
-        warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
-        self.optimizer = self._make_optimizer()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _warmup_cosine(warmup, total, cfg.min_lr_ratio)
-        )
-        es: dict[str, Any] = {"best": None, "best_epoch": None, "bad_epochs": 0}
-        stopped = False
-        best_state: dict[str, torch.Tensor] | None = None
-        self.history = []
-        start = 0
-        resuming = self.run_dir is not None and self._check_run_dir(resume, overwrite)
-        # Every rank has looked at the run folder before rank 0 changes it.
-        dist_utils.barrier()
-        if resuming:
-            assert self.run_dir is not None
-            self._check_resume_config()
-            state = ckpt.load_training_state(
-                self.run_dir, self.model, self.optimizer, self.scheduler, ema=self.ema
-            )
-            start, self.global_step = int(state["epoch"]), int(state["global_step"])
-            self.history = list(state["history"])
-            es, stopped = dict(state["early_stopping"]), bool(state["stopped_early"])
-            if (self.run_dir / ckpt.BEST_FILE).is_file():
-                best_state, _ = ckpt.load_weights(self.run_dir / ckpt.BEST_FILE)
-        else:
-            seed_everything(cfg.seed)
-            self.global_step = 0
-            if self.run_dir is not None and dist_utils.is_main():
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                # With overwrite=True, nothing of the old run may survive to be
-                # mistaken for this one's (e.g. its best weights).
-                old = (ckpt.STATE_FILE, ckpt.BEST_FILE, ckpt.OPTIMIZER_FILE, ckpt.MODEL_FILE)
-                for name in (*old, ckpt.MODEL_META_FILE, ckpt.METRICS_FILE):
-                    (self.run_dir / name).unlink(missing_ok=True)
-                write_json(self.run_dir / ckpt.CONFIG_FILE, self._run_config())
+        self._set_up(world)
+        start = self._begin(resume, overwrite)
         self._ddp = self._wrap_ddp(world) if world.world_size > 1 else None
         writer = self._tensorboard() if dist_utils.is_main() else None
-        self.should_stop = stopped
+        self.should_stop = self._stopped
         self._fire("on_fit_start")
         try:
             for epoch in range(start, cfg.epochs):
                 if self.should_stop:
                     break
-                self.epoch = epoch
-                t0 = time.perf_counter()
-                if world.world_size > 1:
-                    # Ranks see different images; their augmentations must differ too.
-                    # Seeded by (seed, epoch, rank), so a resumed run repeats them.
-                    seed_everything((cfg.seed * 1_000_003 + epoch) * 1009 + world.rank)
-                self.model.train()
-                self._fire("on_train_epoch_start")
-                lr = self.optimizer.param_groups[0]["lr"]
-                row: dict[str, float] = {"epoch": epoch + 1, "lr": lr}
-                row.update(
-                    {
-                        f"train_{k}": v
-                        for k, v in self._run_epoch(self.train_batches(epoch), "train").items()
-                    }
-                )
-                if self.val_batches is not None:
-                    self.model.eval()
-                    with torch.no_grad():
-                        val = self._run_epoch(self.val_batches(epoch), "val", self.ema)
-                    row.update({f"val_{k}": v for k, v in val.items()})
-                row["time_s"] = round(time.perf_counter() - t0, 3)
-                if monitor not in row:
-                    raise ValueError(
-                        f"monitor {monitor!r} is not among the metrics {sorted(row)}; "
-                        "choose one of them"
-                    )
-                self.history.append(row)
-                value = row[monitor]
-                improved = es["best"] is None or (
-                    value < es["best"] if mode == "min" else value > es["best"]
-                )
-                if improved:
-                    es.update(best=value, best_epoch=epoch + 1, bad_epochs=0)
-                    if cfg.restore_best:
-                        kept = self.model if self.ema is None else self.ema
-                        best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
-                else:
-                    es["bad_epochs"] += 1
-                self._fire("on_epoch_end")
-                if cfg.patience is not None and es["bad_epochs"] >= cfg.patience:
-                    self.should_stop = True
-                stopped = self.should_stop and epoch + 1 < cfg.epochs
-                if self.run_dir is not None and dist_utils.is_main():
-                    self._save(improved, es, stopped)
+                row = self._train_epoch(epoch, world)
+                self._end_epoch(row, monitor, mode)
                 if writer is not None:
                     for k, v in row.items():
                         if k != "epoch":
@@ -697,18 +363,160 @@ class Trainer:
                 dist_utils.revert_sync_batchnorm(self.model)
         # The checkpoint is complete before any rank goes on to read it.
         dist_utils.barrier()
-        if cfg.restore_best and best_state is not None:
-            self.model.load_state_dict(best_state)
+        return self._result(monitor)
+
+    def _set_up(self, world: dist_utils.DistInfo) -> None:
+        """Device, memory format, weight average, sync batch norm, optimizer and schedule."""
+        cfg = self.config
+        self.device = resolve_device(cfg.device)
+        if world.world_size > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", world.local_rank)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        self.model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        # Before sync batch norm, so the average keeps plain batch-norm layers.
+        self._average = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.ema = None if self._average is None else self._average.module
+        if world.world_size > 1 and cfg.sync_batchnorm:
+            dist_utils.convert_sync_batchnorm(self.model, self.device)
+            if self._average is not None:
+                self._average.pair(self.model)
+        steps_per_epoch = self._steps_per_epoch()
+        total = cfg.epochs * steps_per_epoch
+        warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
+        self.optimizer = self._make_optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _warmup_cosine(warmup, total, cfg.min_lr_ratio)
+        )
+
+    def _begin(self, resume: bool, overwrite: bool) -> int:
+        """Resume the run in ``run_dir`` or start afresh; return the first epoch to train."""
+        self._es = {"best": None, "best_epoch": None, "bad_epochs": 0}
+        self._best_state, self._stopped, self.history = None, False, []
+        resuming = False
+        if self.run_dir is not None:
+            if dist_utils.is_main():
+                runfolder.clean_up(self.run_dir)
+            # Rank 0 has finished an interrupted save before any rank looks.
+            dist_utils.barrier()
+            resuming = runfolder.has_run_to_resume(self.run_dir, resume, overwrite)
+        start = 0
+        if resuming:
+            assert self.run_dir is not None
+            runfolder.check_resume_config(self.run_dir, self._run_config())
+            state = ckpt.load_training_state(
+                self.run_dir, self.model, self.optimizer, self.scheduler, ema=self.ema
+            )
+            start, self.global_step = int(state["epoch"]), int(state["global_step"])
+            self.history = list(state["history"])
+            self._es, self._stopped = dict(state["early_stopping"]), bool(state["stopped_early"])
+            if (self.run_dir / ckpt.BEST_FILE).is_file():
+                self._best_state, _ = ckpt.load_weights(self.run_dir / ckpt.BEST_FILE)
+        else:
+            seed_everything(self.config.seed)
+            self.global_step = 0
+        # Nothing is written before the first epoch's checkpoint, which then
+        # replaces all of an earlier run's files at once (see _save).
+        self._new_run = self.run_dir is not None and not resuming
+        # Every rank has read the run folder before rank 0 writes to it.
+        dist_utils.barrier()
+        return start
+
+    def _train_epoch(self, epoch: int, world: dist_utils.DistInfo) -> dict[str, float]:
+        """Train one epoch and validate; the epoch's row of metrics."""
+        cfg = self.config
+        assert self.optimizer is not None
+        self.epoch = epoch
+        t0 = time.perf_counter()
+        if world.world_size > 1:
+            # Ranks see different images; their augmentations must differ too.
+            # Seeded by (seed, epoch, rank), so a resumed run repeats them.
+            seed_everything((cfg.seed * 1_000_003 + epoch) * 1009 + world.rank)
+        self.model.train()
+        self._fire("on_train_epoch_start")
+        row: dict[str, float] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+        train = self._run_epoch(self.train_batches(epoch), "train")
+        row.update({f"train_{k}": v for k, v in train.items()})
+        if self.val_batches is not None:
+            self.model.eval()
+            with torch.no_grad():
+                val = self._run_epoch(self.val_batches(epoch), "val", self.ema)
+            row.update({f"val_{k}": v for k, v in val.items()})
+        row["time_s"] = round(time.perf_counter() - t0, 3)
+        return row
+
+    def _end_epoch(self, row: dict[str, float], monitor: str, mode: str) -> None:
+        """Record the row, track the best epoch, fire ``on_epoch_end``, save the checkpoint."""
+        cfg = self.config
+        if monitor not in row:
+            raise ValueError(
+                f"monitor {monitor!r} is not among the metrics {sorted(row)}; choose one of them"
+            )
+        self.history.append(row)
+        es, value = self._es, row[monitor]
+        improved = es["best"] is None or (
+            value < es["best"] if mode == "min" else value > es["best"]
+        )
+        if improved:
+            es.update(best=value, best_epoch=self.epoch + 1, bad_epochs=0)
+            if cfg.restore_best:
+                kept = self.model if self.ema is None else self.ema
+                self._best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
+        else:
+            es["bad_epochs"] += 1
+        self._fire("on_epoch_end")
+        if cfg.patience is not None and es["bad_epochs"] >= cfg.patience:
+            self.should_stop = True
+        self._stopped = self.should_stop and self.epoch + 1 < cfg.epochs
+        if self.run_dir is not None and dist_utils.is_main():
+            self._save(improved, es, self._stopped)
+
+    def _save(self, improved: bool, es: dict[str, Any], stopped: bool) -> None:
+        """Write this epoch's checkpoint, ``metrics.csv`` (and ``config.json``) as one unit."""
+        assert self.run_dir is not None and self.model_name is not None
+        state = {
+            "epoch": self.epoch + 1,
+            "global_step": self.global_step,
+            "history": self.history,
+            "early_stopping": es,
+            "stopped_early": stopped,
+        }
+        extra: dict[str, Any] = {ckpt.METRICS_FILE: runfolder.metrics_csv(self.history)}
+        if self._new_run:
+            # With the first checkpoint, so that a run stopped before it leaves nothing.
+            extra[ckpt.CONFIG_FILE] = self._run_config()
+        ckpt.save_checkpoint(
+            self.run_dir,
+            self.model,
+            model_name=self.model_name,
+            model_meta=self.model_meta,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            state=state,
+            best=improved,
+            ema=self.ema,
+            extra_files=extra,
+            new_run=self._new_run,
+        )
+        self._new_run = False
+
+    def _result(self, monitor: str) -> TrainResult:
+        """Give the model the weights it keeps, fire ``on_fit_end``, say what the run made."""
+        if self.config.restore_best and self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
         elif self.ema is not None:
             self.model.load_state_dict(self.ema.state_dict())
         result = TrainResult(
             history=self.history,
             monitor=monitor,
-            best_metric=es["best"],
-            best_epoch=es["best_epoch"],
-            stopped_early=stopped,
+            best_metric=self._es["best"],
+            best_epoch=self._es["best_epoch"],
+            stopped_early=self._stopped,
             run_dir=self.run_dir,
-            paths=self._paths(),
+            paths={} if self.run_dir is None else runfolder.run_paths(self.run_dir),
         )
         self._fire("on_fit_end")
         return result
@@ -753,20 +561,6 @@ class Trainer:
             return None
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
-    def _paths(self) -> dict[str, Path]:
-        if self.run_dir is None:
-            return {}
-        names = {
-            "model": ckpt.MODEL_FILE,
-            "best": ckpt.BEST_FILE,
-            "model_meta": ckpt.MODEL_META_FILE,
-            "optimizer": ckpt.OPTIMIZER_FILE,
-            "state": ckpt.STATE_FILE,
-            "config": ckpt.CONFIG_FILE,
-            "metrics": ckpt.METRICS_FILE,
-        }
-        return {k: self.run_dir / v for k, v in names.items() if (self.run_dir / v).is_file()}
-
 
 class _StepModule(nn.Module):
     """``step(model, batch, stage)`` as a module, so DDP sees one forward per step."""
@@ -785,16 +579,3 @@ def _summary(row: Mapping[str, float], epochs: int) -> str:
     parts += [f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "time_s")]
     parts.append(f"({row['time_s']:.1f} s)")
     return "  ".join(parts)
-
-
-def _write_metrics_csv(path: Path, history: Sequence[Mapping[str, float]]) -> None:
-    """Rewrite the whole metrics file (atomically) from the history."""
-    columns: list[str] = []
-    for row in history:
-        columns += [k for k in row if k not in columns]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    w.writeheader()
-    for row in history:
-        w.writerow({k: row.get(k, "") for k in columns})
-    write_text(path, buf.getvalue())
