@@ -134,3 +134,24 @@ def test_models_command_lists_registry():
     r = invoke("models")
     assert r.exit_code == 0
     assert "convae " in r.output and "23.38 M" in r.output
+
+
+def test_a_log_file_gets_one_line_per_epoch(tmp_path, shapes_npz):
+    """Progress bars are drawn on a terminal only: stderr to a file carries one line an epoch."""
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "log.txt"
+    with log.open("w") as err:
+        res = subprocess.run(
+            [sys.executable, "-m", "aelab", "pretrain", str(shapes_npz), "--out", str(tmp_path / "r"),
+             "--model", "convae_tiny", "--epochs", "2", "--batch-size", "32", "--device", "cpu"],
+            stdout=subprocess.PIPE, stderr=err, text=True, timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+    assert res.returncode == 0, log.read_text()
+    text = log.read_text()
+    assert "\r" not in text and "it/s" not in text, text[:500]
+    epochs = [line for line in text.splitlines() if line.startswith("epoch ")]
+    assert [e.split()[1] for e in epochs] == ["1/2", "2/2"], text

@@ -235,17 +235,39 @@ class _RowSink:
         return len(row)
 
 
+def csv_text(
+    header: Sequence[str], rows: Iterable[Sequence[object]], *, where: object = "csv"
+) -> str:
+    """The text :func:`write_csv` writes: safe to read back and to open in a spreadsheet.
+
+    Every cell goes through :func:`format_csv_cell` (numbers as numbers, text
+    guarded against formula injection) and the ``csv`` module, which quotes any
+    field holding a comma, a quote, ``\\r`` or ``\\n``, so each field reads back
+    as one field with ``csv.reader``. Rows end with ``\\n``.
+
+    Raises
+    ------
+    ValueError
+        When a row's length differs from the header's (``where`` names the table).
+    """
+    sink = _RowSink()
+    writer = csv.writer(sink, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    header = list(header)
+    writer.writerow([format_csv_cell(h) for h in header])
+    for i, row in enumerate(rows):
+        cells = [format_csv_cell(v) for v in row]
+        if len(cells) != len(header):
+            raise ValueError(f"{where}: row {i} has {len(cells)} cells for {len(header)} columns")
+        writer.writerow(cells)
+    return "".join(sink.parts)
+
+
 def write_csv(
     path: str | os.PathLike[str],
     header: Sequence[str],
     rows: Iterable[Sequence[object]],
 ) -> Path:
-    """Write a CSV file atomically, safe to read back and to open in a spreadsheet.
-
-    Every cell goes through :func:`format_csv_cell` (numbers as numbers, text
-    guarded against formula injection) and the ``csv`` module, which quotes any
-    field holding a comma, a quote, ``\\r`` or ``\\n``, so each field reads back
-    as one field with ``csv.reader``. Rows end with ``\\n``; the file is UTF-8.
+    """Write a CSV file atomically (:func:`csv_text`): UTF-8, rows ending with ``\\n``.
 
     Parameters
     ----------
@@ -263,18 +285,9 @@ def write_csv(
     Raises
     ------
     ValueError
-        When a row's length differs from the header's.
+        When a row's length differs from the header's; nothing is written.
     """
-    sink = _RowSink()
-    writer = csv.writer(sink, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
-    header = list(header)
-    writer.writerow([format_csv_cell(h) for h in header])
-    for i, row in enumerate(rows):
-        cells = [format_csv_cell(v) for v in row]
-        if len(cells) != len(header):
-            raise ValueError(f"{path}: row {i} has {len(cells)} cells for {len(header)} columns")
-        writer.writerow(cells)
-    return write_text(path, "".join(sink.parts))
+    return write_text(path, csv_text(header, rows, where=path))
 
 
 def read_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[list[str]]]:
@@ -328,8 +341,8 @@ def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> Path:
     return write_bytes(path, buf.getvalue())
 
 
-def write_records(path: str | os.PathLike[str], records: Sequence[Mapping[str, object]]) -> Path:
-    """Write dict rows as a CSV table (:func:`write_csv`): the union of their keys as columns.
+def records_csv(records: Sequence[Mapping[str, object]]) -> str:
+    """Dict rows as CSV text (:func:`csv_text`): the union of their keys as columns.
 
     Columns come in first-seen order; a row without a key leaves its cell
     empty, and a list or tuple inside a row (cluster sizes) is joined with ``:``.
@@ -342,4 +355,9 @@ def write_records(path: str | os.PathLike[str], records: Sequence[Mapping[str, o
     def cell(v: object) -> object:
         return ":".join(map(str, v)) if isinstance(v, list | tuple) else v
 
-    return write_csv(path, columns, ([cell(r.get(c)) for c in columns] for r in records))
+    return csv_text(columns, ([cell(r.get(c)) for c in columns] for r in records))
+
+
+def write_records(path: str | os.PathLike[str], records: Sequence[Mapping[str, object]]) -> Path:
+    """Write dict rows as a CSV table atomically (:func:`records_csv`)."""
+    return write_text(path, records_csv(records))

@@ -1,9 +1,12 @@
 """Training: a model-agnostic loop, step functions, checkpoints, and recipes.
 
-- :mod:`aelab.training.loop` — :class:`Trainer` and :class:`TrainConfig`
+- :mod:`aelab.training.loop` — :class:`Trainer` (with :mod:`~aelab.training.config`:
+  :class:`TrainConfig`; :mod:`~aelab.training.ema`: weight averaging;
+  :mod:`~aelab.training.runfolder`: run-folder checks and metrics)
 - :mod:`aelab.training.steps` — reconstruction and classification steps
 - :mod:`aelab.training.semisup` — FixMatch step and strong augmentation
-- :mod:`aelab.training.checkpoint` — safetensors + JSON checkpoints
+- :mod:`aelab.training.checkpoint` — safetensors + JSON checkpoints, each epoch's
+  files committed as one unit (:mod:`~aelab.training.commit`)
 - :mod:`aelab.training.configs` — :class:`PretrainConfig`, :class:`FinetuneConfig`,
   the named fine-tuning recipes
 - :mod:`aelab.training.batching` — :func:`batch_factory` (seeded, sharded batches)

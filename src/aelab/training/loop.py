@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from aelab.runtime import resolve_device, seed_everything
+from aelab.runtime import progress_bars, resolve_device, seed_everything
 from aelab.training import checkpoint as ckpt
 from aelab.training import distributed as dist_utils
 from aelab.training import runfolder
@@ -249,7 +249,9 @@ class Trainer:
         count = 0
         desc = f"epoch {self.epoch + 1}/{cfg.epochs} {stage}"
         show = cfg.progress and dist_utils.is_main()
-        bar = tqdm(batches, desc=desc, leave=False, disable=not show, dynamic_ncols=True)
+        bar = tqdm(
+            batches, desc=desc, leave=False, disable=not progress_bars(show), dynamic_ncols=True
+        )
         params = [p for p in self.model.parameters()]
         for i, raw in enumerate(bar):
             batch = self._to_device(raw)

@@ -9,14 +9,12 @@ then :func:`has_run_to_resume` decides between resuming and starting afresh.
 
 from __future__ import annotations
 
-import csv
-import io
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from aelab.files import leftover_temporaries, read_json
+from aelab.files import leftover_temporaries, read_json, records_csv
 from aelab.training import checkpoint as ckpt
 from aelab.training.commit import recover
 
@@ -94,15 +92,7 @@ def check_resume_config(run_dir: Path, now: Mapping[str, Any]) -> None:
 
 def metrics_csv(history: Sequence[Mapping[str, float]]) -> str:
     """The text of ``metrics.csv``: one row per epoch, the union of the rows' keys as columns."""
-    columns: list[str] = []
-    for row in history:
-        columns += [k for k in row if k not in columns]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    w.writeheader()
-    for row in history:
-        w.writerow({k: row.get(k, "") for k in columns})
-    return buf.getvalue()
+    return records_csv(history)
 
 
 def run_paths(run_dir: Path) -> dict[str, Path]:
