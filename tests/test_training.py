@@ -330,9 +330,9 @@ def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing_behind(tmp_pat
         pretrain(tiny(), data, config=quick(lr=float("inf")), out_dir=tmp_path / "nan")
     assert list(tmp_path.rglob("*")) == []
 
-    from aelab.training.recipes import _batch_factory
+    from aelab.training import batch_factory
 
-    batches = _batch_factory(
+    batches = batch_factory(
         data, batch_size=16, shuffle=True, seed=0, device=torch.device("cpu"), labels=False
     )
 
