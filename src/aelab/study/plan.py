@@ -240,8 +240,3 @@ def make_plan(cfg: StudyConfig) -> StudyPlan:
         normal_train=normal_train, normal_eval=normal_eval, anomalous_eval=anomalous,
         anomalies_name=what,
     )  # fmt: skip
-
-
-def class_counts(ds: ImageDataset) -> list[int]:
-    """Images per class of a labelled set."""
-    return np.bincount(ds.labels.numpy(), minlength=ds.num_classes or 0).tolist()  # type: ignore[union-attr]

@@ -295,10 +295,3 @@ def run_anomaly_eval(
     write_json(out / "metrics.json", metrics.to_json())
     label = str(normal_class) if normal_class is not None else "the normal set"
     return AnomalyEvalResult(metrics=metrics, figures=figures, normal=label, anomalous=what)
-
-
-def class_label(ds: ImageDataset, normal_class: str | int) -> str:
-    """The display name of ``normal_class`` in ``ds``."""
-    from aelab.tasks.source import class_index
-
-    return ds.class_name(class_index(ds, normal_class))
