@@ -59,3 +59,15 @@ def test_no_module_imports_another_packages_private_names():
                     f"{path.relative_to(ROOT)}:{node.lineno} from {node.module} import {hidden or '...'}"
                 )
     assert not offences, "\n".join(offences)
+
+
+def test_pipeline_is_a_deprecated_shim_over_tasks():
+    import importlib
+    import sys
+
+    sys.modules.pop("aelab.pipeline", None)
+    with pytest.warns(DeprecationWarning, match="aelab.tasks"):
+        pipeline = importlib.import_module("aelab.pipeline")
+    import aelab.tasks
+
+    assert pipeline.run_finetune is aelab.tasks.run_finetune
