@@ -171,11 +171,15 @@ def aelab_finetune(
 
 
 def _compiled(run: Run) -> Run:
-    """``run`` with the model's encoder, decoder and head compiled in place (first)."""
+    """``run`` with the model's ``encode``, ``decode`` and ``classify`` under ``torch.compile``.
+
+    The methods are replaced on the instance, so the state dict keeps its
+    keys (``nn.Module.compile()`` of the parts did not take effect here).
+    """
 
     def go(model: nn.Module) -> None:
-        for part in ("encoder", "decoder", "classifier"):
-            getattr(model, part).compile()
+        for method in ("encode", "decode", "classify"):
+            setattr(model, method, torch.compile(getattr(model, method)))
         run(model)
 
     return go
