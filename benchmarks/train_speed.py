@@ -26,8 +26,9 @@ the machine may be shared):
   under ``torch.compile``; the compile time is shown apart, and "pays after"
   says how many images the run must train for the compile time to come back.
 
-Also printed: the machine's GEMM peak (one large matmul in float32 and in
-bfloat16, timed in this run), the FLOPs per image of each step (counted from
+Also printed: the machine's GEMM peak (one large matmul, and the same work as
+one large convolution, in float32 and in bfloat16, timed in this run; the
+higher counts), the FLOPs per image of each step (counted from
 the layer shapes with ``torch.utils.flop_counter.FlopCounterMode``: the
 convolutions and matrix products of forward and backward), and the share of
 the peak each variant reaches (against the bf16 peak when it runs in bf16);
@@ -69,34 +70,53 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def gemm_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0) -> float:
-    """FLOP/s of the fastest of repeated large matmuls (n = 1024 on CPU, 8192 on CUDA).
-
-    1024 is large enough for the CPU's GEMM to reach its peak and small enough
-    to repeat tens of times a second, so the best of them is an undisturbed one.
-    """
-    n = 8192 if device.type == "cuda" else 1024
-    g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
-    a @ b
+def _best_rate(fn: Callable[[], Any], flop: float, device: torch.device, seconds: float) -> float:
+    """FLOP/s of the fastest of repeated calls of ``fn`` (``flop`` each) for ``seconds``."""
+    fn()
     _sync(device)
     best, end = math.inf, time.perf_counter() + seconds
     while time.perf_counter() < end:
         t0 = time.perf_counter()
-        a @ b
+        fn()
         _sync(device)
         best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+    return flop / best
 
 
-def update_peaks(peaks: dict[str, float], device: torch.device) -> None:
-    """Measure the GEMM peaks again and keep the highest seen.
+def gemm_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0) -> dict[str, float]:
+    """FLOP/s of one large matmul and of one large convolution, each the fastest of repeats.
+
+    The matmul is n = 1024 on CPU (large enough for the GEMM to reach its
+    peak, small enough to repeat tens of times a second, so the best is an
+    undisturbed one), 8192 on CUDA. The convolution (3x3, 256 channels,
+    16 images of 16x16) is the same GEMM run by oneDNN, the library aelab's
+    convolutions use; on some CPUs the two differ by 2x (MKL's float32 GEMM
+    on AMD measured 65 GFLOP/s against oneDNN's 135 on one core).
+    """
+    n = 8192 if device.type == "cuda" else 1024
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
+    x = torch.randn(16, 256, 16, 16, generator=g).to(device, dtype)
+    w = torch.randn(256, 256, 3, 3, generator=g).to(device, dtype)
+    conv_flop = 2 * 16 * 256 * 256 * 9 * 16 * 16
+    return {
+        "matmul": _best_rate(lambda: a @ b, 2 * n**3, device, seconds),
+        "conv": _best_rate(lambda: F.conv2d(x, w, padding=1), conv_flop, device, seconds),
+    }
+
+
+def update_peaks(peaks: dict[str, float], device: torch.device) -> dict[str, dict[str, float]]:
+    """Measure the peaks again; ``peaks`` keeps the highest seen of each dtype.
 
     On a shared machine one measurement may fall in a busy moment; measured
     again before every table, the peak is the least disturbed of them.
+    Returns this measurement, by dtype and kind (matmul, conv).
     """
+    now = {}
     for kind, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        peaks[kind] = max(peaks.get(kind, 0.0), gemm_peak(device, dtype))
+        now[kind] = gemm_peak(device, dtype)
+        peaks[kind] = max(peaks.get(kind, 0.0), *now[kind].values())
+    return now
 
 
 # ----------------------------------------------------------------------------- plain loops
@@ -420,9 +440,10 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, best of {args.repeats}, load average {_load()}")  # fmt: skip
     print(f"bf16: {why}; a small conv step runs {bf16_speedup(device):.2f}x faster in bf16")
     peaks: dict[str, float] = {}
-    update_peaks(peaks, device)
-    print(f"GEMM peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} "
-          "GFLOP/s (one large matmul; measured again before each table, the highest counts)")  # fmt: skip
+    now = update_peaks(peaks, device)
+    rates = ", ".join(f"{k} {d} {r / 1e9:.1f}" for d, v in now.items() for k, r in v.items())
+    print(f"GEMM peak (GFLOP/s): {rates}; the higher of matmul and conv counts, measured "
+          "again before each table")  # fmt: skip
     for name in names:
         n_params = sum(p.numel() for p in create_model(name).parameters())
         print(
