@@ -23,7 +23,8 @@ pre-training is shared by all rows and seeds):
 
 The supervised rows use recipe ``plain`` (``aelab finetune --recipe plain``);
 ``scratch`` rows give the encoder the full learning rate. Every row trains
-with bf16 autocast (``--no-bf16`` turns it off).
+with ``--amp`` (default auto: bf16 autocast where the hardware has native
+bf16, float32 elsewhere; ``--no-bf16`` is ``--amp none``).
 
 Usage::
 
@@ -175,7 +176,12 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 def main() -> None:
     global MODEL
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model", default="convae_fmnist", help="registered model (1x32x32)")
+    ap.add_argument(
+        "--model",
+        default="convae_fmnist",
+        help="registered grayscale model; "
+        "the images are loaded at its size (convae_fmnist: 32, convae_fmnist28: 28)",
+    )
     ap.add_argument("--labels-per-class", type=int, default=100, choices=(10, 100, 1000))
     ap.add_argument("--seeds", type=int, default=3, help="seeds per row (0, 1, ...)")
     ap.add_argument("--quick", action="store_true", help="a smaller check (minutes)")
@@ -201,13 +207,17 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument("--rows", default="", help="comma-separated row keys to run (default: all)")
     ap.add_argument("--cache", default=None, help="folder to keep the pre-trained checkpoint in")
-    ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument(
+        "--amp", choices=("auto", "bf16", "none"), default="auto",
+        help="mixed precision (default auto: bf16 only where the hardware has native bf16)",
+    )  # fmt: skip
+    ap.add_argument("--no-bf16", action="store_true", help="the same as --amp none")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args()
     MODEL = args.model
-    args.amp = None if args.no_bf16 else "bf16"
+    args.amp = "none" if args.no_bf16 else args.amp
     q = args.quick
     args.pretrain_epochs = args.pretrain_epochs or (1 if q else 2)
     args.pretrain_images = 10_000 if q else 0
@@ -223,9 +233,10 @@ def main() -> None:
     wanted = set(filter(None, args.rows.split(",")))
 
     t_all = time.perf_counter()
-    train = load_dataset("fashion-mnist:train", image_size=32, channels=1, progress=False)
+    size = create_model(MODEL).config.image_size
+    train = load_dataset("fashion-mnist:train", image_size=size, channels=1, progress=False)
     test = _subsample(
-        load_dataset("fashion-mnist:test", image_size=32, channels=1, progress=False), n_test, 0
+        load_dataset("fashion-mnist:test", image_size=size, channels=1, progress=False), n_test, 0
     )
 
     rows: list[tuple[str, str, Any]] = [

@@ -67,7 +67,7 @@ def _run_one(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, A
         train, labels_per_class=args.labels_per_class, val_fraction=0.0, seed=args.seed
     )
     config, augment = finetune_recipe(
-        recipe, **{"seed": args.seed, "amp": "bf16", "device": "cpu", "progress": False,
+        recipe, **{"seed": args.seed, "amp": "auto", "device": "cpu", "progress": False,
                    "restore_best": False, **overrides},
     )  # fmt: skip
     seed_everything(args.seed)
@@ -109,7 +109,7 @@ def _student(args: argparse.Namespace, teacher: Any, parts: Any, test: Any) -> d
         class_names=lab.class_names,
     )
     config, augment = finetune_recipe(
-        "plain", seed=args.seed, amp="bf16", device="cpu", progress=False,
+        "plain", seed=args.seed, amp="auto", device="cpu", progress=False,
         epochs=args.student_epochs, encoder_lr_mult=1.0,
     )  # fmt: skip
     seed_everything(args.seed)

@@ -155,3 +155,24 @@ def test_a_log_file_gets_one_line_per_epoch(tmp_path, shapes_npz):
     assert "\r" not in text and "it/s" not in text, text[:500]
     epochs = [line for line in text.splitlines() if line.startswith("epoch ")]
     assert [e.split()[1] for e in epochs] == ["1/2", "2/2"], text
+
+
+@pytest.mark.parametrize(
+    "flags, config_amp, used",
+    [([], "auto", None), (["--amp", "none"], None, None), (["--bf16"], "bf16", "bf16"),
+     (["--amp", "bf16"], "bf16", "bf16")],
+)  # fmt: skip
+def test_amp_flag_and_its_old_alias(tmp_path, shapes_npz, flags, config_amp, used):
+    """--amp auto|bf16|none (default auto; convae_tiny is small, so float32); --bf16 = --amp bf16."""
+    out = tmp_path / "r"
+    r = invoke("pretrain", shapes_npz, "--out", out, "--model", "convae_tiny", "--epochs", "1",
+               "--max-images", "64", "--batch-size", "32", "--device", "cpu", *flags)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    recorded = json.loads((out / "pretrain" / "config.json").read_text())
+    assert recorded["config"]["amp"] == config_amp and recorded["speed"]["amp"] == used
+
+
+def test_contradicting_amp_flags_are_one_line_error(tmp_path, shapes_npz):
+    r = invoke("pretrain", shapes_npz, "--out", tmp_path / "r", "--bf16", "--amp", "none")
+    assert r.exit_code == 2 and "--bf16 and --amp none contradict" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1

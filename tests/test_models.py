@@ -61,7 +61,8 @@ def test_reset_classifier_and_parts():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"image_size": 48}, "power of two"),
+        ({"image_size": 40}, "divisible by 16"),
+        ({"image_size": 28, "widths": (8, 8, 8)}, "divisible by 8"),
         ({"image_size": 16, "widths": (8, 8, 8, 8, 8)}, "need image_size"),
         ({"in_channels": 0}, "in_channels"),
         ({"in_channels": 2}, "in_channels must be 1 .* or 3"),

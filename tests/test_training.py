@@ -536,3 +536,111 @@ def test_masked_pretraining_learns_to_fill_in_and_is_checked(tmp_path):
     assert losses[-1] < 0.7 * losses[0] and all(np.isfinite(losses))
     with pytest.raises(ValueError, match="mask_ratio"):
         quick(mask_ratio=1.0)
+
+
+# ----------------------------------------------------------------------------- amp and channels-last "auto"
+
+
+def test_cpu_bf16_needs_an_x86_bf16_flag():
+    from aelab.runtime import cpu_bf16
+
+    assert cpu_bf16("x86_64", {"avx2", "avx512f", "avx512_bf16"}) == (
+        True,
+        "the CPU has native bf16 (avx512_bf16)",
+    )
+    assert cpu_bf16("AMD64", ["amx_bf16"])[0]
+    # AVX-512 without BF16, AVX2 only: oneDNN emulates bf16 there (measured 20x slower).
+    assert not cpu_bf16("x86_64", {"avx2", "avx512f", "avx512_vnni"})[0]
+    assert "no native bf16" in cpu_bf16("x86_64", {"avx2"})[1]
+    assert not cpu_bf16("x86_64", None)[0]
+    assert not cpu_bf16("aarch64", {"bf16", "avx512_bf16"})[0]
+
+
+@pytest.mark.parametrize(
+    "native, parameters, amp, channels_last, expected",
+    [
+        (True, 2_000_000, "auto", "auto", ("bf16", False)),
+        (False, 2_000_000, "auto", "auto", (None, True)),
+        # A small model: per-operation overhead dominates, both options cost more than they save.
+        (True, 23_000, "auto", "auto", (None, False)),
+        (False, 23_000, "auto", "auto", (None, False)),
+        # What the user asks for is kept whatever the probe says.
+        (False, 2_000_000, "bf16", "auto", ("bf16", False)),
+        (True, 2_000_000, "none", "auto", (None, True)),
+        (True, 2_000_000, None, False, (None, False)),
+        (False, 23_000, "bf16", True, ("bf16", True)),
+    ],
+)
+def test_resolve_speed_follows_the_probe(
+    monkeypatch, native, parameters, amp, channels_last, expected
+):
+    from aelab import runtime
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: (native, "probe says so"))
+    choice = runtime.resolve_speed(amp, channels_last, "cpu", parameters=parameters)
+    assert (choice.amp, choice.channels_last) == expected
+    # Nothing is timed: asking again gives the same answer.
+    assert runtime.resolve_speed(amp, channels_last, "cpu", parameters=parameters) == choice
+    if amp == "auto" and native and parameters > 1e6:
+        assert choice.reason == "probe says so"
+
+
+def test_amp_auto_is_recorded_printed_and_kept_on_resume(tmp_path, monkeypatch, capfd):
+    """bf16 where the probe says native, recorded in config.json; a resumed run keeps it."""
+    from aelab import runtime
+    from aelab.training import batch_factory, speed
+
+    monkeypatch.setattr(runtime, "SMALL_MODEL_PARAMETERS", 0)
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: (True, "native here"))
+    monkeypatch.setattr(speed, "_ANNOUNCED", set())
+    data = squares(48)
+    cfg = quick(epochs=2, restore_best=False)
+    assert cfg.amp == "auto" and cfg.channels_last == "auto"
+    straight = tiny(seed=1)
+    res = pretrain(straight, data, config=quick(epochs=2, progress=True), out_dir=tmp_path / "a")
+    assert (res.speed.amp, res.speed.channels_last) == ("bf16", False)
+    assert "amp: bf16, channels-last: off (native here)" in capfd.readouterr().err
+    recorded = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert recorded["config"]["amp"] == "auto"
+    assert recorded["speed"] == {"amp": "bf16", "channels_last": False, "reason": "native here"}
+
+    # The same run, stopped in its second epoch, then resumed where the probe says no.
+    straight = tiny(seed=1)
+    pretrain(straight, data, config=cfg, out_dir=tmp_path / "b")
+    step, calls = reconstruction_step(), {"n": 0}
+
+    def crash_in_epoch_two(model, batch, stage):
+        calls["n"] += 1
+        if calls["n"] > 3:  # 48 images / 16 = 3 steps per epoch
+            raise KeyboardInterrupt
+        return step(model, batch, stage)
+
+    factory = batch_factory(
+        data, batch_size=16, shuffle=True, seed=0, device=torch.device("cpu"), labels=False
+    )
+    trainer = Trainer(
+        tiny(seed=1), crash_in_epoch_two, factory, config=cfg, run_dir=tmp_path / "c",
+        model_name="convae",
+        run_config={"task": "pretrain", "data": {"train": 48, "val": None}, "augment": False},
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: (False, "not here"))
+    assert pretrain(tiny(), data, config=cfg).speed.channels_last  # a new run: float32 now
+    fresh = tiny(seed=99)
+    res = pretrain(fresh, data, config=cfg, out_dir=tmp_path / "c", resume=True)
+    assert (res.speed.amp, res.speed.channels_last) == ("bf16", False)
+    assert not state_equal(straight.state_dict(), fresh.state_dict(), atol=1e-6)
+
+
+def test_small_models_train_in_float32_on_any_machine():
+    """convae_tiny is below the size where bf16 and channels-last pay, so "auto" keeps float32."""
+    res = pretrain(tiny(), squares(16), config=quick(epochs=1))
+    assert res.speed is not None and (res.speed.amp, res.speed.channels_last) == (None, False)
+
+
+def test_speed_settings_are_checked():
+    assert TrainConfig(amp="none").amp is None
+    for bad in ({"amp": "fp16"}, {"amp": True}, {"channels_last": "yes"}, {"channels_last": 1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrainConfig(**bad)

@@ -31,6 +31,12 @@ class Recipe(StrEnum):
     fixmatch = "fixmatch"
 
 
+class Amp(StrEnum):
+    auto = "auto"
+    bf16 = "bf16"
+    none = "none"
+
+
 class Loss(StrEnum):
     mse = "mse"
     l1 = "l1"
@@ -49,6 +55,14 @@ SkipBadOpt = typer.Option(
 )
 LabelsOpt = typer.Option(None, "--labels", help="Labels file (.npy or .csv) for array data.")
 SetOpt = typer.Option(None, "--set", help=SET_HELP)
+AmpOpt = typer.Option(
+    None,
+    "--amp",
+    help="Mixed precision (default auto): auto is bf16 where the hardware has native bf16 "
+    "and the model is not small, else float32 (the choice is printed and recorded in "
+    "config.json); bf16; or none (float32).",
+)
+Bf16Opt = typer.Option(False, "--bf16", help="The same as --amp bf16 (kept for old scripts).")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an existing output.")
 
 
@@ -60,6 +74,13 @@ def _source(data: str, labels: Path | None = None, skip_bad: bool = False) -> ob
 
 def _value(e: StrEnum | None) -> str | None:
     return None if e is None else e.value
+
+
+def _amp(amp: Amp | None, bf16: bool) -> str | None:
+    """``--amp``, or ``bf16`` for the old ``--bf16`` flag; refuses the two disagreeing."""
+    if bf16 and amp not in (None, Amp.bf16):
+        raise ValueError(f"--bf16 and --amp {amp.value} contradict each other; give one of them")
+    return "bf16" if bf16 else _value(amp)
 
 
 def pretrain_cmd(
@@ -89,7 +110,8 @@ def pretrain_cmd(
     max_images: int | None = typer.Option(
         None, "--max-images", help="Use at most this many images (default 0: all)."
     ),
-    amp: bool = typer.Option(False, "--bf16", help="bf16 mixed precision."),
+    amp: Amp | None = AmpOpt,
+    bf16: bool = Bf16Opt,
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted run in OUT/pretrain."
     ),
@@ -118,7 +140,7 @@ def pretrain_cmd(
         given = settings({
             "model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "loss": _value(loss), "augment": _value(augment), "mask_ratio": mask_ratio,
-            "val_fraction": val_fraction, "max_images": max_images, "amp": "bf16" if amp else None,
+            "val_fraction": val_fraction, "max_images": max_images, "amp": _amp(amp, bf16),
             "seed": seed, "device": device,
         }, set_)  # fmt: skip
         res = run_pretrain(_source(data, skip_bad=skip_bad), out, resume=resume, overwrite=overwrite,
@@ -210,7 +232,8 @@ def finetune_cmd(
     patience: int | None = typer.Option(
         None, "--patience", help="Early stopping on val_acc after this many epochs (default: off)."
     ),
-    amp: bool = typer.Option(False, "--bf16", help="bf16 mixed precision."),
+    amp: Amp | None = AmpOpt,
+    bf16: bool = Bf16Opt,
     resume: bool = typer.Option(False, "--resume"),
     overwrite: bool = typer.Option(False, "--overwrite"),
     seed: int | None = SeedOpt,
@@ -231,7 +254,7 @@ def finetune_cmd(
             "label_smoothing": label_smoothing, "semi": _value(semi),
             "unlabeled_weight": unlabeled_weight, "threshold": threshold,
             "unlabeled_ratio": unlabeled_ratio, "distribution_alignment": distribution_alignment,
-            "ema_decay": ema_decay, "patience": patience or None, "amp": "bf16" if amp else None,
+            "ema_decay": ema_decay, "patience": patience or None, "amp": _amp(amp, bf16),
             "seed": seed, "device": device,
         }, set_)  # fmt: skip
         res = run_finetune(_source(data, labels, skip_bad), out, init=init, name=name,

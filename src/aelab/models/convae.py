@@ -62,8 +62,9 @@ class ConvAEConfig:
     in_channels : {1, 3}
         Image channels (3 for RGB, 1 for grayscale).
     image_size : int
-        Height and width of the (square) input; a power of two from 16 to
-        4096, at least ``2 ** len(widths)``.
+        Height and width of the (square) input, from 16 to 4096; divisible by
+        ``2 ** len(widths)``, since every block halves it exactly (a power
+        of two always is; 28 is, with two blocks).
     widths : tuple of int
         Channels after each stride-2 encoder block (each 1 to 16384); the
         decoder mirrors them.
@@ -92,17 +93,20 @@ class ConvAEConfig:
             )
         self.in_channels = int(self.in_channels)
         s = self.image_size = _check_int("image_size", self.image_size, 16, LIMITS["image_size"])
-        if s & (s - 1):
-            raise ValueError(f"image_size must be a power of two >= 16, got {s}")
         if not isinstance(self.widths, list | tuple) or not self.widths:
             raise ValueError(f"widths must be a non-empty list of integers, got {self.widths!r}")
         self.widths = tuple(
             _check_int(f"widths[{i}]", w, 1, LIMITS["widths"]) for i, w in enumerate(self.widths)
         )
-        if s >> len(self.widths) < 1:
+        halvings = 2 ** len(self.widths)
+        if s < halvings:
             raise ValueError(
-                f"{len(self.widths)} stride-2 blocks need image_size >= "
-                f"{2 ** len(self.widths)}, got {s}"
+                f"{len(self.widths)} stride-2 blocks need image_size >= {halvings}, got {s}"
+            )
+        if s % halvings:
+            raise ValueError(
+                f"image_size must be divisible by {halvings} (each of the {len(self.widths)} "
+                f"stride-2 blocks halves it exactly), got {s}; use a power of two, or fewer widths"
             )
         for name in ("latent_dim", "num_classes", "head_hidden"):
             setattr(self, name, _check_int(name, getattr(self, name), 1, LIMITS[name]))
@@ -116,7 +120,7 @@ class ConvAEConfig:
     @property
     def bottleneck_size(self) -> int:
         """Spatial size after the last encoder block."""
-        return self.image_size >> len(self.widths)
+        return self.image_size // 2 ** len(self.widths)
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters of each part of the model, computed from the config alone.

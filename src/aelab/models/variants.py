@@ -25,6 +25,16 @@ def convae_fmnist(**overrides: Any) -> ConvAutoencoder:
 
 
 @register_model
+def convae_fmnist28(**overrides: Any) -> ConvAutoencoder:
+    """The ``convae`` family at Fashion-MNIST's own 1x28x28: two blocks (28-14-7), widths 64-128.
+
+    No resize to 32x32 (a fifth fewer pixels) and half the FLOPs of
+    ``convae_fmnist`` per image (156 M against 330 M per training step).
+    """
+    return _build({"in_channels": 1, "image_size": 28, "widths": (64, 128)}, overrides)
+
+
+@register_model
 def convae_fmnist_small(**overrides: Any) -> ConvAutoencoder:
     """``convae_fmnist`` at half the widths (32-256) and latent 256: about 4x faster to train on CPU."""
     return _build(

@@ -40,10 +40,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from aelab.runtime import progress_bars, resolve_device, seed_everything
+from aelab.runtime import SpeedChoice, progress_bars, resolve_device, seed_everything
 from aelab.training import checkpoint as ckpt
 from aelab.training import distributed as dist_utils
 from aelab.training import runfolder
+from aelab.training import speed as speed_utils
 from aelab.training.config import TrainConfig, TrainResult
 from aelab.training.ema import WeightAverage
 
@@ -120,6 +121,9 @@ class Trainer:
     checkpoints' model files hold it (the raw weights go to
     ``train_weights.safetensors`` for ``resume``), and the model is given its
     weights at the end.
+
+    ``trainer.speed`` is what ``config.amp`` and ``config.channels_last``
+    resolved to, recorded in ``config.json`` (a resumed run keeps it).
     """
 
     def __init__(
@@ -155,6 +159,7 @@ class Trainer:
         self.callbacks: dict[str, list[Callable[[Trainer], None]]] = defaultdict(list)
         # Filled in by fit():
         self.device = torch.device("cpu")
+        self.speed: SpeedChoice | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.epoch = 0
@@ -217,15 +222,16 @@ class Trainer:
         mode = cfg.mode or ("max" if "acc" in monitor else "min")
         return monitor, mode
 
-    def _run_config(self) -> dict[str, Any]:
-        return {"config": self.config.to_dict(), **self.run_config}
+    def _run_config(self, with_speed: bool = True) -> dict[str, Any]:
+        speed = {"speed": self.speed.to_dict()} if with_speed and self.speed else {}
+        return {"config": self.config.to_dict(), **self.run_config, **speed}
 
     # ------------------------------------------------------------------ the loop
 
     def _to_device(self, batch: Any) -> Any:
         if isinstance(batch, torch.Tensor):
             t = batch.to(self.device, non_blocking=True)
-            if self.config.channels_last and t.ndim == 4 and t.is_floating_point():
+            if self.speed and self.speed.channels_last and t.ndim == 4 and t.is_floating_point():
                 t = t.contiguous(memory_format=torch.channels_last)
             return t
         if isinstance(batch, tuple | list):
@@ -235,7 +241,7 @@ class Trainer:
         return batch
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.config.amp == "bf16":
+        if self.speed and self.speed.amp == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -341,6 +347,7 @@ class Trainer:
         world = dist_utils.init_from_env(cfg.device)
         self._set_up(world)
         start = self._begin(resume, overwrite)
+        speed_utils.announce(self.speed, cfg.progress and dist_utils.is_main())
         self._ddp = self._wrap_ddp(world) if world.world_size > 1 else None
         writer = self._tensorboard() if dist_utils.is_main() else None
         self.should_stop = self._stopped
@@ -377,7 +384,8 @@ class Trainer:
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         self.model.to(self.device)
-        if cfg.channels_last:
+        self.speed = speed_utils.choose(cfg, self.model, self.device)
+        if self.speed.channels_last:
             self.model.to(memory_format=torch.channels_last)
         # Before sync batch norm, so the average keeps plain batch-norm layers.
         self._average = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -408,7 +416,9 @@ class Trainer:
         start = 0
         if resuming:
             assert self.run_dir is not None
-            runfolder.check_resume_config(self.run_dir, self._run_config())
+            recorded = speed_utils.resumed(self.run_dir, self.speed, self.model, self.ema)
+            self.speed = recorded or self.speed
+            runfolder.check_resume_config(self.run_dir, self._run_config(recorded is not None))
             state = ckpt.load_training_state(
                 self.run_dir, self.model, self.optimizer, self.scheduler, ema=self.ema
             )
@@ -519,6 +529,7 @@ class Trainer:
             stopped_early=self._stopped,
             run_dir=self.run_dir,
             paths={} if self.run_dir is None else runfolder.run_paths(self.run_dir),
+            speed=self.speed,
         )
         self._fire("on_fit_end")
         return result
