@@ -38,6 +38,7 @@ def test_set_reaches_fields_without_a_flag(npz, tmp_path):
     assert r.exit_code == 0, r.output
     rec = json.loads((tmp_path / "r" / "finetune" / "run.json").read_text())
     settings = rec["options"]["settings"]
+    assert rec["options"]["speed"].startswith("amp: ")  # what amp="auto" chose, recorded
     assert settings["ema_decay"] == 0.5 and settings["unlabeled_ratio"] == 2
     assert (
         settings["warmup_epochs"] == 0.0

@@ -135,6 +135,8 @@ class PretrainResult(Record):
         One row per epoch (``epoch``, ``lr``, ``train_loss``, ``val_loss``, ``time_s``...).
     n_train, n_val : int
         Images trained on and held out.
+    speed : str
+        The precision and memory format the run used, and why (``amp="auto"``'s choice).
     """
 
     run_dir: Path
@@ -142,6 +144,7 @@ class PretrainResult(Record):
     history: tuple[dict[str, float], ...]
     n_train: int
     n_val: int
+    speed: str = ""
 
     @property
     def train_loss(self) -> float:
@@ -186,6 +189,8 @@ class FinetuneResult(Record):
     best_epoch : int or None
         The epoch whose weights the checkpoint keeps (by validation accuracy).
     splits : SplitSizes
+    speed : str
+        The precision and memory format the run used, and why.
     """
 
     run_dir: Path
@@ -195,6 +200,7 @@ class FinetuneResult(Record):
     history: tuple[dict[str, float], ...]
     best_epoch: int | None
     splits: SplitSizes
+    speed: str = ""
 
     def _last(self, key: str) -> float | None:
         v = self.history[-1].get(key) if self.history else None
@@ -222,6 +228,11 @@ def _run_dir(out: str | os.PathLike[str], name: str) -> Path:
         if p.exists() and not p.is_dir():
             raise ValueError(f"{p} is a file, not a run folder; remove it or choose another --out")
     return run_dir
+
+
+def _speed(result: Any) -> str:
+    """What ``amp``/``channels_last`` "auto" chose for a run, in one line."""
+    return result.speed.describe() if getattr(result, "speed", None) is not None else ""
 
 
 def _augment(preset: str) -> Any:
@@ -297,10 +308,11 @@ def run_pretrain(
         net, train, val=val, config=opts, out_dir=run_dir, augment=_augment(opts.augment),
         resume=resume, overwrite=overwrite, model_name=name, num_workers=num_workers,
     )  # fmt: skip
-    record_run(run_dir, "pretrain", data, opts)
+    speed = _speed(result)
+    record_run(run_dir, "pretrain", data, {"settings": opts, "speed": speed})
     return PretrainResult(
         run_dir=run_dir, model=name, history=tuple(result.history), n_train=len(train),
-        n_val=0 if val is None else len(val),
+        n_val=0 if val is None else len(val), speed=speed,
     )  # fmt: skip
 
 
@@ -398,9 +410,15 @@ def run_finetune(
         model_name=model_name,
     )  # fmt: skip
     source = "<splits>" if isinstance(data, Splits) else data
-    record_run(run_dir, "finetune", source, {"recipe": recipe, "init": init, "settings": opts})
+    speed = _speed(result)
+    record_run(
+        run_dir,
+        "finetune",
+        source,
+        {"recipe": recipe, "init": init, "settings": opts, "speed": speed},
+    )
     return FinetuneResult(
         run_dir=run_dir, model=model_name, recipe=recipe,
         augment=opts.augment, history=tuple(result.history), best_epoch=result.best_epoch,
-        splits=SplitSizes.of(parts),
+        splits=SplitSizes.of(parts), speed=speed,
     )  # fmt: skip
