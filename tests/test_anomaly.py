@@ -180,9 +180,11 @@ def test_from_array_validates():
 
 def test_default_detector_is_the_benchmarked_one():
     from aelab.anomaly import DEFAULT_SCORE, anomaly_model_spec
+    from aelab.anomaly.detector import AUTO_MIN_IMAGES, AUTO_SCORES
 
     det = ReconstructionDetector()
-    assert det.score == DEFAULT_SCORE and det.transforms == "rotations"
+    assert det.score == DEFAULT_SCORE == "auto" and det.transforms == "rotations"
+    assert AUTO_SCORES == ("mse+latent+transform", "mse") and AUTO_MIN_IMAGES == 1000
     assert (det.epochs, det.min_steps, det.batch_size, det.calibration_fraction) == (
         8,
         600,
@@ -194,7 +196,7 @@ def test_default_detector_is_the_benchmarked_one():
         {"widths": (32, 64, 128), "latent_dim": 64},
     )
     name, ov = anomaly_model_spec(3, 64, 64)
-    assert name == "convae" and ov["widths"] == (32, 64, 128, 256) and ov["latent_dim"] == 64
+    assert name == "convae" and ov["widths"] == (16, 32, 64, 128) and ov["latent_dim"] == 64
     name, ov = anomaly_model_spec(1, 8, 8)
     assert ov["image_size"] == 16 and ov["in_channels"] == 1 and ov["widths"] == (32, 64, 128)
 
@@ -206,6 +208,17 @@ def test_min_steps_trains_a_small_set_longer(sets):
     assert det.epochs_ == 5 and len(det.history_) == 5  # 2 steps per epoch
     codes = det.encode(held_out.subset(np.arange(7)))
     assert codes.shape == (7, 32) and codes.dtype == np.float32
+
+
+def test_auto_score_is_the_reconstruction_error_on_a_small_set(sets, tmp_path):
+    normal, held_out, _ = sets
+    det = _detector(epochs=1).fit(normal.subset(np.arange(40)))
+    assert det.score == "auto" and det.score_parts_ == ("mse",)
+    assert det.model_.config.num_classes == 1  # no transformation head to train
+    det.save(tmp_path / "det")
+    again = ReconstructionDetector.load(tmp_path / "det")
+    assert again.score_parts_ == ("mse",)
+    np.testing.assert_allclose(again.decision_function(held_out), det.decision_function(held_out))
 
 
 def test_shift_transforms_train_a_wider_head(sets):

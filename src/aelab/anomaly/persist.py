@@ -42,6 +42,7 @@ def save_detector(det: Any, directory: str | Path) -> Path:
             "format": _FORMAT,
             "params": det._params(),
             "epochs_": det.epochs_,
+            "score_parts": list(det.score_parts_),
             "threshold_": det.threshold_,
             "threshold_rule": dataclasses.asdict(det.threshold_rule_),
             "score_stats": {k: list(v) for k, v in det.score_stats_.items()},
@@ -76,7 +77,8 @@ def load_detector(cls: type, directory: str | Path, *, device: str | None = None
     if device is not None:
         params["device"] = device
     det = cls(**params)
-    det.score_parts_, _ = det._validate()
+    parts, _ = det._validate()
+    det.score_parts_ = tuple(meta["score_parts"]) if "score_parts" in meta else parts
     det.model_, _ = load_model(d / _MODEL_DIR, device="cpu", which="last")
     det.model_name_ = meta["model_name"]
     det.epochs_ = int(meta.get("epochs_", params["epochs"]))
