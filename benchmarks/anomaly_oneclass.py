@@ -292,7 +292,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     p.add_argument("--jobs", type=int, default=1, help="classes run in parallel processes")
     p.add_argument("--out", default="", help="also write every result as JSON")
+    p.add_argument("--merge", default="", metavar="A.json,B.json",
+                   help="run nothing: print the tables of earlier --out files together")  # fmt: skip
     args = p.parse_args()
+    if args.merge:
+        _merge(args)
+        return
     overrides = _parse_sets(args.set)
     if overrides and args.protocol == "test":
         raise SystemExit("--set is for --protocol validation: the test table measures the default")
@@ -345,6 +350,23 @@ def main() -> None:
         }  # fmt: skip
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=1)
+        print(f"wrote {args.out}")
+
+
+def _merge(args: argparse.Namespace) -> None:
+    """Tables of several --out files (e.g. seed 0, then seeds 1 and 2), as one run would print."""
+    results: list[dict[str, Any]] = []
+    for path in args.merge.split(","):
+        with open(path, encoding="utf-8") as f:
+            results += json.load(f)["results"]
+    summary = {}
+    for name in dict.fromkeys(r["dataset"] for r in results):
+        summary[name] = print_table(name, [r for r in results if r["dataset"] == name])
+    _print_verdict(summary, args)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump({"merged": args.merge.split(","), "results": results, "summary": summary,
+                       "references": REFERENCES}, f, indent=1)  # fmt: skip
         print(f"wrote {args.out}")
 
 
