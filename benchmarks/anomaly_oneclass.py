@@ -277,6 +277,36 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _run_dataset(
+    name: str, args: argparse.Namespace, seeds: list[int], overrides: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Every (class, seed) of one data set, in this process or ``--jobs`` forked ones."""
+    ds = LOADERS[name](args.protocol)
+    classes = [0, 1] if args.quick else (
+        [int(c) for c in args.classes.split(",")] if args.classes
+        else list(range(len(ds.class_names))))  # fmt: skip
+    jobs = [(c, s) for s in seeds for c in classes]
+    print(f"{name} ({args.protocol}): {len(classes)} classes x {len(seeds)} seeds, "
+          f"{len(ds.test_images)} images scored, detector {overrides or 'defaults'}",
+          flush=True)  # fmt: skip
+    rows = []
+    if args.jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("fork"),
+                                 initializer=_worker_init, initargs=(args.threads,)) as pool:  # fmt: skip
+            futures = [pool.submit(run_class, ds, c, s, overrides) for c, s in jobs]
+            for f in futures:
+                rows.append(f.result())
+                _print_row(rows[-1])
+    else:
+        for c, s in jobs:
+            rows.append(run_class(ds, c, s, overrides))
+            _print_row(rows[-1])
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 1)[1],
@@ -313,29 +343,7 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     for name in names:
-        ds = LOADERS[name](args.protocol)
-        classes = [0, 1] if args.quick else (
-            [int(c) for c in args.classes.split(",")] if args.classes
-            else list(range(len(ds.class_names))))  # fmt: skip
-        jobs = [(c, s) for s in seeds for c in classes]
-        print(f"{name} ({args.protocol}): {len(classes)} classes x {len(seeds)} seeds, "
-              f"{len(ds.test_images)} images scored, detector {overrides or 'defaults'}",
-              flush=True)  # fmt: skip
-        rows = []
-        if args.jobs > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
-            with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("fork"),
-                                     initializer=_worker_init, initargs=(args.threads,)) as pool:  # fmt: skip
-                futures = [pool.submit(run_class, ds, c, s, overrides) for c, s in jobs]
-                for f in futures:
-                    rows.append(f.result())
-                    _print_row(rows[-1])
-        else:
-            for c, s in jobs:
-                rows.append(run_class(ds, c, s, overrides))
-                _print_row(rows[-1])
+        rows = _run_dataset(name, args, seeds, overrides)
         results += rows
         summary[name] = print_table(name, rows)
     wall = time.perf_counter() - t_start

@@ -273,7 +273,12 @@ class ReconstructionDetector:
         self.image_shape_ = (int(cfg.in_channels), int(cfg.image_size), int(cfg.image_size))
         self.threshold_rule_ = rule
         self.score_parts_ = parts
+        self._calibrate(train, calib)
+        return self
 
+    def _calibrate(self, train: ImageDataset, calib: ImageDataset) -> None:
+        """Score the training and held-out images; set the score scales and the threshold."""
+        parts, rule = self.score_parts_, self.threshold_rule_
         train_parts, z_train = self._forward(train.images, parts)
         self.latent_bank_ = z_train
         if z_train is not None:
@@ -287,7 +292,6 @@ class ReconstructionDetector:
             rule, train_scores=self.decision_scores_, calib_scores=self.calibration_scores_
         )
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
-        return self
 
     def _train(
         self,
