@@ -35,14 +35,17 @@ def _rows(full: ImageDataset, part: ImageDataset) -> np.ndarray:
 
 
 def _detector(**kw) -> ReconstructionDetector:
-    base = dict(model="convae_tiny", epochs=5, batch_size=32, lr=3e-3, device="cpu", verbose=False)
+    base = dict(
+        model="convae_tiny", epochs=5, min_steps=0, batch_size=32, lr=3e-3, device="cpu",
+        calibration_fraction=0.2, verbose=False,
+    )  # fmt: skip
     return ReconstructionDetector(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
 def fitted(sets):
     normal, _, _ = sets
-    return _detector(score="mse+ssim+latent+rotation", threshold="fpr:0.1").fit(normal)
+    return _detector(score="mse+ssim+latent+transform", threshold="fpr:0.1").fit(normal)
 
 
 def test_fitted_attributes(fitted, sets):
@@ -52,9 +55,9 @@ def test_fitted_attributes(fitted, sets):
     assert fitted.calibration_scores_.shape == (n_cal,)
     assert set(np.unique(fitted.labels_)) <= {0, 1}
     assert fitted.latent_bank_.shape == (len(normal) - n_cal, 32)
-    assert set(fitted.score_stats_) == {"mse", "ssim", "latent", "rotation"}
+    assert set(fitted.score_stats_) == {"mse", "ssim", "latent", "transform"}
     assert fitted.model_.config.num_classes == 4  # the head tells four turns apart
-    assert fitted.history_[-1]["val_rotation_acc"] > 0.5  # well above chance (0.25)
+    assert fitted.history_[-1]["val_transform_acc"] > 0.5  # well above chance (0.25)
     # About 10% of the calibration images lie above an fpr:0.1 threshold.
     assert (fitted.calibration_scores_ > fitted.threshold_).mean() <= 0.1
 
@@ -62,12 +65,12 @@ def test_fitted_attributes(fitted, sets):
 def test_every_score_higher_on_a_different_class(fitted, sets):
     _, held_out, other = sets
     n, a = fitted.score_components(held_out), fitted.score_components(other)
-    for name in ("mse", "ssim", "latent", "rotation"):
+    for name in ("mse", "ssim", "latent", "transform"):
         assert a[name].mean() > n[name].mean(), name
     m = fitted.evaluate(held_out, other)
     assert m["roc_auc"] > 0.9
     assert m["mean_mse_anomalous"] > m["mean_mse_normal"]
-    assert {"roc_auc_mse", "roc_auc_ssim", "roc_auc_latent", "roc_auc_rotation"} <= set(m)
+    assert {"roc_auc_mse", "roc_auc_ssim", "roc_auc_latent", "roc_auc_transform"} <= set(m)
     mae = fitted.score_components(other, "mae")["mae"]
     assert mae.shape == (len(other),) and (mae > 0).all()
 
@@ -128,8 +131,8 @@ def test_single_score_keeps_its_units(sets):
     np.testing.assert_allclose(det.decision_function(held_out), comps["mse"])
     with pytest.raises(ValueError, match="fit with 'latent'"):
         det.score_components(held_out, "latent")
-    with pytest.raises(ValueError, match="fit with 'rotation'"):
-        det.score_components(held_out, "rotation")
+    with pytest.raises(ValueError, match="fit with .transform."):
+        det.score_components(held_out, "transform")
 
 
 def test_reproducible_with_the_same_seed(sets):
@@ -173,3 +176,81 @@ def test_from_array_validates():
         from_array(np.zeros((3, 8, 8), dtype=np.uint8), labels=[0, 1])
     with pytest.raises(ValueError, match="leading axis"):
         from_array(np.zeros((8, 8), dtype=np.uint8))
+
+
+def test_default_detector_is_the_benchmarked_one():
+    from aelab.anomaly import DEFAULT_SCORE, anomaly_model_spec
+    from aelab.anomaly.detector import AUTO_MIN_IMAGES, AUTO_SCORES
+
+    det = ReconstructionDetector()
+    assert det.score == DEFAULT_SCORE == "auto" and det.transforms == "rotations"
+    assert AUTO_SCORES == ("mse+latent+transform", "mse") and AUTO_MIN_IMAGES == 1000
+    assert (det.epochs, det.min_steps, det.batch_size, det.calibration_fraction) == (
+        8,
+        600,
+        64,
+        0.1,
+    )
+    assert anomaly_model_spec(1, 28, 28) == (
+        "convae_fmnist",
+        {"widths": (32, 64, 128), "latent_dim": 64},
+    )
+    name, ov = anomaly_model_spec(3, 64, 64)
+    assert name == "convae" and ov["widths"] == (16, 32, 64, 128) and ov["latent_dim"] == 64
+    name, ov = anomaly_model_spec(1, 8, 8)
+    assert ov["image_size"] == 16 and ov["in_channels"] == 1 and ov["widths"] == (32, 64, 128)
+
+
+def test_min_steps_trains_a_small_set_longer(sets):
+    normal, held_out, _ = sets
+    small = normal.subset(np.arange(40))  # 32 train + 8 calibration images
+    det = _detector(score="mse+transform", epochs=1, min_steps=10, batch_size=16).fit(small)
+    assert det.epochs_ == 5 and len(det.history_) == 5  # 2 steps per epoch
+    codes = det.encode(held_out.subset(np.arange(7)))
+    assert codes.shape == (7, 32) and codes.dtype == np.float32
+
+
+def test_auto_score_is_the_reconstruction_error_on_a_small_set(sets, tmp_path):
+    normal, held_out, _ = sets
+    det = _detector(epochs=1).fit(normal.subset(np.arange(40)))
+    assert det.score == "auto" and det.score_parts_ == ("mse",)
+    assert det.model_.config.num_classes == 1  # no transformation head to train
+    det.save(tmp_path / "det")
+    again = ReconstructionDetector.load(tmp_path / "det")
+    assert again.score_parts_ == ("mse",)
+    np.testing.assert_allclose(again.decision_function(held_out), det.decision_function(held_out))
+
+
+def test_shift_transforms_train_a_wider_head(sets):
+    normal, held_out, other = sets
+    det = _detector(score="transform", transforms="rotations+shifts", epochs=3).fit(normal)
+    assert det.model_.config.num_classes == 20
+    assert det.history_[-1]["val_transform_acc"] > 0.2  # chance is 0.05
+    s_n, s_a = det.decision_function(held_out), det.decision_function(other)
+    assert s_a.mean() > s_n.mean()
+    with pytest.raises(ValueError, match="unknown transforms"):
+        _detector(transforms="mirror").fit(normal)
+
+
+def test_loads_a_format_1_folder(fitted, sets, tmp_path):
+    import json
+
+    _, held_out, _ = sets
+    fitted.save(tmp_path / "det")
+    meta_path = tmp_path / "det" / "detector.json"
+    meta = json.loads(meta_path.read_text())
+    # What aelab wrote before the transform score had its name.
+    meta["format"] = 1
+    meta.pop("epochs_")
+    params = meta["params"]
+    params["score"] = params["score"].replace("transform", "rotation")
+    params["rotation_weight"] = params.pop("transform_weight")
+    for key in ("transforms", "min_steps"):
+        params.pop(key)
+    meta["score_stats"]["rotation"] = meta["score_stats"].pop("transform")
+    meta_path.write_text(json.dumps(meta))
+    old = ReconstructionDetector.load(tmp_path / "det")
+    assert old.score_parts_ == fitted.score_parts_ and old.transforms == "rotations"
+    np.testing.assert_array_equal(
+        old.decision_function(held_out), fitted.decision_function(held_out)
+    )

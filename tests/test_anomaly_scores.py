@@ -117,14 +117,14 @@ def test_combine_scores_standardises_on_normals():
     np.testing.assert_allclose(combine_scores(new, stats), [1.0])
 
 
-def test_rotation_scores_hand_computed():
-    from aelab.anomaly.scores import rotation_scores
+def test_transform_scores_hand_computed():
+    from aelab.anomaly.scores import transform_scores
 
     sure = torch.full((4, 1, 4), -1e4)
     for t in range(4):
         sure[t, 0, t] = 1e4  # right and certain about every turn
     flat = torch.zeros(4, 1, 4)  # no idea: cross-entropy log(4)
-    s = rotation_scores(torch.cat([sure, flat], dim=1))
+    s = transform_scores(torch.cat([sure, flat], dim=1))
     assert s.shape == (2,)
     assert s[0] == pytest.approx(0.0, abs=1e-6)
     assert s[1] == pytest.approx(np.log(4), rel=1e-6)
@@ -138,3 +138,92 @@ def test_rotate_each_matches_rot90():
     assert torch.equal(out[0], torch.rot90(x[0], 1, (1, 2)))
     assert torch.equal(out[1], rotate(x[1:], 3)[0])
     assert torch.equal(rotate(rotate(x, 1), 3), x)
+
+
+def test_rotation_is_an_alias_of_transform():
+    from aelab.anomaly.scores import parse_score
+
+    assert parse_score("mse+rotation") == ("mse", "transform")
+
+
+def test_transform_shift_and_flip_hand_computed():
+    from aelab.anomaly.selfsup import TRANSFORM_SETS, Transform, apply_each, apply_transform
+
+    x = torch.arange(16 * 16, dtype=torch.float32).reshape(1, 1, 16, 16)
+    assert torch.equal(apply_transform(x, Transform()), x)
+    # One step is 16 // 8 = 2 pixels: content moves down by 2, the top is reflected.
+    down = apply_transform(x, Transform(dy=1))
+    assert torch.equal(down[0, 0, 2:], x[0, 0, :-2])
+    assert torch.equal(down[0, 0, 0], x[0, 0, 2]) and torch.equal(down[0, 0, 1], x[0, 0, 1])
+    left = apply_transform(x, Transform(dx=-1))
+    assert torch.equal(left[0, 0, :, :-2], x[0, 0, :, 2:])
+    flipped = apply_transform(x, Transform(turns=1, flip=True))
+    assert torch.equal(flipped, torch.rot90(torch.flip(x, dims=(3,)), 1, dims=(2, 3)))
+    for name, ts in TRANSFORM_SETS.items():
+        assert ts[0] == Transform(), name  # every set begins with the identity
+        assert len(set(ts)) == len(ts), name
+    ts = TRANSFORM_SETS["rotations+shifts"]
+    xs = torch.cat([x, x])
+    out = apply_each(xs, torch.tensor([5, 0]), ts)
+    assert torch.equal(out[0], apply_transform(x, ts[5])[0]) and torch.equal(out[1], x[0])
+
+
+def test_unknown_transforms():
+    from aelab.anomaly.selfsup import check_transforms
+
+    with pytest.raises(ValueError, match="rotations"):
+        check_transforms("mirror")
+
+
+def test_pca_reconstruction_finds_the_rank_and_flags_off_subspace_rows():
+    from aelab.anomaly import PCAReconstruction
+
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(4, 40))
+    normal = rng.normal(size=(400, 4)) @ basis + 0.01 * rng.normal(size=(400, 40))
+    inside = rng.normal(size=(20, 4)) @ basis + 0.01 * rng.normal(size=(20, 40))
+    outside = inside + 0.5 * rng.normal(size=(20, 40))
+    pca = PCAReconstruction(candidates=(1, 2, 4, 8, 16)).fit(normal)
+    assert pca.n_components_ == 4
+    assert set(pca.log_likelihood_) == {1, 2, 4, 8, 16}
+    assert pca.decision_function(outside).min() > pca.decision_function(inside).max()
+    errs = pca.errors_by_count(inside)
+    assert all((errs[n + 1] <= errs[n] + 1e-12).all() for n in range(1, 16))
+    np.testing.assert_allclose(errs[4], pca.decision_function(inside))
+    fixed = PCAReconstruction(n_components=2).fit(normal)
+    assert fixed.n_components_ == 2 and fixed.log_likelihood_ == {}
+    with pytest.raises(ValueError, match="not fitted"):
+        PCAReconstruction().decision_function(inside)
+    with pytest.raises(ValueError, match="n_components"):
+        PCAReconstruction(n_components=0).fit(normal)
+    with pytest.raises(ValueError, match="2-D"):
+        PCAReconstruction().fit(normal[0])
+
+
+def test_pca_gram_path_matches_covariance_path():
+    from aelab.anomaly import PCAReconstruction
+
+    rng = np.random.default_rng(1)
+    wide = rng.normal(size=(30, 100))  # fewer rows than features: the Gram matrix path
+    q = rng.normal(size=(5, 100))
+    a = PCAReconstruction(n_components=5).fit(wide)
+    # The same fit by an explicit SVD of the centred training rows.
+    perm = np.random.default_rng(0).permutation(30)
+    train = wide[perm[3:]]
+    mu = train.mean(0)
+    _, _, vt = np.linalg.svd(train - mu, full_matrices=False)
+    r = (q - mu) - ((q - mu) @ vt[:5].T) @ vt[:5]
+    np.testing.assert_allclose(a.decision_function(q), (r**2).mean(1), rtol=1e-6)
+
+
+def test_knn_distance_detector():
+    from aelab.anomaly import KNNDistance, flatten_images
+
+    bank = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    det = KNNDistance(k=2).fit(bank)
+    # From (0, 0): distances 0, 1, 2 -> mean of the two nearest = 0.5.
+    np.testing.assert_allclose(det.decision_function([[0.0, 0.0]]), [0.5])
+    with pytest.raises(ValueError, match="k must be"):
+        KNNDistance(k=0).fit(bank)
+    imgs = np.full((2, 1, 3, 3), 255, dtype=np.uint8)
+    assert flatten_images(imgs).shape == (2, 9) and flatten_images(imgs).max() == 1.0

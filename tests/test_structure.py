@@ -71,3 +71,40 @@ def test_pipeline_is_a_deprecated_shim_over_tasks():
     import aelab.tasks
 
     assert pipeline.run_finetune is aelab.tasks.run_finetune
+
+
+def _body_lines(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's code: from its first statement after the docstring to its end."""
+    body = fn.body
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(getattr(body[0], "value", None), ast.Constant)
+    ):
+        body = body[1:]
+    return 0 if not body else fn.end_lineno - body[0].lineno + 1  # type: ignore[operator]
+
+
+def test_files_and_public_functions_stay_small():
+    """No source file over 600 lines; no public function with 60 or more lines of code
+    (signature and docstring not counted)."""
+    too_long = []
+    for name, path in _modules():
+        text = path.read_text()
+        if len(text.splitlines()) > 600:
+            too_long.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+
+        def walk(node: ast.AST, prefix: str, private: bool) -> None:
+            for ch in ast.iter_child_nodes(node):
+                if isinstance(ch, ast.FunctionDef | ast.AsyncFunctionDef):
+                    hidden = private or (ch.name.startswith("_") and not ch.name.endswith("__"))
+                    if not hidden and _body_lines(ch) >= 60:
+                        too_long.append(
+                            f"{path.relative_to(ROOT)}:{ch.lineno} {prefix}{ch.name}: {_body_lines(ch)} lines"
+                        )
+                    walk(ch, f"{prefix}{ch.name}.", True)
+                elif isinstance(ch, ast.ClassDef):
+                    walk(ch, f"{prefix}{ch.name}.", private or ch.name.startswith("_"))
+
+        walk(ast.parse(text), "", False)
+    assert not too_long, "\n".join(too_long)

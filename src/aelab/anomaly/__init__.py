@@ -1,6 +1,8 @@
-"""Anomaly detection by reconstruction error: scores, thresholds, ROC AUC."""
+"""Anomaly detection with an autoencoder trained on normal images: scores, thresholds, baselines."""
 
-from aelab.anomaly.detector import ReconstructionDetector
+from aelab.anomaly.baselines import KNNDistance, PCAReconstruction, flatten_images
+from aelab.anomaly.detector import DEFAULT_SCORE, ReconstructionDetector
+from aelab.anomaly.inputs import anomaly_model_spec
 from aelab.anomaly.scores import (
     PIXEL_SCORES,
     SCORES,
@@ -11,16 +13,23 @@ from aelab.anomaly.scores import (
     pixel_scores,
     score_stats,
 )
+from aelab.anomaly.selfsup import TRANSFORM_SETS
 from aelab.anomaly.thresholds import ThresholdRule, detection_metrics, parse_threshold
 
 __all__ = [
+    "DEFAULT_SCORE",
     "PIXEL_SCORES",
     "SCORES",
+    "TRANSFORM_SETS",
+    "KNNDistance",
+    "PCAReconstruction",
     "ReconstructionDetector",
     "ThresholdRule",
+    "anomaly_model_spec",
     "combine_scores",
     "detection_metrics",
     "error_maps",
+    "flatten_images",
     "knn_distance",
     "parse_score",
     "parse_threshold",

@@ -2,9 +2,9 @@
 
 Every score is "higher means more anomalous". The pixel scores compare an image
 with its reconstruction; the latent score compares its code with the codes of
-the normal training images; the rotation score measures how unsure the
-model's head is about which way up the image was turned (see
-:mod:`aelab.anomaly.selfsup`). Several scores combine into one by standardising
+the normal training images; the transform score measures how unsure the
+model's head is about which geometric transformation (quarter turn, shift)
+was applied to the image (see :mod:`aelab.anomaly.selfsup`). Several scores combine into one by standardising
 each on held-out normal images and adding them (:func:`combine_scores`).
 
 Everything here is a pure function of its arguments; the detector decides
@@ -24,14 +24,19 @@ PIXEL_SCORES: tuple[str, ...] = ("mse", "mae", "ssim")
 
 #: Score names accepted by :class:`aelab.anomaly.ReconstructionDetector`;
 #: join several with ``+`` (e.g. ``"ssim+latent"``) to combine them.
-SCORES: tuple[str, ...] = (*PIXEL_SCORES, "latent", "rotation")
+SCORES: tuple[str, ...] = (*PIXEL_SCORES, "latent", "transform")
+
+#: Former names still accepted: ``"rotation"`` is the transform score of aelab 0.x,
+#: when the only transformations were the four quarter turns.
+SCORE_ALIASES: dict[str, str] = {"rotation": "transform"}
 
 #: Window of the SSIM score; odd, and small enough for 16x16 images.
 SSIM_WINDOW = 7
 
 
 def check_score(name: str) -> str:
-    """Validate a single score name and return it."""
+    """Validate a single score name and return it (an alias becomes its current name)."""
+    name = SCORE_ALIASES.get(name, name)
     if name not in SCORES:
         raise ValueError(f"unknown score {name!r}; choose one of: {', '.join(SCORES)}")
     return name
@@ -49,9 +54,7 @@ def parse_score(spec: str) -> tuple[str, ...]:
         raise ValueError(
             f"score must be one of {', '.join(SCORES)} or several joined with '+', got {spec!r}"
         )
-    parts = tuple(p.strip().lower() for p in spec.split("+"))
-    for p in parts:
-        check_score(p)
+    parts = tuple(check_score(p.strip().lower()) for p in spec.split("+"))
     if len(set(parts)) != len(parts):
         raise ValueError(f"score {spec!r} names a score twice")
     return parts
@@ -116,18 +119,19 @@ def knn_distance(
     return dist.mean(axis=1)
 
 
-def rotation_scores(logits: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of the true rotation over the rotated copies of each image.
+def transform_scores(logits: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the true transformation over the transformed copies of each image.
 
     Parameters
     ----------
-    logits : torch.Tensor of shape (n_rotations, B, n_rotations)
-        ``logits[t, i]``: the head's outputs for image ``i`` turned ``t`` times.
+    logits : torch.Tensor of shape (n_transforms, B, n_transforms)
+        ``logits[t, i]``: the head's outputs for image ``i`` under transformation ``t``.
 
     Returns
     -------
     torch.Tensor of shape (B,)
-        0 when the head is sure and right about every turn; higher when unsure or wrong.
+        0 when the head is sure and right about every transformation; higher
+        when unsure or wrong.
     """
     t, b, _ = logits.shape
     target = torch.arange(t, device=logits.device).repeat_interleave(b)

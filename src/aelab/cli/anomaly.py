@@ -33,9 +33,10 @@ def fit_cmd(
     score: str | None = typer.Option(
         None,
         "--score",
-        help="mse, mae, ssim, latent (distance to the k nearest training codes), rotation, or several "
-        "joined with + (each standardised on held-out normals, then summed), e.g. ssim+latent "
-        "(default: the detector's default score).",
+        help="auto (mse+latent+transform from 1,000 normal images, mse below; the default), or mse, "
+        "mae, ssim, latent (distance to the k nearest training codes), transform (a head that "
+        "tells how a normal image was turned; 'rotation' is a synonym), or several joined with + "
+        "(each standardised on held-out normals, then summed), e.g. ssim+latent.",
     ),
     threshold: str | None = typer.Option(
         None,
@@ -48,7 +49,7 @@ def fit_cmd(
     calibration_fraction: float | None = typer.Option(
         None,
         "--calibration-fraction",
-        help="Share of normal images held out to calibrate (default 0.2).",
+        help="Share of normal images held out to calibrate (default 0.1).",
     ),
     k: int | None = typer.Option(
         None, "--k", min=1, help="Neighbours of the latent score (default 5)."
