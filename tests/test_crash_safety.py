@@ -53,7 +53,12 @@ FINETUNE = ["finetune", "{data}", "--out", "{out}", "--model", "convae_tiny", "-
             "fixmatch", "--ema-decay", "0.99", "--epochs", "2", "--batch-size", "4",
             "--labels-per-class", "4", "--val-per-class", "4", "--unlabeled-ratio", "3",
             "--device", "cpu", "--seed", "0"]  # fmt: skip
+ANOMALY = ["anomaly", "fit", "{data}", "--out", "{out}", "--normal-class", "0", "--model",
+           "convae_tiny", "--epochs", "2", "--batch-size", "8", "--device", "cpu", "--seed", "0",
+           "--set", "min_steps=0", "--set", "verbose=false"]  # fmt: skip
 RANDOM_KILLS = 4
+# The training run inside each command's --out, compared file by file.
+RUN_FOLDER = {"pretrain": "pretrain", "finetune": "finetune", "anomaly": "train"}
 
 
 def _env() -> dict[str, str]:
@@ -153,6 +158,20 @@ def _assert_same_run(got: Path, want: Path, what: str) -> None:
     ], what
 
 
+def _assert_same_detector(got: Path, want: Path, what: str) -> None:
+    """A resumed ``anomaly fit`` saves the detector an uninterrupted one saves."""
+    a, b = (json.loads((d / "detector.json").read_text()) for d in (got, want))
+    assert a["threshold_"] == pytest.approx(b["threshold_"], abs=1e-6), what
+    for name in ("decision_scores.npy", "calibration_scores.npy"):
+        np.testing.assert_allclose(
+            np.load(got / name), np.load(want / name), atol=1e-5, err_msg=what
+        )
+    x, _ = load_weights(got / "model" / "model.safetensors")
+    y, _ = load_weights(want / "model" / "model.safetensors")
+    assert all(torch.allclose(x[k].double(), y[k].double(), atol=1e-6) for k in y), what
+    assert not [p for p in got.rglob(".*")], what
+
+
 @pytest.fixture(scope="module")
 def shapes_npz(tmp_path_factory) -> Path:
     from conftest import make_shapes
@@ -165,10 +184,12 @@ def shapes_npz(tmp_path_factory) -> Path:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill server forks its runs")
 @pytest.mark.parametrize(
-    "template", [PRETRAIN, FINETUNE], ids=["pretrain", "finetune-fixmatch-ema"]
+    "template",
+    [PRETRAIN, FINETUNE, ANOMALY],
+    ids=["pretrain", "finetune-fixmatch-ema", "anomaly-fit"],
 )
 def test_killed_anywhere_resumes_to_the_uninterrupted_weights(template, shapes_npz, tmp_path):
-    sub = template[0]
+    sub = RUN_FOLDER[template[0]]
     straight = tmp_path / "straight"
     args = [a.replace("{data}", str(shapes_npz)).replace("{out}", str(straight)) for a in template]
     done = subprocess.run(
@@ -197,6 +218,8 @@ def test_killed_anywhere_resumes_to_the_uninterrupted_weights(template, shapes_n
             assert rec["resume_rc"] == 0, Path(rec["log"]).read_text()[-2000:]
         what = f"{rec['kind']} {rec.get('point', rec.get('at'))} (seed {seed})"
         _assert_same_run(Path(rec["out"]) / sub, straight / sub, what)
+        if template[0] == "anomaly":
+            _assert_same_detector(Path(rec["out"]), straight, what)
         shutil.rmtree(rec["out"])
     # Some random kills hit a running process (the others came after its end).
     assert any(r["rc"] == -signal.SIGKILL for r in records if r["kind"] == "kill")

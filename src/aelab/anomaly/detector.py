@@ -219,7 +219,13 @@ class ReconstructionDetector:
         return parts, parse_threshold(self.threshold, self.contamination)
 
     def fit(
-        self, X: Any, y: None = None, *, out_dir: str | Path | None = None
+        self,
+        X: Any,
+        y: None = None,
+        *,
+        out_dir: str | Path | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
     ) -> ReconstructionDetector:
         """Train on normal images, then score them and set the threshold.
 
@@ -231,6 +237,11 @@ class ReconstructionDetector:
             Ignored (present for scikit-learn-style pipelines).
         out_dir : path, optional
             Where to keep the training run (checkpoints, metrics).
+        resume : bool
+            Continue the interrupted training run in ``out_dir``: the detector
+            ends the same as one whose training was never interrupted.
+        overwrite : bool
+            Replace a training run already in ``out_dir``.
 
         Returns
         -------
@@ -266,7 +277,7 @@ class ReconstructionDetector:
         n_cal = max(2, int(round(self.calibration_fraction * len(data))))
         train, calib = data.subset(np.sort(perm[n_cal:])), data.subset(np.sort(perm[:n_cal]))
 
-        result = self._train(net, name, parts, train, calib, out_dir)
+        result = self._train(net, name, parts, train, calib, out_dir, (resume, overwrite))
         self.model_ = net
         self.model_name_ = name
         self.history_ = result.history
@@ -301,6 +312,7 @@ class ReconstructionDetector:
         train: ImageDataset,
         calib: ImageDataset,
         out_dir: str | Path | None,
+        restart: tuple[bool, bool] = (False, False),
     ) -> Any:
         from aelab.training import PretrainConfig, pretrain
 
@@ -312,8 +324,10 @@ class ReconstructionDetector:
             seed=self.random_state, device=self.device, progress=self.verbose,
         )  # fmt: skip
         if "transform" not in parts:
-            return pretrain(net, train, val=calib, config=config, out_dir=out_dir, model_name=name)
-        return self._train_with_transforms(net, train, calib, config, out_dir, name)
+            resume, overwrite = restart
+            return pretrain(net, train, val=calib, config=config, out_dir=out_dir, model_name=name,
+                            resume=resume, overwrite=overwrite)  # fmt: skip
+        return self._train_with_transforms(net, train, calib, config, out_dir, name, restart)
 
     def _train_with_transforms(
         self,
@@ -323,6 +337,7 @@ class ReconstructionDetector:
         config: Any,
         out_dir: str | Path | None,
         name: str,
+        restart: tuple[bool, bool] = (False, False),
     ) -> Any:
         from aelab.runtime import resolve_device
         from aelab.training import Trainer, batch_factory
@@ -348,7 +363,8 @@ class ReconstructionDetector:
             run_config={"task": "anomaly-transform", "batch_size": bs, "loss": self.loss,
                         "transforms": self.transforms, "transform_weight": self.transform_weight},
         )  # fmt: skip
-        return trainer.fit()
+        resume, overwrite = restart
+        return trainer.fit(resume=resume, overwrite=overwrite)
 
     # ------------------------------------------------------------------ scoring
     def _check_fitted(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from aelab.anomaly.thresholds import ThresholdRule
-from aelab.files import read_json, write_json, write_npy
+from aelab.files import leftover_temporaries, read_json, write_json, write_npy
 
 DETECTOR_FILE = "detector.json"
 _MODEL_DIR = "model"
@@ -30,6 +30,9 @@ def save_detector(det: Any, directory: str | Path) -> Path:
     from aelab.training import save_checkpoint
 
     d = Path(directory)
+    # A save that a kill cut short left its temporary files: this one replaces them.
+    for tmp in leftover_temporaries(d):
+        tmp.unlink(missing_ok=True)
     save_checkpoint(d / _MODEL_DIR, det.model_, model_name=det.model_name_)
     write_npy(d / "decision_scores.npy", det.decision_scores_)
     write_npy(d / "calibration_scores.npy", det.calibration_scores_)

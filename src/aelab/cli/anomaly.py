@@ -64,6 +64,11 @@ def fit_cmd(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace a detector already in --out."
     ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue an interrupted fit in --out (its training run is OUT/train).",
+    ),
     set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:
     """Train a detector on normal images only and calibrate its threshold."""
@@ -77,7 +82,7 @@ def fit_cmd(
             "calibration_fraction": calibration_fraction, "k": k, "max_images": max_images,
             "random_state": seed, "device": device,
         }, set_)  # fmt: skip
-        res = run_anomaly_fit(data, out, overwrite=overwrite, **given)
+        res = run_anomaly_fit(data, out, resume=resume, overwrite=overwrite, **given)
         echo(f"trained on {res.n_train} normal images; threshold {res.threshold:.6g} ({res.rule})")
         echo(f"wrote {res.path}")
 

@@ -110,6 +110,7 @@ def run_anomaly_fit(
     out: PathLike,
     config: Any = None,
     *,
+    resume: bool = False,
     overwrite: bool = False,
     **overrides: Any,
 ) -> AnomalyFitResult:
@@ -120,9 +121,13 @@ def run_anomaly_fit(
     data : DataArg
         Normal images (or a labelled source with ``normal_class``).
     out : path
-        The detector folder.
+        The detector folder; its training run (checkpoints, ``metrics.csv``)
+        goes to ``out/train``.
     config : AnomalyFitOptions, optional
         The settings; ``overrides`` change fields of it.
+    resume : bool
+        Continue an interrupted fit (its training run, or the save after it):
+        the detector comes out as one never interrupted.
     overwrite : bool
         Replace a detector already in ``out``.
 
@@ -133,8 +138,12 @@ def run_anomaly_fit(
     from aelab.training import distributed as dist_utils
 
     opts = with_overrides(config or AnomalyFitOptions(), overrides)
-    out = check_output_folder(out, _DETECTOR_FILES, inputs=[input_path(data)], overwrite=overwrite)
-    det = ReconstructionDetector(**opts.detector_params()).fit(_normal_images(data, opts))
+    # A resumed fit may find the model folder of a save that was cut short; never a whole detector.
+    names = ("detector.json",) if resume else _DETECTOR_FILES
+    out = check_output_folder(out, names, inputs=[input_path(data)], overwrite=overwrite)
+    det = ReconstructionDetector(**opts.detector_params()).fit(
+        _normal_images(data, opts), out_dir=out / "train", resume=resume, overwrite=overwrite
+    )
     # Every rank holds the same trained detector; one writes it.
     path = det.save(out) if dist_utils.is_main() else out
     dist_utils.barrier()
