@@ -176,3 +176,11 @@ def test_inputs_that_used_to_raise_tracebacks(run, tmp_path):
     r = invoke("pretrain", run / "d.npz", "--out", tmp_path / "R2", "--model", "convae_tiny",
                "--epochs", "1", "--device", "cpu")  # fmt: skip
     _one_line_error(r, "pretrain")
+
+
+def test_finetune_never_writes_into_its_init_checkpoint(run, tmp_path):
+    init = run / "R" / "finetune"
+    r = invoke("finetune", run / "d.npz", "--init", init, "--out", init, "--name", "again",
+               "--epochs", "1", "--device", "cpu")  # fmt: skip
+    _one_line_error(r, "inside the checkpoint folder")
+    assert not (init / "again").exists()

@@ -85,26 +85,32 @@ def _body_lines(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
     return 0 if not body else fn.end_lineno - body[0].lineno + 1  # type: ignore[operator]
 
 
+def _long_functions(tree: ast.AST, where: str) -> list[str]:
+    """Public functions (and methods) of ``tree`` with 60 or more lines of code."""
+    out: list[str] = []
+
+    def walk(node: ast.AST, prefix: str, private: bool) -> None:
+        for ch in ast.iter_child_nodes(node):
+            if isinstance(ch, ast.FunctionDef | ast.AsyncFunctionDef):
+                hidden = private or (ch.name.startswith("_") and not ch.name.endswith("__"))
+                if not hidden and _body_lines(ch) >= 60:
+                    out.append(f"{where}:{ch.lineno} {prefix}{ch.name}: {_body_lines(ch)} lines")
+                walk(ch, f"{prefix}{ch.name}.", True)
+            elif isinstance(ch, ast.ClassDef):
+                walk(ch, f"{prefix}{ch.name}.", private or ch.name.startswith("_"))
+
+    walk(tree, "", False)
+    return out
+
+
 def test_files_and_public_functions_stay_small():
     """No source file over 600 lines; no public function with 60 or more lines of code
     (signature and docstring not counted)."""
     too_long = []
-    for name, path in _modules():
+    for _, path in _modules():
         text = path.read_text()
+        where = str(path.relative_to(ROOT))
         if len(text.splitlines()) > 600:
-            too_long.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
-
-        def walk(node: ast.AST, prefix: str, private: bool) -> None:
-            for ch in ast.iter_child_nodes(node):
-                if isinstance(ch, ast.FunctionDef | ast.AsyncFunctionDef):
-                    hidden = private or (ch.name.startswith("_") and not ch.name.endswith("__"))
-                    if not hidden and _body_lines(ch) >= 60:
-                        too_long.append(
-                            f"{path.relative_to(ROOT)}:{ch.lineno} {prefix}{ch.name}: {_body_lines(ch)} lines"
-                        )
-                    walk(ch, f"{prefix}{ch.name}.", True)
-                elif isinstance(ch, ast.ClassDef):
-                    walk(ch, f"{prefix}{ch.name}.", private or ch.name.startswith("_"))
-
-        walk(ast.parse(text), "", False)
+            too_long.append(f"{where}: {len(text.splitlines())} lines")
+        too_long += _long_functions(ast.parse(text), where)
     assert not too_long, "\n".join(too_long)

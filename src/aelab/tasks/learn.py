@@ -19,6 +19,7 @@ from aelab.data.dataset import ImageDataset
 from aelab.data.splits import Splits
 from aelab.tasks.modeling import model_shape, new_model, record_run
 from aelab.tasks.options import with_overrides
+from aelab.tasks.outputs import check_output_folder
 from aelab.tasks.results import Record
 from aelab.tasks.source import DataArg, load_images, stream_images, subsample
 from aelab.training.configs import FINETUNE_RECIPES, FinetuneConfig, PretrainConfig
@@ -401,6 +402,7 @@ def run_finetune(
 
     opts = with_overrides(config or finetune_options(recipe), overrides)
     run_dir = _run_dir(out, name)
+    check_output_folder(run_dir, (), inputs=[init], option="--out/--name")
     seed_everything(opts.seed)
     net, model_name, parts = _finetune_parts(data, opts, init)
     result = finetune(
