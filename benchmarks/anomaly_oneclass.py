@@ -150,7 +150,7 @@ def _crops(photo: np.ndarray, k: int, rng: np.random.Generator, size: int = 64) 
     return out
 
 
-def photos(protocol: str, n_train: int = 2000, n_test: int = 300) -> OneClassSet:
+def photos(protocol: str, n_train: int = 2000, n_test: int = 300, size: int = 64) -> OneClassSet:
     """Crops of six scikit-image photos, one class each; test crops are fresh draws."""
     import skimage.data
 
@@ -158,8 +158,8 @@ def photos(protocol: str, n_train: int = 2000, n_test: int = 300) -> OneClassSet
     xs, ys, ts, tys = [], [], [], []
     for c, name in enumerate(PHOTOS):
         photo = getattr(skimage.data, name)()[..., :3]
-        xs.append(_crops(photo, n_train, np.random.default_rng([seeds[0], c])))
-        ts.append(_crops(photo, n_test, np.random.default_rng([seeds[1], c])))
+        xs.append(_crops(photo, n_train, np.random.default_rng([seeds[0], c]), size))
+        ts.append(_crops(photo, n_test, np.random.default_rng([seeds[1], c]), size))
         ys.append(np.full(n_train, c))
         tys.append(np.full(n_test, c))
     return OneClassSet("photos", list(PHOTOS), np.concatenate(xs), np.concatenate(ys),

@@ -32,7 +32,8 @@ def trained(tmp_path_factory):
     assert r.exit_code == 0, r.output
     r = invoke("finetune", shapes_npz, "--init", run / "pretrain", "--out", run, "--labels-per-class", "30",
                "--val-per-class", "10", "--epochs", "12", "--batch-size", "16", "--lr", "3e-3",
-               "--encoder-lr-mult", "1", "--augment", "none", "--seed", "0")  # fmt: skip
+               "--encoder-lr-mult", "1", "--augment", "none", "--seed", "0",
+               "--set", "min_epoch_steps=0")  # fmt: skip
     assert r.exit_code == 0, r.output
     return run
 
@@ -73,7 +74,8 @@ def test_reconstruct_grid(trained, tmp_path, shapes_test_npz):
 
 def test_finetune_from_scratch_and_unlabeled_error(tmp_path, shapes_npz):
     r = invoke("finetune", shapes_npz, "--out", tmp_path / "s", "--model", "convae_tiny", "--epochs", "1",
-               "--augment", "standard", "--labels-per-class", "10")  # fmt: skip
+               "--augment", "standard", "--labels-per-class", "10",
+               "--set", "min_epoch_steps=0")  # fmt: skip
     assert r.exit_code == 0, r.output
     flat = tmp_path / "flat.npy"
     np.save(flat, np.zeros((20, 16, 16), np.uint8))
@@ -93,7 +95,7 @@ def test_masked_pretraining_and_weight_averaging_from_the_cli(tmp_path, shapes_n
     assert config["mask_ratio"] == 0.5
     r = invoke("finetune", shapes_npz, "--init", tmp_path / "pretrain", "--out", tmp_path,
                "--epochs", "1", "--ema-decay", "0.9", "--distribution-alignment",
-               "--labels-per-class", "10", "--batch-size", "8")  # fmt: skip
+               "--labels-per-class", "10", "--batch-size", "8", "--set", "min_epoch_steps=0")  # fmt: skip
     assert r.exit_code == 0, r.output
     run = tmp_path / "finetune"
     saved = json.loads((run / "config.json").read_text())["config"]

@@ -52,7 +52,7 @@ PRETRAIN = ["pretrain", "{data}", "--out", "{out}", "--model", "convae_tiny", "-
 FINETUNE = ["finetune", "{data}", "--out", "{out}", "--model", "convae_tiny", "--recipe",
             "fixmatch", "--ema-decay", "0.99", "--epochs", "2", "--batch-size", "4",
             "--labels-per-class", "4", "--val-per-class", "4", "--unlabeled-ratio", "3",
-            "--device", "cpu", "--seed", "0"]  # fmt: skip
+            "--device", "cpu", "--seed", "0", "--set", "min_epoch_steps=0"]  # fmt: skip
 ANOMALY = ["anomaly", "fit", "{data}", "--out", "{out}", "--normal-class", "0", "--model",
            "convae_tiny", "--epochs", "2", "--batch-size", "8", "--device", "cpu", "--seed", "0",
            "--set", "min_steps=0", "--set", "verbose=false"]  # fmt: skip

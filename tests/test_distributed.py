@@ -347,7 +347,7 @@ def test_finetune_and_anomaly_fit_cli_under_torchrun(shapes_run, tmp_path):
     # FixMatch with weight averaging: the average is taken next to DDP and sync batch norm.
     fixmatch = ["finetune", "d.npz", "--init", "init", "--epochs", "1", "--batch-size", "8",
                 "--labels-per-class", "20", "--val-per-class", "8", "--device", "cpu",
-                "--ema-decay", "0.9"]  # fmt: skip
+                "--ema-decay", "0.9", "--set", "min_epoch_steps=0"]  # fmt: skip
     anomaly = ["anomaly", "fit", "d.npz", "--normal-class", "square", "--model", "convae_tiny",
                "--epochs", "2", "--batch-size", "8", "--score", "mse+latent", "--device", "cpu",
                # two epochs as asked: the default floor of 600 steps would let float noise

@@ -44,7 +44,8 @@ def tiny(num_classes: int = 3):
 
 
 def fast(**kw):
-    base = {"progress": False, "device": "cpu", "batch_size": 16, "epochs": 1}
+    # A few steps: no floor on a FixMatch epoch's length (min_epoch_steps).
+    base = {"progress": False, "device": "cpu", "batch_size": 16, "epochs": 1, "min_epoch_steps": 0}
     return {**base, **kw}
 
 
@@ -113,6 +114,31 @@ def test_semi_epoch_is_a_pass_over_the_unlabeled_images():
     # The labelled images repeat in whole permutations.
     seen = torch.cat([b[1] for b in batches])
     assert len(seen) == 8 * 4
+
+
+def test_semi_epoch_has_at_least_min_epoch_steps():
+    """A small unlabeled pool does not shrink the schedule: its permutation wraps round."""
+    lab, unl = shapes(10), unlabeled(shapes(30, seed=1))
+    factory = batch_factory(
+        lab, batch_size=4, shuffle=True, seed=0, device=torch.device("cpu"), labels=True,
+        unlabeled=unl, unlabeled_batch_size=12, epoch_over_unlabeled=True, min_epoch_steps=7,
+    )  # fmt: skip
+    batches = list(factory(0))
+    assert len(batches) == 7  # not 30 // 12 == 2
+    # Every unlabeled image comes round before any comes a third time.
+    flat = torch.cat([b[2].flatten(1) for b in batches])
+    _, counts = torch.unique(flat, dim=0, return_counts=True)
+    assert counts.min() >= 2 and counts.max() <= 3 and counts.sum() == 7 * 12
+    # A long pool keeps its own length.
+    long = batch_factory(
+        lab, batch_size=4, shuffle=True, seed=0, device=torch.device("cpu"), labels=True,
+        unlabeled=unlabeled(shapes(120, seed=1)), unlabeled_batch_size=12,
+        epoch_over_unlabeled=True, min_epoch_steps=7,
+    )  # fmt: skip
+    assert len(long(0)) == 10
+    with pytest.raises(ValueError, match="min_epoch_steps"):
+        FinetuneConfig(min_epoch_steps=-1)
+    assert finetune_recipe("default")[0].min_epoch_steps == 250
 
 
 def test_semi_epoch_shards_labelled_and_unlabeled_batches_across_ranks(monkeypatch):
@@ -236,6 +262,7 @@ def test_run_finetune_default_recipe_uses_the_unlabeled_pool(tmp_path):
     res = run_finetune(
         data, tmp_path, init=tmp_path / "init", labels_per_class=5, val_per_class=5,
         epochs=1, batch_size=8, unlabeled_ratio=2, threshold=0.5, progress=False, device="cpu",
+        min_epoch_steps=0,
     )  # fmt: skip
     row = res.history[0]
     assert "train_mask" in row  # FixMatch ran

@@ -69,6 +69,7 @@ map = "pca"
 {cluster}
 [anomaly]
 epochs = 1
+min_steps = 0
 batch_size = 16
 model = "convae_tiny"
 max_anomalies = 30

@@ -333,7 +333,10 @@ _SHOWN: dict[str, list[tuple[str, str]]] = {
         ("anomalies", 'another data source of anomalies; "": the other classes of the test set'),
         ("max_anomalies", "cap on the normal and anomalous test images scored"),
         ("max_images", "cap on normal training images (0: all of the class)"),
-        ("score", "auto: mse+latent+transform from 1,000 normal images, mse below; or parts joined with +"),
+        (
+            "score",
+            "auto: mse+latent+transform from 1,000 normal images, mse below; or parts joined with +",
+        ),
         ("epochs", ""),
         ("threshold", "fpr:R (on held-out normals), contamination:R, or a number"),
     ],

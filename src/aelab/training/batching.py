@@ -144,6 +144,7 @@ def batch_factory(
     num_workers: int = 0,
     unlabeled_batch_size: int | None = None,
     epoch_over_unlabeled: bool = False,
+    min_epoch_steps: int = 0,
 ) -> Callable[[int], _EpochBatches]:
     """``factory(epoch)``: batches of ``data``, reshuffled from ``(seed, epoch)`` when ``shuffle``.
 
@@ -155,7 +156,9 @@ def batch_factory(
     batch, shared between processes the same way. With ``epoch_over_unlabeled``
     an epoch is one pass over ``unlabeled`` and the labelled images repeat, in
     fresh permutations, as often as that takes: how semi-supervised methods
-    count epochs, so their length does not shrink with the number of labels.
+    count epochs, so their length does not shrink with the number of labels;
+    such an epoch has at least ``min_epoch_steps`` steps (the unlabeled
+    permutation then wraps round).
     """
     if not isinstance(data, ImageDataset | ImageRows):
         raise ValueError(f"data must be an ImageDataset or ImageRows, got {type(data).__name__}")
@@ -172,7 +175,7 @@ def batch_factory(
         )
     return _Factory(
         data, batch_size, shuffle, seed, device, labels, unlabeled, num_workers, u_batch,
-        epoch_over_unlabeled, world,
+        epoch_over_unlabeled, world, min_epoch_steps,
     )  # fmt: skip
 
 
@@ -209,6 +212,7 @@ class _Factory:
         self, data: ImageDataset | ImageRows, batch_size: int, shuffle: bool, seed: int,
         device: torch.device, labels: bool, unlabeled: ImageDataset | ImageRows | None,
         num_workers: int, u_batch: int, epoch_over_unlabeled: bool, world: Any,
+        min_epoch_steps: int = 0,
     ) -> None:  # fmt: skip
         self.reader, self.n, self.batch_size, self.shuffle = (
             _reader(data, device),
@@ -225,6 +229,7 @@ class _Factory:
             u_batch,
             epoch_over_unlabeled,
         )
+        self.min_epoch_steps = min_epoch_steps
         self.u_reader = _reader(unlabeled, device) if unlabeled is not None else None
         self.u_per = u_batch // world.world_size
         if shuffle:
@@ -253,7 +258,7 @@ class _Factory:
             u_order = _perm(self.seed, len(self.unlabeled), epoch, 1, _where(self.u_reader))
             extra = (self.u_reader, u_order, self.world.rank * self.u_per, self.u_batch)
             if self.epoch_over_unlabeled:
-                steps = max(1, len(self.unlabeled) // self.u_batch)
+                steps = max(1, self.min_epoch_steps, len(self.unlabeled) // self.u_batch)
                 length = steps * self.batch_size
                 order = self._shard(_repeated_perm(self.seed, self.n, epoch, length, where))
         return _EpochBatches(

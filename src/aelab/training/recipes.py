@@ -249,7 +249,8 @@ def finetune(
         labeled, batch_size=config.batch_size, shuffle=True, seed=config.seed, device=device,
         labels=True, unlabeled=unlabeled,
         unlabeled_batch_size=config.batch_size * (config.unlabeled_ratio if semi else 1),
-        epoch_over_unlabeled=semi, num_workers=num_workers,
+        epoch_over_unlabeled=semi, min_epoch_steps=config.min_epoch_steps,
+        num_workers=num_workers,
     )  # fmt: skip
     val_batches = None
     if val is not None:
