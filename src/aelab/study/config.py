@@ -179,7 +179,8 @@ QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "pretrain": {"epochs": 2, "max_images": 2000},
     "finetune": {"epochs": 6},
     "cluster": {"n": 120},
-    "anomaly": {"epochs": 3, "max_anomalies": 300, "max_images": 1000},
+    # A floor of 150 steps, not the default 600: the quick study is a preview.
+    "anomaly": {"epochs": 3, "min_steps": 150, "max_anomalies": 300, "max_images": 1000},
 }
 
 # Keys of a section read into the section itself; every other key is a field of its settings.
