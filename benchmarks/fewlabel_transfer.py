@@ -58,11 +58,12 @@ def _dataset(name: str, photo_train: int) -> tuple[Any, Any]:
     return make(ds.train_images, ds.train_labels), make(ds.test_images, ds.test_labels)
 
 
-def run_seed(name: str, seed: int, args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+def run_seed(
+    train: Any, test: Any, seed: int, args: argparse.Namespace
+) -> dict[str, tuple[float, float]]:
     """Test accuracy (%) and minutes of each row for one seed."""
     from aelab.tasks import run_evaluate, run_finetune, run_pretrain
 
-    train, test = _dataset(name, args.photo_train)
     split = {"labels_per_class": args.labels, "val_per_class": args.val, "seed": seed,
              "device": args.device, "progress": False}  # fmt: skip
     out: dict[str, tuple[float, float]] = {}
@@ -102,8 +103,9 @@ def main() -> None:
     results: dict[str, dict[str, list[list[float]]]] = {}
     for name in args.datasets.split(","):
         rows: dict[str, list[list[float]]] = {r: [] for r in ROWS}
+        train, test = _dataset(name, args.photo_train)  # the same images for every seed
         for seed in seeds:
-            for row, (acc, minutes) in run_seed(name, seed, args).items():
+            for row, (acc, minutes) in run_seed(train, test, seed, args).items():
                 rows[row].append([acc, minutes])
                 print(
                     f"  {name} seed {seed}: {row:<18} {acc:5.1f} %  {minutes:4.1f} min", flush=True

@@ -212,7 +212,7 @@ class _Factory:
         self, data: ImageDataset | ImageRows, batch_size: int, shuffle: bool, seed: int,
         device: torch.device, labels: bool, unlabeled: ImageDataset | ImageRows | None,
         num_workers: int, u_batch: int, epoch_over_unlabeled: bool, world: Any,
-        min_epoch_steps: int = 0,
+        min_epoch_steps: int,
     ) -> None:  # fmt: skip
         self.reader, self.n, self.batch_size, self.shuffle = (
             _reader(data, device),
