@@ -47,6 +47,7 @@ def run(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_predict_never_writes_over_its_checkpoint_or_its_input(run):
     ckpt = run / "R" / "finetune"
     before = (ckpt / "model.safetensors").read_bytes()

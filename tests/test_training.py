@@ -102,6 +102,7 @@ def test_pretrain_lowers_reconstruction_loss(tmp_path):
     assert z.shape == (32, 32) and z.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_finetune_beats_chance_and_predict_has_one_row_per_image(tmp_path):
     train, val = bars(96, seed=0), bars(40, seed=1)
     model = tiny()
@@ -184,6 +185,7 @@ def _resume_script(run_dir: Path, kill_at_epoch: int | None) -> str:
     )
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     """Kill a real process after epoch 1 (SIGKILL), resume in a new one, compare with a straight run."""
     env = {**os.environ, "PYTHONPATH": str(SRC)}
