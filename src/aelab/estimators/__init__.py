@@ -10,5 +10,6 @@ save to a folder of safetensors and JSON.
 """
 
 from aelab.estimators._autoencoder import AutoencoderTransformer
+from aelab.estimators._fewlabel import FewLabelClassifier
 
-__all__ = ["AutoencoderTransformer"]
+__all__ = ["AutoencoderTransformer", "FewLabelClassifier"]
