@@ -62,7 +62,9 @@ def model_overrides(est: PartParams) -> dict[str, Any] | None:
     return given or None
 
 
-class AutoencoderTransformer(PicklesModel, ClassNamePrefixFeaturesOutMixin, TransformerMixin, PartParams):
+class AutoencoderTransformer(
+    PicklesModel, ClassNamePrefixFeaturesOutMixin, TransformerMixin, PartParams
+):
     """Pre-train a convolutional autoencoder on images; transform images to its latent vectors.
 
     ``fit`` runs the task ``aelab pretrain`` runs (:func:`aelab.tasks.run_pretrain`,
@@ -148,7 +150,6 @@ class AutoencoderTransformer(PicklesModel, ClassNamePrefixFeaturesOutMixin, Tran
         verbose: bool = False,
         **parts: Any,
     ) -> None:
-        self._check_parts(parts)
         self.model = model
         self.epochs = epochs
         self.random_state = random_state

@@ -138,7 +138,6 @@ class FewLabelClassifier(PicklesModel, ClassifierMixin, PartParams):
         verbose: bool = False,
         **parts: Any,
     ) -> None:
-        self._check_parts(parts)
         self.init = init
         self.model = model
         self.recipe = recipe
@@ -256,7 +255,8 @@ class FewLabelClassifier(PicklesModel, ClassifierMixin, PartParams):
         y : ndarray of shape (n_samples,)
             Values of ``classes_``.
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # first: it says when the classifier is not fitted
+        return self.classes_[np.argmax(proba, axis=1)]
 
     # ------------------------------------------------------------------ saving
     def save(self, directory: str | Path) -> Path:

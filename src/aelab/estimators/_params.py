@@ -34,13 +34,21 @@ class PartParams(BaseEstimator):
     _routed: ClassVar[dict[str, str]] = {}
 
     def _store_parts(self, settings: dict[str, Any]) -> None:
-        """Keep ``settings`` as attributes, as ``__init__`` keeps its arguments (no checks)."""
+        """Keep ``settings`` as attributes, as ``__init__`` keeps its arguments (checked in ``fit``)."""
         for key, value in settings.items():
             setattr(self, key, value)
 
     def _part_keys(self) -> list[str]:
-        """The prefixed settings this estimator holds, sorted."""
-        return sorted(k for k in vars(self) if self._prefix(k) is not None)
+        """The keyword settings this estimator holds (prefixed or not), sorted.
+
+        Every attribute that is no constructor parameter, not private (``_x``)
+        and not learned (``x_``) came in as a keyword setting.
+        """
+        named = set(super()._get_param_names())
+        return sorted(
+            k for k in vars(self)
+            if k not in named and not k.startswith("_") and not k.endswith("_")
+        )  # fmt: skip
 
     def _prefix(self, key: str) -> str | None:
         head, sep, field = key.partition(SEP)
@@ -88,18 +96,21 @@ class PartParams(BaseEstimator):
         ValueError
             For a setting that a constructor parameter sets instead (naming it).
         """
+        self._check_parts()
         out = {}
         for key in self._part_keys():
             if self._prefix(key) != prefix:
                 continue
             if key in self._routed:
-                raise ValueError(f"{type(self).__name__}: {key} is not a setting here; {self._routed[key]}")
+                raise ValueError(
+                    f"{type(self).__name__}: {key} is not a setting here; {self._routed[key]}"
+                )
             out[key[len(prefix) + len(SEP) :]] = getattr(self, key)
         return out
 
-    def _check_parts(self, kwargs: dict[str, Any]) -> None:
-        """Refuse keyword arguments that name no part (``__init__`` takes only those)."""
-        bad = sorted(k for k in kwargs if self._prefix(k) is None)
+    def _check_parts(self) -> None:
+        """Refuse keyword settings that name no part (at ``fit``: ``__init__`` only stores)."""
+        bad = [k for k in self._part_keys() if self._prefix(k) is None]
         if bad:
             parts = ", ".join(f"{p}__<setting> ({what})" for p, what in self._parts.items())
             raise TypeError(

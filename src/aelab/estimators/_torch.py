@@ -91,8 +91,7 @@ def decode(model: Any, Z: Any, device: str) -> np.ndarray:
     dim = int(model.config.latent_dim)
     if z.ndim != 2 or z.shape[1] != dim:
         raise ValueError(
-            f"Z must have shape (n_samples, {dim}) (the latents of transform), "
-            f"got {tuple(z.shape)}"
+            f"Z must have shape (n_samples, {dim}) (the latents of transform), got {tuple(z.shape)}"
         )
     if not np.isfinite(z).all():
         raise ValueError("Z contains NaN or infinite values")
