@@ -36,7 +36,9 @@ def as_images(X: Any, what: str = "X") -> Any:
     else:
         import torch
 
-        a = X if isinstance(X, torch.Tensor) else np.asarray(X)
+        # Contiguous (no copy when it already is): from_array shares memory with a
+        # uint8 array, and torch takes no negative strides (``X[::-1]``).
+        a = X if isinstance(X, torch.Tensor) else np.ascontiguousarray(X)
         if a.ndim not in (3, 4):
             raise ValueError(
                 f"{what} must be images of shape (n_samples, height, width[, channels]), "
