@@ -264,6 +264,16 @@ def test_part_settings_go_through_get_params_set_params_and_clone():
     assert inner.pretrain__lr == 0.1
 
 
+def test_grid_search_reaches_part_settings(shapes):
+    from sklearn.model_selection import GridSearchCV
+
+    grid = {"pretrain__lr": [1e-3, 5e-3], "model__latent_dim": [8]}
+    search = GridSearchCV(AutoencoderTransformer(**AE), grid, cv=2).fit(shapes["X"][:64])
+    assert search.best_params_["pretrain__lr"] in (1e-3, 5e-3)
+    assert search.best_estimator_.transform(shapes["X"][:3]).shape == (3, 8)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
 @pytest.mark.parametrize(
     ("est", "error", "match"),
     [

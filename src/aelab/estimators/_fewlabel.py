@@ -43,14 +43,19 @@ class FewLabelClassifier(PicklesModel, ClassifierMixin, PartParams):
     (:func:`aelab.tasks.run_pretrain`), then ``aelab finetune --init`` with the
     ``recipe`` (:func:`aelab.tasks.run_finetune`; the default recipe is
     FixMatch, which learns from the unlabeled images too). On the same images,
-    labels and seed it trains the same weights as those two commands.
+    labels and seed it trains the same weights as those two commands whenever
+    both hold out the same validation images: the CLI takes them from a fully
+    labelled set before it hides labels, this from the labelled images
+    (``tests/test_estimators.py`` checks both ways: ``y == -1`` without
+    validation against ``--labels-per-class 6 --val-fraction 0``, and every
+    image labelled with the default validation).
 
     Validation: as the CLI holds out ``val_fraction`` (0.1) of each class's
     labelled images (or ``val_per_class`` per class) to pick the best epoch,
     this holds out ``finetune__val_fraction`` of each class's labelled images
     (``finetune__val_per_class`` per class when set), by the same seeded
-    split (:func:`aelab.data.split_indices`); a class with fewer than 5
-    labelled images gives none (10 % rounds to 0). The rows held out are
+    split (:func:`aelab.data.split_indices`); a class with 5 labelled
+    images or fewer gives none (10 % rounds to 0). The rows held out are
     ``validation_index_``. Every image not held out, the labelled ones
     included, is in the unlabeled pool, as on the command line.
     ``finetune__val_fraction=0`` uses every labelled image for training.
