@@ -186,6 +186,15 @@ def test_default_validation_matches_the_cli_and_init_skips_pretraining(shapes, c
     assert est.pretrain_history_ == [] and est.best_epoch_ == 1
 
 
+def test_an_unfitted_init_is_fitted_on_x_as_pretraining_would(shapes, clf):
+    init = AutoencoderTransformer(**AE)
+    est = FewLabelClassifier(init, **CLF, finetune__val_fraction=0.0)
+    est.fit(shapes["X"], shapes["y_few"])
+    assert not hasattr(init, "model_")  # a clone was fitted, the parameter left alone
+    assert np.array_equal(est.predict_proba(shapes["X"]), clf.predict_proba(shapes["X"]))
+    assert len(est.pretrain_history_) == 1
+
+
 def test_validation_comes_from_the_labelled_images_by_the_cli_rule(shapes):
     from aelab.data import from_array
     from aelab.estimators._fewlabel import _encode_labels, _split

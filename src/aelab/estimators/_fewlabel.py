@@ -103,7 +103,7 @@ class FewLabelClassifier(PicklesModel, ClassifierMixin, PartParams):
     validation_index_ : ndarray of shape (n_validation,), int64
         Rows of ``X`` held out for validation.
     pretrain_history_, history_ : list of dict
-        One row per epoch of pre-training (empty for a fitted ``init``) and of fine-tuning.
+        One row per epoch of pre-training (empty with a fitted ``init``) and of fine-tuning.
     best_epoch_ : int or None
         The fine-tuning epoch whose weights ``model_`` holds.
 
@@ -164,8 +164,8 @@ class FewLabelClassifier(PicklesModel, ClassifierMixin, PartParams):
         }  # fmt: skip
         return with_overrides(finetune_options(self.recipe), given, where="finetune__")
 
-    def _autoencoder(self, images: Any) -> AutoencoderTransformer:
-        """The fitted autoencoder fine-tuning starts from (pre-trained here unless ``init``)."""
+    def _autoencoder(self, images: Any) -> tuple[AutoencoderTransformer, bool]:
+        """The fitted autoencoder fine-tuning starts from, and whether it was trained here."""
         if self.init is None:
             given = self._part("pretrain")
             parts = {f"pretrain__{k}": v for k, v in given.items() if k != "epochs"}
@@ -174,7 +174,7 @@ class FewLabelClassifier(PicklesModel, ClassifierMixin, PartParams):
                 self.model, epochs=given.get("epochs"), random_state=self.random_state,
                 device=self.device, verbose=self.verbose, **parts,
             )  # fmt: skip
-            return ae.fit(images)
+            return ae.fit(images), True
         # A FrozenEstimator keeps the fitted estimator as .estimator.
         inner = getattr(self.init, "estimator", self.init)
         if not isinstance(inner, AutoencoderTransformer):
@@ -182,7 +182,9 @@ class FewLabelClassifier(PicklesModel, ClassifierMixin, PartParams):
                 f"init must be an AutoencoderTransformer (fitted, or to fit on X) or None, "
                 f"got {type(inner).__name__}"
             )
-        return inner if hasattr(inner, "model_") else clone(inner).fit(images)
+        if hasattr(inner, "model_"):
+            return inner, False
+        return clone(inner).fit(images), True
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any) -> FewLabelClassifier:
@@ -206,7 +208,7 @@ class FewLabelClassifier(PicklesModel, ClassifierMixin, PartParams):
         images = as_images(X)
         classes, codes = _encode_labels(y, len(images))
         opts = self._finetune_options()
-        ae = self._autoencoder(images)
+        ae, trained = self._autoencoder(images)
         splits = _split(images, codes, [str(c) for c in classes], opts)
         with temporary_run() as tmp:
             init = write_model(
@@ -221,7 +223,7 @@ class FewLabelClassifier(PicklesModel, ClassifierMixin, PartParams):
         self.model_ = model
         self.model_name_ = result.model
         self.image_shape_ = ae.image_shape_
-        self.pretrain_history_ = [] if self.init is not None else list(ae.history_)
+        self.pretrain_history_ = list(ae.history_) if trained else []
         self.history_ = [dict(row) for row in result.history]
         self.best_epoch_ = result.best_epoch
         self.validation_index_ = splits.val_index
