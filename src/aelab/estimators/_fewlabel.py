@@ -208,8 +208,8 @@ class FewLabelClassifier(PicklesModel, ClassifierMixin, PartParams):
         images = as_images(X)
         classes, codes = _encode_labels(y, len(images))
         opts = self._finetune_options()
+        splits = _split(images, codes, [str(c) for c in classes], opts)  # refused before training
         ae, trained = self._autoencoder(images)
-        splits = _split(images, codes, [str(c) for c in classes], opts)
         with temporary_run() as tmp:
             init = write_model(
                 Path(tmp) / "init", ae.model_, ae.model_name_,
