@@ -106,4 +106,6 @@ def test_a_new_results_file_renders_its_commit_machine_and_versions(tmp_path):
     assert "(quick run)" in line and "cores" in line and "numpy" in line
     if prov["commit"] is not None:  # a source tree without git records None
         assert prov["commit"][:10] in line
-    assert render_tables.markdown_table(record["tables"]["t"]) == "| a | b |\n|---|---|\n| 1 | **2** |"
+    assert (
+        render_tables.markdown_table(record["tables"]["t"]) == "| a | b |\n|---|---|\n| 1 | **2** |"
+    )
