@@ -191,10 +191,26 @@ def write_results(
         record["inputs"] = [repo_name(p) for p in inputs]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(_clean(record), indent=1, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, out)
     print(f"wrote {out}")
     return out
+
+
+def _clean(value: Any) -> Any:
+    """JSON-ready: NaN and infinities become null (strict JSON), numpy scalars and arrays
+    plain numbers and lists, tuples lists, paths strings."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalar or array, torch tensor
+        return _clean(value.tolist())
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
 
 
 def repo_name(path: str | os.PathLike[str]) -> str:
