@@ -76,7 +76,9 @@ def main() -> None:
             print(f"{label:30} {t_ours:8.2f} {t_naive:8.2f} {t_naive / t_ours:12.2f}")
             rows.append([label, f"{t_ours:.2f}", f"{t_naive:.2f}", f"{t_naive / t_ours:.2f}"])
     columns = ["case", "aelab s", "naive s", "naive/aelab"]
-    write_results(args.out, "bench_folder_load", mode_of(args), tables={"load": table(columns, rows)})
+    write_results(
+        args.out, "bench_folder_load", mode_of(args), tables={"load": table(columns, rows)}
+    )
 
 
 if __name__ == "__main__":

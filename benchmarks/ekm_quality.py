@@ -122,7 +122,10 @@ def main() -> None:
     for i, metric in enumerate(("ARI", "NMI", "accuracy")):
         tables[metric.lower()] = table(
             ["data", *mnames],
-            [[s, *(f"{np.mean([v[i] for v in scores[(s, m)]]):.3f}" for m in mnames)] for s in order],
+            [
+                [s, *(f"{np.mean([v[i] for v in scores[(s, m)]]):.3f}" for m in mnames)]
+                for s in order
+            ],
         )
         print(f"\n{metric} (mean over {draws} draws/seeds, n_init={args.n_init})\n")
         print("| data | " + " | ".join(mnames) + " |")
