@@ -82,8 +82,7 @@ def differing_keys(a: dict, b: dict, atol: float = 0.0) -> list[str]:
     return only_one + [
         k
         for k in a
-        if k in b
-        and not torch.allclose(a[k].float().cpu(), b[k].float().cpu(), atol=atol, rtol=0)
+        if k in b and not torch.allclose(a[k].float().cpu(), b[k].float().cpu(), atol=atol, rtol=0)
     ]
 
 
