@@ -47,7 +47,9 @@ def markdown_table(t: dict[str, Any]) -> str:
     """A results table as a Markdown table (cells as recorded; ``|`` escaped)."""
 
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        return (
+            "|" + "|".join(f" {c.replace('|', chr(92) + '|')} " if c else " " for c in cells) + "|"
+        )
 
     out = [line(t["columns"]), "|" + "---|" * len(t["columns"])]
     out += [line(r) for r in t["rows"]]
