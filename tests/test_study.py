@@ -42,6 +42,7 @@ map = "pca"
 [anomaly]
 normal_class = 0
 epochs = 2
+min_steps = 0
 batch_size = 32
 max_anomalies = 40
 model = "convae_tiny"
