@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))
 #: Smoke runs of 10 s or more on 2 cores (several fresh processes each): the full suite only.
-SLOW = {"deep_clustering", "fewlabel_transfer", "kill_resume", "stream_memory"}
+SLOW = {"deep_clustering", "fewlabel_transfer", "kill_resume", "noise_bound", "stream_memory"}
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _results import validate  # noqa: E402
