@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from aelab.data.augment import PRESETS
-from aelab.data.dataset import ImageDataset
+from aelab.data.dataset import ImageDataset, check_classes
 from aelab.data.splits import Splits
 from aelab.tasks.modeling import model_shape, new_model, record_run
 from aelab.tasks.options import with_overrides
 from aelab.tasks.outputs import check_output_folder
 from aelab.tasks.results import Record
-from aelab.tasks.source import DataArg, load_images, stream_images, subsample
+from aelab.tasks.source import DataArg, describe, load_images, stream_images, subsample
 from aelab.training.configs import FINETUNE_RECIPES, FinetuneConfig, PretrainConfig
 
 __all__ = [
@@ -331,6 +331,9 @@ def _finetune_parts(
             "fine-tuning needs labels: give a folder with one subfolder per class, "
             "an .npz with a labels array, or --labels FILE"
         )
+    # Before loading a checkpoint or building a model: a head for classes that never occur
+    # (or for one class) would train without complaint.
+    check_classes(ds.labels, ds.class_names, "labeled" if given is not None else describe(data))
     if init is not None:
         net, meta = load_model(init, device="cpu")
         name = meta["model"]
