@@ -25,6 +25,9 @@ classes are numbered 0..max label, and at least half of those numbers must
 occur as labels: a test set missing a class or two loads as usual, but one stray
 ``99`` among labels 0-9 is refused (it would make a 100-class problem) with a
 message saying to give class names or renumber the labels 0..K-1.
+Training a classifier asks more (:func:`aelab.data.check_classes`): there the
+classes are the names given or else exactly the labels that occur, 0..K-1, and
+at least two of them; the looser rule here lets data to evaluate lack a class.
 """
 
 from __future__ import annotations
@@ -100,7 +103,9 @@ def _read_npz(
         ikey = next((k for k in image_keys if k in keys), None)
         if ikey is None:
             # Read by name only: taking the first member trained on whatever it held.
-            held = ", ".join(map(repr, keys[:8])) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+            held = ", ".join(map(repr, keys[:8])) + (
+                f" and {len(keys) - 8} more" if len(keys) > 8 else ""
+            )
             raise ValueError(
                 f"{path}: no 'images' array in the .npz (it holds {held}); "
                 f"save the images as 'images' (or 'x', 'images_{split}', 'x_{split}'), with "
