@@ -93,6 +93,20 @@ def test_npz_members_are_read_by_name(run, tmp_path):
     assert len(load_dataset(tmp_path / "keras.npz", progress=False)) == 60
 
 
+def test_a_split_that_leaves_nothing_to_train_on_says_so(run, tmp_path):
+    # Used to say only "error: data is empty".
+    for flags, words in (
+        (("--max-images", "2", "--val-fraction", "0.9"),
+         ("d.npz: 2 images (max_images 2), 2 held out for validation (val_fraction 0.9)",
+          "leaving 0 to train on", "lower val_fraction")),
+        (("--val-fraction", "0.99"), ("90 images, 90 held out", "leaving 0 to train on")),
+        (("--max-images", "1"), ("1 image (max_images 1), 0 held out", "leaving 1 to train on")),
+    ):  # fmt: skip
+        r = invoke("pretrain", run / "d.npz", "--out", tmp_path / "E", *TRAIN, *flags)
+        _one_line_error(r, *words)
+        assert not (tmp_path / "E").exists()
+
+
 # ----------------------------------------------------------------------------- classes
 
 
