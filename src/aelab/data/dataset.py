@@ -199,7 +199,7 @@ def check_classes(
     ValueError
         One line naming the data, the labels at fault and the fix.
     """
-    values = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    values = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     present = np.unique(values).tolist()
     if class_names is not None and present and present[-1] >= len(class_names):
         raise ValueError(
