@@ -254,3 +254,20 @@ def test_loads_a_format_1_folder(fitted, sets, tmp_path):
     np.testing.assert_array_equal(
         old.decision_function(held_out), fitted.decision_function(held_out)
     )
+
+
+def test_parameters_are_declared_once_and_checked():
+    import inspect
+
+    from sklearn.base import clone
+
+    names = set(inspect.signature(ReconstructionDetector).parameters)
+    assert set(ReconstructionDetector._parameter_constraints) == names
+    det = _detector(k=3)
+    copy = clone(det)
+    assert copy.get_params() == det.get_params() and copy is not det
+    for bad, word in [({"calibration_fraction": 0.95}, "calibration_fraction"),
+                      ({"k": True}, "k must be a number"), ({"epochs": 0}, "epochs"),
+                      ({"transform_weight": -1.0}, "transform_weight")]:  # fmt: skip
+        with pytest.raises(ValueError, match=word):
+            _detector(**bad)._validate()

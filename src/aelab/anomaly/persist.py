@@ -43,7 +43,7 @@ def save_detector(det: Any, directory: str | Path) -> Path:
         {
             "kind": _KIND,
             "format": _FORMAT,
-            "params": det._params(),
+            "params": det.get_params(deep=False),
             "epochs_": det.epochs_,
             "score_parts": list(det.score_parts_),
             "threshold_": det.threshold_,
