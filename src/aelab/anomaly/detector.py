@@ -7,8 +7,13 @@ is more anomalous), ``predict`` (0 normal, 1 anomaly), ``contamination``,
 ``threshold_``, ``decision_scores_``, ``labels_``.
 
 The threshold needs no anomalies: by default a share of the normal images is
-held out of training and the threshold is set so that a target share of them
-(``"fpr:0.05"``) would be flagged.
+held out of training and the threshold is their conformal quantile for a
+target false-positive rate (``"fpr:0.05"``): at most that share of new normal
+images is expected above it (:func:`aelab.anomaly.thresholds.conformal_quantile`).
+
+The module holds the estimator; :mod:`~aelab.anomaly.fitting` trains its
+model, :mod:`~aelab.anomaly.passes` runs it over images, and
+:mod:`~aelab.anomaly.persist` saves and loads it.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ from aelab.anomaly.scores import (
 from aelab.anomaly.selfsup import check_transforms
 from aelab.anomaly.thresholds import (
     ThresholdRule,
+    calibration_note,
     detection_metrics,
     parse_threshold,
+    plan_calibration,
     threshold_from_scores,
 )
 from aelab.data.dataset import ImageDataset
@@ -103,7 +110,9 @@ class ReconstructionDetector(BaseEstimator):
         PyOD's name for ``threshold="contamination:R"``; overrides ``threshold``.
     calibration_fraction : float, default=0.1
         Share of the normal images held out of training, to calibrate the
-        threshold and standardise combined scores.
+        threshold and standardise combined scores. With ``"fpr:R"`` it grows
+        when it is too small to place R (fewer than ``1/R - 1`` images), up to
+        half the images (see :func:`aelab.anomaly.thresholds.plan_calibration`).
     epochs : int, default=8
         Passes over the training images.
     min_steps : int, default=600
@@ -133,6 +142,10 @@ class ReconstructionDetector(BaseEstimator):
         out of its own neighbours).
     calibration_scores_ : ndarray of shape (n_calibration,)
         Scores of the held-out normal images.
+    calibration_plan_ : CalibrationPlan
+        How many normal images were held out to set the threshold
+        (``n_calibration``), how many ``calibration_fraction`` asked for and how
+        many the ``fpr`` rate needs; :meth:`calibration_note` says when they differ.
     threshold_ : float
         Images scoring strictly above it are anomalies.
     labels_ : ndarray of shape (n_train,)
@@ -266,8 +279,8 @@ class ReconstructionDetector(BaseEstimator):
         net, name = build_model(params, parts, data.image_shape)
         cfg = net.config
         data = conform(data, image_size=cfg.image_size, channels=cfg.in_channels)
-        n_cal = max(2, int(round(self.calibration_fraction * len(data))))
-        rows = split_calibration(len(data), n_cal, self.random_state)
+        plan = plan_calibration(len(data), self.calibration_fraction, rule)
+        rows = split_calibration(len(data), plan.n_calibration, self.random_state)
         train, calib = data.subset(rows[0]), data.subset(rows[1])
 
         result, self.epochs_ = train_model(
@@ -278,6 +291,7 @@ class ReconstructionDetector(BaseEstimator):
         self.history_ = result.history
         self.image_shape_ = (int(cfg.in_channels), int(cfg.image_size), int(cfg.image_size))
         self.threshold_rule_ = rule
+        self.calibration_plan_ = plan
         self.score_parts_ = parts
         self._calibrate(train, calib)
         return self
@@ -298,6 +312,16 @@ class ReconstructionDetector(BaseEstimator):
             rule, train_scores=self.decision_scores_, calib_scores=self.calibration_scores_
         )
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
+
+    @property
+    def n_calibration_(self) -> int:
+        """Held-out normal images that set the threshold."""
+        return self.calibration_plan_.n_calibration
+
+    def calibration_note(self) -> str | None:
+        """A sentence when the calibration set was enlarged for the rate, or is still too small."""
+        self._check_fitted()
+        return calibration_note(self.calibration_plan_, self.threshold_rule_)
 
     # ------------------------------------------------------------------ scoring
     def _check_fitted(self) -> None:

@@ -83,7 +83,10 @@ def fit_cmd(
             "random_state": seed, "device": device,
         }, set_)  # fmt: skip
         res = run_anomaly_fit(data, out, resume=resume, overwrite=overwrite, **given)
-        echo(f"trained on {res.n_train} normal images; threshold {res.threshold:.6g} ({res.rule})")
+        echo(f"trained on {res.n_train} normal images; threshold {res.threshold:.6g} ({res.rule}, "
+             f"set on {res.n_calibration} held-out normal images)")  # fmt: skip
+        if res.calibration_note:
+            echo(f"note: {res.calibration_note}")
         echo(f"wrote {res.path}")
 
 
