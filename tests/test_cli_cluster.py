@@ -148,3 +148,15 @@ def test_warnings_are_counted_by_fit_and_listed_in_a_file(tmp_path, data_a):
     quiet = run_cluster(X, tmp_path / "quiet", k=3, seed=0)
     assert quiet.n_warnings == 0 and quiet.n_fits == 1
     assert not (tmp_path / "quiet" / "warnings.txt").exists()
+
+
+def test_cli_prints_one_warning_and_the_count(tmp_path, data_a):
+    X, _ = data_a
+    src = tmp_path / "feats.npy"
+    np.save(src, X.astype(np.float32))
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["cluster", str(src), "--k", "3", "--alpha-sweep", "0.5x,1x,2x", "--out",
+                            str(out), "--set", "max_iter=1"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert r.output.count("warning: ") == 1
+    assert f"(4 warning(s) in 4 fit(s); all in {out / 'warnings.txt'})" in r.output
