@@ -122,6 +122,8 @@ def test_contamination_threshold(sets):
     normal, _, _ = sets
     det = _detector(score="mae", contamination=0.1, epochs=2).fit(normal)
     assert det.threshold_rule_.kind == "contamination"
+    # The training scores set it: the calibration set stays what calibration_fraction asked.
+    assert det.calibration_plan_.n_needed == 0 and det.calibration_note() is None
     assert abs(det.labels_.mean() - 0.1) <= 0.02
 
 

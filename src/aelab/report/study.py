@@ -246,11 +246,13 @@ def _threshold_paragraphs(rep: Report, a: AnomalyStep) -> None:
     if not fit.n_calibration:  # a record written before the calibration size was kept
         return
     flagged = round(m.fpr * m.n_normal)
-    target = (f", for a target false-positive rate of {fit.target_fpr:g}"
-              if fit.target_fpr is not None else "")  # fmt: skip
+    if fit.target_fpr is not None:
+        how = (f"was set on {fit.n_calibration} held-out normal images, none of them trained on, "
+               f"for a target false-positive rate of {fit.target_fpr:g}")  # fmt: skip
+    else:  # contamination or a fixed score: the held-out images only scale combined scores
+        how = f"needs no held-out images ({fit.n_calibration} scaled the scores)"
     rep.paragraph(
-        f"The threshold ({fit.rule}) was set on {fit.n_calibration} held-out normal images, "
-        f"none of them trained on{target}. On the {m.n_normal} normal test images it reached a "
+        f"The threshold ({fit.rule}) {how}. On the {m.n_normal} normal test images it reached a "
         f"false-positive rate of {m.fpr:.3g} ({flagged} of {m.n_normal} flagged) and a "
         f"true-positive rate of {m.tpr:.3g} on the {m.n_anomalous} anomalies."
     )
