@@ -142,6 +142,8 @@ class ReconstructionDetector(BaseEstimator):
         out of its own neighbours).
     calibration_scores_ : ndarray of shape (n_calibration,)
         Scores of the held-out normal images.
+    n_calibration_ : int
+        Held-out normal images that set the threshold (``calibration_plan_.n_calibration``).
     calibration_plan_ : CalibrationPlan
         How many normal images were held out to set the threshold
         (``n_calibration``), how many ``calibration_fraction`` asked for and how
