@@ -54,6 +54,7 @@ def test_fitted_attributes(fitted, sets):
     assert fitted.decision_scores_.shape == (len(normal) - n_cal,)
     assert fitted.calibration_scores_.shape == (n_cal,)
     assert set(np.unique(fitted.labels_)) <= {0, 1}
+    assert fitted.n_calibration_ == n_cal and fitted.calibration_note() is None
     assert fitted.latent_bank_.shape == (len(normal) - n_cal, 32)
     assert set(fitted.score_stats_) == {"mse", "ssim", "latent", "transform"}
     assert fitted.model_.config.num_classes == 4  # the head tells four turns apart
@@ -121,6 +122,8 @@ def test_contamination_threshold(sets):
     normal, _, _ = sets
     det = _detector(score="mae", contamination=0.1, epochs=2).fit(normal)
     assert det.threshold_rule_.kind == "contamination"
+    # The training scores set it: the calibration set stays what calibration_fraction asked.
+    assert det.calibration_plan_.n_needed == 0 and det.calibration_note() is None
     assert abs(det.labels_.mean() - 0.1) <= 0.02
 
 
@@ -204,7 +207,9 @@ def test_default_detector_is_the_benchmarked_one():
 def test_min_steps_trains_a_small_set_longer(sets):
     normal, held_out, _ = sets
     small = normal.subset(np.arange(40))  # 32 train + 8 calibration images
-    det = _detector(score="mse+transform", epochs=1, min_steps=10, batch_size=16).fit(small)
+    # fpr:0.2 needs 4 calibration images, so 8 stay 8 (fpr:0.05 would hold out 19).
+    det = _detector(score="mse+transform", epochs=1, min_steps=10, batch_size=16,
+                    threshold="fpr:0.2").fit(small)  # fmt: skip
     assert det.epochs_ == 5 and len(det.history_) == 5  # 2 steps per epoch
     codes = det.encode(held_out.subset(np.arange(7)))
     assert codes.shape == (7, 32) and codes.dtype == np.float32
@@ -215,9 +220,15 @@ def test_auto_score_is_the_reconstruction_error_on_a_small_set(sets, tmp_path):
     det = _detector(epochs=1).fit(normal.subset(np.arange(40)))
     assert det.score == "auto" and det.score_parts_ == ("mse",)
     assert det.model_.config.num_classes == 1  # no transformation head to train
+    # 20 % of 40 is 8, too few to place fpr:0.05 (19 needed): 19 held out, 21 trained on.
+    assert det.n_calibration_ == 19 and len(det.decision_scores_) == 21
+    assert det.calibration_plan_.n_requested == 8 and det.calibration_plan_.n_needed == 19
+    assert "so 19 were held out" in det.calibration_note()
+    # The conformal rank of 19 scores at 0.05 is 19: the largest calibration score.
+    assert det.threshold_ == det.calibration_scores_.max()
     det.save(tmp_path / "det")
     again = ReconstructionDetector.load(tmp_path / "det")
-    assert again.score_parts_ == ("mse",)
+    assert again.score_parts_ == ("mse",) and again.calibration_plan_ == det.calibration_plan_
     np.testing.assert_allclose(again.decision_function(held_out), det.decision_function(held_out))
 
 
@@ -242,6 +253,7 @@ def test_loads_a_format_1_folder(fitted, sets, tmp_path):
     # What aelab wrote before the transform score had its name.
     meta["format"] = 1
     meta.pop("epochs_")
+    meta.pop("calibration")  # recorded since the conformal threshold
     params = meta["params"]
     params["score"] = params["score"].replace("transform", "rotation")
     params["rotation_weight"] = params.pop("transform_weight")
@@ -251,6 +263,24 @@ def test_loads_a_format_1_folder(fitted, sets, tmp_path):
     meta_path.write_text(json.dumps(meta))
     old = ReconstructionDetector.load(tmp_path / "det")
     assert old.score_parts_ == fitted.score_parts_ and old.transforms == "rotations"
+    assert old.n_calibration_ == fitted.n_calibration_
     np.testing.assert_array_equal(
         old.decision_function(held_out), fitted.decision_function(held_out)
     )
+
+
+def test_parameters_are_declared_once_and_checked():
+    import inspect
+
+    from sklearn.base import clone
+
+    names = set(inspect.signature(ReconstructionDetector).parameters)
+    assert set(ReconstructionDetector._parameter_constraints) == names
+    det = _detector(k=3)
+    copy = clone(det)
+    assert copy.get_params() == det.get_params() and copy is not det
+    for bad, word in [({"calibration_fraction": 0.95}, "calibration_fraction"),
+                      ({"k": True}, "k must be a number"), ({"epochs": 0}, "epochs"),
+                      ({"transform_weight": -1.0}, "transform_weight")]:  # fmt: skip
+        with pytest.raises(ValueError, match=word):
+            _detector(**bad)._validate()

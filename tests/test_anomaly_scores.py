@@ -227,3 +227,59 @@ def test_knn_distance_detector():
         KNNDistance(k=0).fit(bank)
     imgs = np.full((2, 1, 3, 3), 255, dtype=np.uint8)
     assert flatten_images(imgs).shape == (2, 9) and flatten_images(imgs).max() == 1.0
+
+
+def test_conformal_quantile_hand_computed():
+    from aelab.anomaly.thresholds import conformal_quantile, conformal_rank, min_calibration_size
+
+    rng = np.random.default_rng(0)
+    # Scores 10, 20, ..., 10 n in a random order: the k-th smallest is 10 k.
+    ranked = {n: rng.permutation(np.arange(1, n + 1) * 10.0) for n in (9, 18, 19, 25, 99, 100)}
+    # n = 19, rate 0.05: (19 + 1) * 0.95 = 19, the 19th smallest (the largest).
+    assert conformal_rank(19, 0.05) == 19 and conformal_quantile(ranked[19], 0.05) == 190.0
+    # n = 25 (the quick study): 26 * 0.95 = 24.7 -> 25th, the largest again.
+    assert conformal_quantile(ranked[25], 0.05) == 250.0
+    # n = 99: 100 * 0.95 = 95 -> 95th smallest; n = 100: 101 * 0.95 = 95.95 -> 96th.
+    assert conformal_quantile(ranked[99], 0.05) == 950.0
+    assert conformal_quantile(ranked[100], 0.05) == 960.0
+    # n = 9, rate 0.1: 10 * 0.9 = 9 -> the 9th smallest.
+    assert conformal_quantile(ranked[9], 0.1) == 90.0
+    # n = 18, rate 0.05: 19 * 0.95 = 18.05 -> rank 19 > 18: no finite threshold.
+    assert conformal_rank(18, 0.05) == 19 and conformal_quantile(ranked[18], 0.05) == np.inf
+    # The fewest scores with a finite rank: ceil(1 / rate - 1).
+    assert [min_calibration_size(r) for r in (0.05, 0.1, 0.01, 0.3, 0.5)] == [19, 9, 99, 3, 1]
+    for rate in (0.05, 0.1, 0.01, 0.3, 0.07):
+        n = min_calibration_size(rate)
+        assert conformal_rank(n, rate) <= n and conformal_rank(n - 1, rate) > n - 1
+
+
+def test_calibration_plan_grows_to_place_the_rate_within_half_the_images():
+    from aelab.anomaly.thresholds import CalibrationPlan, calibration_note, plan_calibration
+
+    fpr = ThresholdRule("fpr", 0.05)
+    # 10 % of 160 is 16 < 19: grown to 19.
+    plan = plan_calibration(160, 0.1, fpr)
+    assert plan == CalibrationPlan(19, 16, 19) and plan.enlarged and plan.sufficient
+    assert "so 19 were held out" in calibration_note(plan, fpr)
+    # Enough already: unchanged, nothing to say.
+    plan = plan_calibration(250, 0.1, fpr)
+    assert plan == CalibrationPlan(25, 25, 19) and calibration_note(plan, fpr) is None
+    # 30 images: at most half (15) are held out, still too few; the note says what it means.
+    plan = plan_calibration(30, 0.1, fpr)
+    assert plan == CalibrationPlan(15, 3, 19) and not plan.sufficient
+    assert "largest calibration score" in calibration_note(plan, fpr)
+    # A larger share asked for is kept; other rules need no calibration set.
+    assert plan_calibration(30, 0.8, fpr).n_calibration == 24
+    contamination = ThresholdRule("contamination", 0.1)
+    assert plan_calibration(30, 0.1, contamination) == CalibrationPlan(3, 3, 0)
+
+
+def test_fpr_threshold_is_conformal_and_falls_back_to_the_largest_score():
+    calib = np.arange(1, 26) * 1.0  # 25 scores
+    rule = ThresholdRule("fpr", 0.05)
+    assert threshold_from_scores(rule, train_scores=calib, calib_scores=calib) == 25.0
+    # 10 scores cannot place 0.05: the largest, the tightest finite threshold they give.
+    few = calib[:10]
+    assert threshold_from_scores(rule, train_scores=calib, calib_scores=few) == 10.0
+    # The old "higher" quantile gave the 24th of 25 here: more than 5 % of normals flagged.
+    assert np.quantile(calib, 0.95, method="higher") == 24.0

@@ -131,3 +131,32 @@ def test_sweep_alphas_scale_multiples_of_the_main_alpha():
         sweep_alphas("1x,,2x", 1.0)
     with pytest.raises(ValueError, match="'3y' is not valid"):
         sweep_alphas("1x,3y", 1.0)
+
+
+def test_warnings_are_counted_by_fit_and_listed_in_a_file(tmp_path, data_a):
+    X, _ = data_a
+    out = tmp_path / "out"
+    # One iteration never converges: every fit warns once.
+    r = run_cluster(X, out, k=3, max_iter=1, sweep="0.5x,1x,2x", seed=0)
+    assert r.n_fits == 4 and r.n_warnings == 4  # the main fit and three sweep alphas
+    lines = (out / "warnings.txt").read_text().splitlines()
+    assert len(lines) == r.n_warnings == len(r.warning_log)
+    assert lines[0].startswith("the main fit: EquilibriumKMeans reached max_iter=1")
+    assert all(w.startswith("the alpha sweep: ") for w in lines[1:])
+    assert str(out / "warnings.txt") in json.loads((out / "summary.json").read_text())["files"]
+    # A fit without warnings writes no such file.
+    quiet = run_cluster(X, tmp_path / "quiet", k=3, seed=0)
+    assert quiet.n_warnings == 0 and quiet.n_fits == 1
+    assert not (tmp_path / "quiet" / "warnings.txt").exists()
+
+
+def test_cli_prints_one_warning_and_the_count(tmp_path, data_a):
+    X, _ = data_a
+    src = tmp_path / "feats.npy"
+    np.save(src, X.astype(np.float32))
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["cluster", str(src), "--k", "3", "--alpha-sweep", "0.5x,1x,2x", "--out",
+                            str(out), "--set", "max_iter=1"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert r.output.count("warning: ") == 1
+    assert f"(4 warning(s) in 4 fit(s); all in {out / 'warnings.txt'})" in r.output

@@ -35,3 +35,8 @@ def test_report_renders_sections_tables_and_figures():
 def test_figure_rejects_non_png():
     with pytest.raises(ValueError, match="PNG"):
         Report("x").figure(b"GIF89a", "no")
+
+
+def test_paragraph_link_is_escaped():
+    page = Report("x").paragraph("All of them:", link=("a<b.txt", 'run/"w".txt')).render()
+    assert '<p>All of them: <a href="run/&quot;w&quot;.txt">a&lt;b.txt</a></p>' in page

@@ -150,6 +150,55 @@ def test_report_holds_the_runs_numbers(study_run):
     assert len(uris) >= 6
     for u in uris:
         Image.open(io.BytesIO(base64.b64decode(u))).verify()
+    # The anomaly section says how many held-out normals set the threshold and what it reached.
+    fit, m = anomaly["fit"], anomaly["evaluation"]["metrics"]
+    assert fit["n_calibration"] > 0
+    assert f"set on {fit['n_calibration']} held-out normal images" in page
+    assert f"false-positive rate of {m['fpr']:.3g}" in page
+    assert f"target false-positive rate of {fit['target_fpr']:g}" in page
+    assert max(map(len, _paragraphs(page))) <= MAX_PARAGRAPH
+
+
+#: The longest paragraph a report section may hold (about a screen's width times eight lines).
+MAX_PARAGRAPH = 600
+
+
+def _paragraphs(page: str) -> list[str]:
+    """The text of every <p> of a page, as a reader sees it."""
+    import html
+
+    return [html.unescape(re.sub(r"<[^>]+>", "", p)) for p in re.findall(r"<p[ >].*?</p>", page)]
+
+
+def test_cluster_warnings_are_one_paragraph_with_an_example_and_a_link(study_run):
+    import dataclasses
+
+    from aelab.report import Report
+    from aelab.report.study import _section_cluster
+    from aelab.study.results import ClusterStep
+
+    out, _ = study_run
+    step = ClusterStep.from_json(json.loads((out / "steps" / "cluster.json").read_text())["result"])
+    # The quick study's page held 130 such messages in one paragraph.
+    log = tuple(f"the alpha sweep: EquilibriumKMeans: 1 centroid(s) had a vanishing total weight "
+                f"and were relocated to the farthest sample(s): centroid 2 (total weight "
+                f"{i}e-12) -> sample {i}" for i in range(130))  # fmt: skip
+    r = step.result
+    n_fits = len(r.search) + 1 + len(r.sweep)
+    result = dataclasses.replace(
+        r, n_warnings=130, n_fits=n_fits, warning_log=log,
+        messages=tuple(w.partition(": ")[2] for w in log),
+        files=(*step.result.files, out / "cluster" / "warnings.txt"),
+    )  # fmt: skip
+    rep = Report("t")
+    _section_cluster(rep, dataclasses.replace(step, result=result), out)
+    page = rep.render()
+    (text,) = [p for p in _paragraphs(page) if "warning" in p]
+    assert text.startswith(f"130 warnings in {n_fits} fits ({len(r.search)} of the alpha search, "
+                           "the main fit, 3 of the sweep), 130 distinct messages")  # fmt: skip
+    assert "For example: EquilibriumKMeans: 1 centroid(s)" in text and "-> sample 1 " not in text
+    assert len(text) <= MAX_PARAGRAPH
+    assert '<a href="cluster/warnings.txt">cluster/warnings.txt</a>' in page
 
 
 @pytest.mark.parametrize("test", ["auto", "given"])
@@ -197,12 +246,14 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
 def test_report_in_headless_chromium(study_run, tmp_path):
-    """Load the page in a real browser; count images that decoded and read back a table cell."""
+    """Load the page in a real browser; count images that decoded, table cells, the longest paragraph."""
     out, _ = study_run
     script = (
         "<script>window.onload=()=>{const imgs=[...document.images];"
         "const ok=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;"
-        "document.title='IMAGES '+ok+'/'+imgs.length+' CELLS '+document.querySelectorAll('td').length;}</script>"
+        "const longest=Math.max(0,...[...document.querySelectorAll('p')].map(p=>p.innerText.length));"
+        "document.title='IMAGES '+ok+'/'+imgs.length+' CELLS '+document.querySelectorAll('td').length"
+        "+' LONGEST '+longest;}</script>"
     )
     page = (out / "report.html").read_text().replace("</body>", script + "</body>")
     probe = tmp_path / "probe.html"
@@ -212,11 +263,13 @@ def test_report_in_headless_chromium(study_run, tmp_path):
          "--disable-background-networking", "--dump-dom", probe.as_uri()],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    m = re.search(r"<title>IMAGES (\d+)/(\d+) CELLS (\d+)</title>", res.stdout)
+    m = re.search(r"<title>IMAGES (\d+)/(\d+) CELLS (\d+) LONGEST (\d+)</title>", res.stdout)
     assert m, res.stderr[-2000:]
-    ok, total, cells = map(int, m.groups())
+    ok, total, cells, longest = map(int, m.groups())
     assert total >= 6 and ok == total
     assert cells > 20
+    # No paragraph runs over about a screen: the cluster warnings once filled one.
+    assert 0 < longest <= MAX_PARAGRAPH
 
 
 def test_config_defaults_round_trip_and_errors(tmp_path):

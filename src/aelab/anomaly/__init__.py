@@ -14,9 +14,17 @@ from aelab.anomaly.scores import (
     score_stats,
 )
 from aelab.anomaly.selfsup import TRANSFORM_SETS
-from aelab.anomaly.thresholds import ThresholdRule, detection_metrics, parse_threshold
+from aelab.anomaly.thresholds import (
+    CalibrationPlan,
+    ThresholdRule,
+    conformal_quantile,
+    detection_metrics,
+    min_calibration_size,
+    parse_threshold,
+)
 
 __all__ = [
+    "CalibrationPlan",
     "DEFAULT_SCORE",
     "PIXEL_SCORES",
     "SCORES",
@@ -27,10 +35,12 @@ __all__ = [
     "ThresholdRule",
     "anomaly_model_spec",
     "combine_scores",
+    "conformal_quantile",
     "detection_metrics",
     "error_maps",
     "flatten_images",
     "knn_distance",
+    "min_calibration_size",
     "parse_score",
     "parse_threshold",
     "pixel_scores",

@@ -7,41 +7,45 @@ is more anomalous), ``predict`` (0 normal, 1 anomaly), ``contamination``,
 ``threshold_``, ``decision_scores_``, ``labels_``.
 
 The threshold needs no anomalies: by default a share of the normal images is
-held out of training and the threshold is set so that a target share of them
-(``"fpr:0.05"``) would be flagged.
+held out of training and the threshold is their conformal quantile for a
+target false-positive rate (``"fpr:0.05"``): at most that share of new normal
+images is expected above it (:func:`aelab.anomaly.thresholds.conformal_quantile`).
+
+The module holds the estimator; :mod:`~aelab.anomaly.fitting` trains its
+model, :mod:`~aelab.anomaly.passes` runs it over images, and
+:mod:`~aelab.anomaly.persist` saves and loads it.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, validate_parameter_constraints
 
+from aelab.anomaly.fitting import build_model, split_calibration, train_model
 from aelab.anomaly.inputs import anomaly_model_spec, as_dataset
+from aelab.anomaly.passes import encode_images, forward_scores, reconstruct_with_maps
 from aelab.anomaly.scores import (
     PIXEL_SCORES,
     SCORES,
     combine_scores,
-    error_maps,
     knn_distance,
     parse_score,
-    pixel_scores,
     score_stats,
-    transform_scores,
 )
-from aelab.anomaly.selfsup import (
-    TRANSFORM_SETS,
-    check_transforms,
-    transform_logits,
-    transform_reconstruction_step,
-)
+from aelab.anomaly.selfsup import check_transforms
 from aelab.anomaly.thresholds import (
     ThresholdRule,
+    calibration_note,
     detection_metrics,
     parse_threshold,
+    plan_calibration,
     threshold_from_scores,
 )
 from aelab.data.dataset import ImageDataset
@@ -60,7 +64,7 @@ AUTO_SCORES: tuple[str, str] = ("mse+latent+transform", "mse")
 AUTO_MIN_IMAGES = 1000
 
 
-class ReconstructionDetector:
+class ReconstructionDetector(BaseEstimator):
     """Flag images an autoencoder trained on normal images cannot reconstruct or place.
 
     With no arguments this is the detector that ``benchmarks/anomaly_oneclass.py``
@@ -106,7 +110,9 @@ class ReconstructionDetector:
         PyOD's name for ``threshold="contamination:R"``; overrides ``threshold``.
     calibration_fraction : float, default=0.1
         Share of the normal images held out of training, to calibrate the
-        threshold and standardise combined scores.
+        threshold and standardise combined scores. With ``"fpr:R"`` it grows
+        when it is too small to place R (fewer than ``1/R - 1`` images), up to
+        half the images (see :func:`aelab.anomaly.thresholds.plan_calibration`).
     epochs : int, default=8
         Passes over the training images.
     min_steps : int, default=600
@@ -136,6 +142,12 @@ class ReconstructionDetector:
         out of its own neighbours).
     calibration_scores_ : ndarray of shape (n_calibration,)
         Scores of the held-out normal images.
+    n_calibration_ : int
+        Held-out normal images that set the threshold (``calibration_plan_.n_calibration``).
+    calibration_plan_ : CalibrationPlan
+        How many normal images were held out to set the threshold
+        (``n_calibration``), how many ``calibration_fraction`` asked for and how
+        many the ``fpr`` rate needs; :meth:`calibration_note` says when they differ.
     threshold_ : float
         Images scoring strictly above it are anomalies.
     labels_ : ndarray of shape (n_train,)
@@ -147,6 +159,30 @@ class ReconstructionDetector:
     latent_bank_ : ndarray of shape (n_train, latent_dim) or None
         Codes of the training images, kept when ``"latent"`` is part of the score.
     """
+
+    #: Every parameter and the values it takes, declared once (scikit-learn's
+    #: convention): :meth:`get_params`, the saved ``detector.json`` and
+    #: :meth:`_validate` read them from here and from ``__init__``.
+    _parameter_constraints: dict[str, list[Any]] = {
+        "model": [str],
+        "model_overrides": [Mapping, None],
+        "score": [str],
+        "transforms": [str],
+        "threshold": [str, Real],
+        "contamination": [Real, None],
+        "calibration_fraction": [Interval(Real, 0.0, 0.9, closed="neither")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "min_steps": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        # The training config checks these two (a finite positive rate, a known loss).
+        "lr": [Real],
+        "loss": [str],
+        "k": [Interval(Integral, 1, None, closed="left")],
+        "transform_weight": [Interval(Real, 0.0, None, closed="left")],
+        "device": [str],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+        "verbose": ["verbose"],
+    }
 
     def __init__(
         self,
@@ -188,34 +224,18 @@ class ReconstructionDetector:
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
-    def _params(self) -> dict[str, Any]:
-        names = (
-            "model", "model_overrides", "score", "transforms", "threshold", "contamination",
-            "calibration_fraction", "epochs", "min_steps", "batch_size", "lr", "loss", "k",
-            "transform_weight", "device", "random_state", "verbose",
-        )  # fmt: skip
-        return {n: getattr(self, n) for n in names}
-
     def _validate(self) -> tuple[tuple[str, ...] | None, ThresholdRule]:
         """Check every argument; the score parts (``None`` for ``"auto"``) and the threshold rule."""
-        parts = None if self.score == "auto" else parse_score(self.score)
+        params = self.get_params(deep=False)
+        validate_parameter_constraints(
+            self._parameter_constraints, params, caller_name=type(self).__name__
+        )
+        for name, allowed in self._parameter_constraints.items():
+            # scikit-learn takes True for an integer; a count given as a flag is a slip.
+            if isinstance(params[name], bool) and any(isinstance(c, Interval) for c in allowed):
+                raise ValueError(f"{name} must be a number, got {params[name]!r}")
         check_transforms(self.transforms)
-        if not 0.0 < self.calibration_fraction < 0.9:
-            raise ValueError(
-                f"calibration_fraction must be in (0, 0.9), got {self.calibration_fraction}"
-            )
-        for name in ("k", "epochs", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if (
-            isinstance(self.min_steps, bool)
-            or not isinstance(self.min_steps, int)
-            or self.min_steps < 0
-        ):
-            raise ValueError(f"min_steps must be a non-negative integer, got {self.min_steps!r}")
-        if not self.transform_weight >= 0:
-            raise ValueError(f"transform_weight must be >= 0, got {self.transform_weight!r}")
+        parts = None if self.score == "auto" else parse_score(self.score)
         return parts, parse_threshold(self.threshold, self.contamination)
 
     def fit(
@@ -248,8 +268,6 @@ class ReconstructionDetector:
         self
         """
         from aelab.data import conform
-        from aelab.models import create_model
-        from aelab.runtime import seed_everything
 
         parts, rule = self._validate()
         data = as_dataset(X, "normal images")
@@ -259,30 +277,23 @@ class ReconstructionDetector:
             )
         if parts is None:
             parts = parse_score(AUTO_SCORES[len(data) < AUTO_MIN_IMAGES])
-        c, h, w = data.image_shape
-        if self.model == "auto":
-            name, overrides = anomaly_model_spec(c, h, w)
-        else:
-            name, overrides = self.model, {}
-        # The head is used only by the transform score; otherwise it is a stub of one output.
-        n_out = len(TRANSFORM_SETS[self.transforms]) if "transform" in parts else 1
-        overrides = {**overrides, **(self.model_overrides or {}), "num_classes": n_out}
-        seed_everything(self.random_state)
-        net = create_model(name, **overrides)
+        params = self.get_params(deep=False)
+        net, name = build_model(params, parts, data.image_shape)
         cfg = net.config
         data = conform(data, image_size=cfg.image_size, channels=cfg.in_channels)
+        plan = plan_calibration(len(data), self.calibration_fraction, rule)
+        rows = split_calibration(len(data), plan.n_calibration, self.random_state)
+        train, calib = data.subset(rows[0]), data.subset(rows[1])
 
-        rng = np.random.default_rng(self.random_state)
-        perm = rng.permutation(len(data))
-        n_cal = max(2, int(round(self.calibration_fraction * len(data))))
-        train, calib = data.subset(np.sort(perm[n_cal:])), data.subset(np.sort(perm[:n_cal]))
-
-        result = self._train(net, name, parts, train, calib, out_dir, (resume, overwrite))
+        result, self.epochs_ = train_model(
+            net, name, params, parts, (train, calib), out_dir, (resume, overwrite)
+        )
         self.model_ = net
         self.model_name_ = name
         self.history_ = result.history
         self.image_shape_ = (int(cfg.in_channels), int(cfg.image_size), int(cfg.image_size))
         self.threshold_rule_ = rule
+        self.calibration_plan_ = plan
         self.score_parts_ = parts
         self._calibrate(train, calib)
         return self
@@ -304,67 +315,15 @@ class ReconstructionDetector:
         )
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
 
-    def _train(
-        self,
-        net: torch.nn.Module,
-        name: str,
-        parts: tuple[str, ...],
-        train: ImageDataset,
-        calib: ImageDataset,
-        out_dir: str | Path | None,
-        restart: tuple[bool, bool] = (False, False),
-    ) -> Any:
-        from aelab.training import PretrainConfig, pretrain
+    @property
+    def n_calibration_(self) -> int:
+        """Held-out normal images that set the threshold."""
+        return self.calibration_plan_.n_calibration
 
-        bs = min(self.batch_size, len(train))
-        # Batches are full (the ragged one is dropped), so an epoch is n // bs steps.
-        self.epochs_ = max(self.epochs, math.ceil(self.min_steps / max(1, len(train) // bs)))
-        config = PretrainConfig(
-            epochs=self.epochs_, batch_size=bs, lr=self.lr, loss=self.loss,
-            seed=self.random_state, device=self.device, progress=self.verbose,
-        )  # fmt: skip
-        if "transform" not in parts:
-            resume, overwrite = restart
-            return pretrain(net, train, val=calib, config=config, out_dir=out_dir, model_name=name,
-                            resume=resume, overwrite=overwrite)  # fmt: skip
-        return self._train_with_transforms(net, train, calib, config, out_dir, name, restart)
-
-    def _train_with_transforms(
-        self,
-        net: torch.nn.Module,
-        train: ImageDataset,
-        calib: ImageDataset,
-        config: Any,
-        out_dir: str | Path | None,
-        name: str,
-        restart: tuple[bool, bool] = (False, False),
-    ) -> Any:
-        from aelab.runtime import resolve_device
-        from aelab.training import Trainer, batch_factory
-
-        if train.image_shape[1] != train.image_shape[2]:
-            raise ValueError("the transform score needs square images; use a square model")
-        bs = config.batch_size
-        # The recipes' batches: under torchrun each rank takes its share of every global batch.
-        kw = {"batch_size": bs, "seed": self.random_state, "labels": False,
-              "device": resolve_device(config.device)}  # fmt: skip
-        step = transform_reconstruction_step(
-            TRANSFORM_SETS[self.transforms], weight=self.transform_weight, loss=self.loss
-        )
-        trainer = Trainer(
-            net,
-            step,
-            batch_factory(train, shuffle=True, **kw),
-            config=config,
-            val_batches=batch_factory(calib, shuffle=False, **kw),
-            run_dir=out_dir,
-            model_name=name,
-            model_meta={"task": "anomaly-transform", "image_shape": list(train.image_shape)},
-            run_config={"task": "anomaly-transform", "batch_size": bs, "loss": self.loss,
-                        "transforms": self.transforms, "transform_weight": self.transform_weight},
-        )  # fmt: skip
-        resume, overwrite = restart
-        return trainer.fit(resume=resume, overwrite=overwrite)
+    def calibration_note(self) -> str | None:
+        """A sentence when the calibration set was enlarged for the rate, or is still too small."""
+        self._check_fitted()
+        return calibration_note(self.calibration_plan_, self.threshold_rule_)
 
     # ------------------------------------------------------------------ scoring
     def _check_fitted(self) -> None:
@@ -384,36 +343,10 @@ class ReconstructionDetector:
         self, images: torch.Tensor, names: tuple[str, ...]
     ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """One pass over ``images``: every score of ``names`` but ``"latent"``, and the codes when it is named."""
-        from aelab.training import map_batches
-
-        pixel = [p for p in names if p in PIXEL_SCORES]
-        latent, transform = "latent" in names, "transform" in names
-        ts = TRANSFORM_SETS[self.transforms]
-
-        def fn(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-            if transform:
-                # Every set begins with the identity, whose code is the image's own.
-                zt, logits = transform_logits(m, x, ts)
-                z = zt[0]
-            else:
-                z = m.encode(x)
-            cols = []
-            if pixel:
-                r = m.decode(z)
-                cols.append(torch.stack([pixel_scores(x, r, p) for p in pixel], dim=1))
-            if transform:
-                cols.append(transform_scores(logits)[:, None])
-            if latent:
-                cols.append(z)
-            # (B, len(pixel) + transform + latent_dim * latent)
-            return torch.cat([c.float() for c in cols], dim=1)
-
-        out = map_batches(self.model_, images, fn, batch_size=self.batch_size, device=self.device)
-        out = out.numpy()
-        order = [*pixel, *(["transform"] if transform else [])]
-        comps = {p: out[:, i].astype(np.float64) for i, p in enumerate(order)}
-        z = out[:, len(order) :].astype(np.float32) if latent else None
-        return comps, z
+        return forward_scores(
+            self.model_, images, names, transforms=self.transforms,
+            batch_size=self.batch_size, device=self.device,
+        )  # fmt: skip
 
     def _components(self, images: torch.Tensor, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         comps, z = self._forward(images, names)
@@ -463,14 +396,8 @@ class ReconstructionDetector:
         -------
         ndarray of shape (n_samples, latent_dim), float32
         """
-        from aelab.training import map_batches
-
         images = self._prepare(X)
-        out = map_batches(
-            self.model_, images, lambda m, x: m.encode(x).float(), batch_size=self.batch_size,
-            device=self.device,
-        )  # fmt: skip
-        return out.numpy()
+        return encode_images(self.model_, images, batch_size=self.batch_size, device=self.device)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Anomaly score of every image, higher meaning more anomalous.
@@ -511,18 +438,11 @@ class ReconstructionDetector:
             The first pixel score of ``score`` per pixel (squared error when the
             score is ``"latent"`` alone).
         """
-        from aelab.training import map_batches
-
         images = self._prepare(X)
         kind = next((p for p in self.score_parts_ if p in PIXEL_SCORES), "mse")
-
-        def fn(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-            r = m.decode(m.encode(x))
-            # (B, C, H, W) + (B, 1, H, W) -> (B, C + 1, H, W)
-            return torch.cat([r, error_maps(x, r, kind)[:, None]], dim=1)
-
-        out = map_batches(self.model_, images, fn, batch_size=self.batch_size, device=self.device)
-        return out[:, :-1].numpy(), out[:, -1].numpy()
+        return reconstruct_with_maps(
+            self.model_, images, kind, batch_size=self.batch_size, device=self.device
+        )
 
     def evaluate(
         self, normal: Any, anomalous: Any, *, return_scores: bool = False

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from aelab.anomaly.thresholds import ThresholdRule
+from aelab.anomaly.thresholds import CalibrationPlan, ThresholdRule, min_calibration_size
 from aelab.files import leftover_temporaries, read_json, write_json, write_npy
 
 DETECTOR_FILE = "detector.json"
@@ -43,11 +43,12 @@ def save_detector(det: Any, directory: str | Path) -> Path:
         {
             "kind": _KIND,
             "format": _FORMAT,
-            "params": det._params(),
+            "params": det.get_params(deep=False),
             "epochs_": det.epochs_,
             "score_parts": list(det.score_parts_),
             "threshold_": det.threshold_,
             "threshold_rule": dataclasses.asdict(det.threshold_rule_),
+            "calibration": dataclasses.asdict(det.calibration_plan_),
             "score_stats": {k: list(v) for k, v in det.score_stats_.items()},
             "image_shape": list(det.image_shape_),
             "model_name": det.model_name_,
@@ -94,9 +95,19 @@ def load_detector(cls: type, directory: str | Path, *, device: str | None = None
     det.decision_scores_ = _load_npy(d / "decision_scores.npy")
     det.calibration_scores_ = _load_npy(d / "calibration_scores.npy")
     det.latent_bank_ = _load_npy(d / "latent_bank.npy") if "latent" in det.score_parts_ else None
+    det.calibration_plan_ = _calibration_plan(
+        meta, det.threshold_rule_, len(det.calibration_scores_)
+    )
     det.labels_ = (det.decision_scores_ > det.threshold_).astype(np.int64)
     det.history_ = []
     return det
+
+
+def _calibration_plan(meta: dict[str, Any], rule: ThresholdRule, n: int) -> CalibrationPlan:
+    """The saved calibration plan; a folder written before it was saved held out ``n`` as asked."""
+    if "calibration" in meta:
+        return CalibrationPlan(**{k: int(v) for k, v in meta["calibration"].items()})
+    return CalibrationPlan(n, n, min_calibration_size(rule.value) if rule.kind == "fpr" else 0)
 
 
 def _upgrade_score(name: str) -> str:

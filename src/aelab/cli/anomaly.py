@@ -83,7 +83,14 @@ def fit_cmd(
             "random_state": seed, "device": device,
         }, set_)  # fmt: skip
         res = run_anomaly_fit(data, out, resume=resume, overwrite=overwrite, **given)
-        echo(f"trained on {res.n_train} normal images; threshold {res.threshold:.6g} ({res.rule})")
+        # Only the fpr rule reads the held-out normals; the others set it from the training scores
+        # or take the number given.
+        on = f", set on {res.n_calibration} held-out normal images" if res.target_fpr else ""
+        echo(
+            f"trained on {res.n_train} normal images; threshold {res.threshold:.6g} ({res.rule}{on})"
+        )
+        if res.calibration_note:
+            echo(f"note: {res.calibration_note}")
         echo(f"wrote {res.path}")
 
 

@@ -142,12 +142,12 @@ def _print(res: ClusterResult, target_ratio: str | None) -> None:
             if r.scores is not None:
                 line += f"  {r.scores.acc:.4f}  {r.scores.nmi:.4f}  {r.scores.ari:.4f}"
             echo(line)
-    for msg in res.messages:
-        typer.secho(f"warning: {msg}", err=True, fg=typer.colors.YELLOW)
-    if res.n_warnings > len(res.messages):
-        typer.secho(
-            f"({res.n_warnings} warnings from the fits in all)", err=True, fg=typer.colors.YELLOW
-        )
+    if res.messages:
+        # One example and the count: a sweep of far-off alphas raises dozens.
+        where = next((f"; all in {f}" for f in res.files if f.name == "warnings.txt"), "")
+        typer.secho(f"warning: {res.messages[0]}", err=True, fg=typer.colors.YELLOW)
+        typer.secho(f"({res.n_warnings} warning(s) in {res.n_fits} fit(s){where})", err=True,
+                    fg=typer.colors.YELLOW)  # fmt: skip
     if res.files:
         echo(f"wrote {', '.join(str(p) for p in res.files)}")
 

@@ -81,10 +81,26 @@ class Report:
             self.section("Results")
         return self._sections[-1]
 
-    def paragraph(self, text: str, *, note: bool = False) -> Report:
-        """A paragraph of plain text (escaped)."""
+    def paragraph(
+        self, text: str, *, note: bool = False, link: tuple[str, str] | None = None
+    ) -> Report:
+        """A paragraph of plain text (escaped), optionally ending with a link.
+
+        Parameters
+        ----------
+        text : str
+        note : bool
+            Highlight the paragraph.
+        link : (str, str), optional
+            ``(label, href)`` of a link after the text, e.g. to a file of the
+            run beside the page (a relative ``href``).
+        """
         cls = ' class="note"' if note else ""
-        self._current().parts.append(f"<p{cls}>{html.escape(text)}</p>")
+        tail = ""
+        if link is not None:
+            label, href = link
+            tail = f' <a href="{html.escape(href, quote=True)}">{html.escape(label)}</a>'
+        self._current().parts.append(f"<p{cls}>{html.escape(text)}{tail}</p>")
         return self
 
     def code(self, text: str) -> Report:

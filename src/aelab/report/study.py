@@ -6,6 +6,7 @@ them (overfitting, which alpha fits) are computed here from those numbers.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 from aelab.files import write_text
 from aelab.report.html import Report
 from aelab.study.results import AnomalyStep, ClusterStep, StudyResults
-from aelab.tasks import FinetuneResult, ReconstructResult
+from aelab.tasks import ClusterResult, FinetuneResult, ReconstructResult
 
 __all__ = ["OVERFIT_GAP", "build_report", "write_report"]
 
@@ -22,8 +23,12 @@ __all__ = ["OVERFIT_GAP", "build_report", "write_report"]
 #: than this is called overfitting in the report.
 OVERFIT_GAP = 0.15
 
+#: Longest example warning quoted in the report; the run's file holds them all.
+EXAMPLE_CHARS = 240
 
-def _ablation_sentence(runs: tuple[FinetuneResult, ...]) -> str:
+
+def _ablation_sentences(runs: tuple[FinetuneResult, ...]) -> list[str]:
+    """One sentence a run (its own paragraph, so that a long ablation stays readable)."""
     parts = []
     for r in runs:
         tr, va = r.final_train_acc, r.final_val_acc
@@ -36,7 +41,7 @@ def _ablation_sentence(runs: tuple[FinetuneResult, ...]) -> str:
             f"accuracy {va:.3f} (gap {gap:+.3f}): the run {verdict} by the report's rule "
             f"(gap above {OVERFIT_GAP:.2f})."
         )
-    return " ".join(parts)
+    return parts
 
 
 def _anomaly_sentence(normal: float, anomalous: float) -> str:
@@ -55,6 +60,35 @@ def _reconstruct_sentence(pre: float, fin: float) -> str:
             "encoder now keeps what separates classes, not what the decoder needs to redraw the image."
         )
     return "Fine-tuning did not degrade the reconstructions here."
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "\u2026"
+
+
+def _fits_phrase(r: ClusterResult) -> str:
+    """``in 25 fits (21 of the alpha search, the main fit, 3 of the sweep)``; empty if not recorded."""
+    if not r.n_fits:
+        return ""
+    parts = [f"{len(r.search)} of the alpha search"] if r.search else []
+    parts.append("the main fit")
+    parts += [f"{len(r.sweep)} of the sweep"] if r.sweep else []
+    return f" in {_plural(r.n_fits, 'fit')} ({', '.join(parts)})"
+
+
+def _file_link(r: ClusterResult, name: str, base: Path | None) -> tuple[str, str] | None:
+    """A link to the run's file ``name`` among ``r.files``, relative to the report's folder."""
+    path = next((Path(f) for f in r.files if Path(f).name == name), None)
+    if path is None:
+        return None
+    href = os.path.relpath(path, base) if base is not None else path.name
+    href = Path(href).as_posix()
+    return href, href
 
 
 def _middle(c: ClusterStep) -> Any:
@@ -123,8 +157,7 @@ def _section_ablation(rep: Report, res: StudyResults) -> None:
                             r.final_val_acc, r.best_val_acc, acc.get(r.augment)), strict=True))
             for r in res.finetunes]  # fmt: skip
     rep.table(rows, cols, table_id="ablation-table")
-    sentence = _ablation_sentence(res.finetunes)
-    if sentence:
+    for sentence in _ablation_sentences(res.finetunes):
         rep.paragraph(sentence, note=True)
     curves = viz.training_curves(
         {r.augment: list(r.history) for r in res.finetunes}, metrics=("loss", "acc")
@@ -138,7 +171,7 @@ def _section_ablation(rep: Report, res: StudyResults) -> None:
     )
 
 
-def _section_cluster(rep: Report, c: ClusterStep) -> None:
+def _section_cluster(rep: Report, c: ClusterStep, base: Path | None = None) -> None:
     r = c.result
     rep.section("Equilibrium K-Means on the latent vectors")
     how = (f"The alpha whose cluster sizes best match the ratio is {r.alpha:.4g} (searched over "
@@ -157,10 +190,19 @@ def _section_cluster(rep: Report, c: ClusterStep) -> None:
         table_id="ekm-table",
     )
     if r.n_warnings:
+        example = _shorten(r.messages[0], EXAMPLE_CHARS) if r.messages else ""
+        if example:
+            stop = "" if example.endswith((".", "\u2026")) else "."
+            example = f" For example: {example}{stop}"
+        link = _file_link(r, "warnings.txt", base)
         rep.paragraph(
-            f"{r.n_warnings} of the fits warned ({'; '.join(r.messages)}): far-off alphas leave "
-            "clusters empty, and EKM moves such a centroid to a data point instead of producing NaN.",
+            f"{_plural(r.n_warnings, 'warning')}{_fits_phrase(r)}, "
+            f"{_plural(len(r.messages), 'distinct message')}: far-off alphas leave clusters "
+            "empty, and EKM moves such a centroid to a data point instead of producing NaN."
+            + example
+            + (" Every warning:" if link else ""),
             note=True,
+            link=link,
         )
     rep.paragraph(
         "What alpha does: it is an inverse temperature on squared distances. Small alpha softens every "
@@ -193,8 +235,29 @@ def _section_anomaly(rep: Report, a: AnomalyStep) -> None:
            "F1": m.f1, "FPR at threshold": m.fpr, "TPR at threshold": m.tpr,
            "threshold": m.threshold, "rule": a.fit.rule, "normal": m.n_normal, "anomalous": m.n_anomalous}  # fmt: skip
     rep.table([row], list(row), table_id="anomaly-table")
+    _threshold_paragraphs(rep, a)
     for name, path in a.evaluation.figures.items():
         rep.figure(Path(path).read_bytes(), _ANOMALY_CAPTIONS.get(name, name))
+
+
+def _threshold_paragraphs(rep: Report, a: AnomalyStep) -> None:
+    """How many held-out normals set the threshold, and the false-positive rate it reached."""
+    fit, m = a.fit, a.evaluation.metrics
+    if not fit.n_calibration:  # a record written before the calibration size was kept
+        return
+    flagged = round(m.fpr * m.n_normal)
+    if fit.target_fpr is not None:
+        how = (f"was set on {fit.n_calibration} held-out normal images, none of them trained on, "
+               f"for a target false-positive rate of {fit.target_fpr:g}")  # fmt: skip
+    else:  # contamination or a fixed score: the held-out images only scale combined scores
+        how = f"needs no held-out images ({fit.n_calibration} scaled the scores)"
+    rep.paragraph(
+        f"The threshold ({fit.rule}) {how}. On the {m.n_normal} normal test images it reached a "
+        f"false-positive rate of {m.fpr:.3g} ({flagged} of {m.n_normal} flagged) and a "
+        f"true-positive rate of {m.tpr:.3g} on the {m.n_anomalous} anomalies."
+    )
+    if fit.calibration_note:
+        rep.paragraph(f"Calibration: {fit.calibration_note}.", note=True)
 
 
 def _section_reconstruct(rep: Report, r: ReconstructResult) -> None:
@@ -220,8 +283,12 @@ def _section_environment(rep: Report, res: StudyResults) -> None:
     rep.code(res.config_toml)
 
 
-def build_report(res: StudyResults, model: Any) -> str:
-    """The report page of a study's results as one HTML string (``model``: the study's architecture)."""
+def build_report(res: StudyResults, model: Any, base: Path | None = None) -> str:
+    """The report page of a study's results as one HTML string.
+
+    ``model`` is the study's architecture; ``base`` the folder the page is
+    written to, which links to the run's files are relative to.
+    """
     d = res.data
     rep = Report("aelab study report")
     rep.section("Summary")
@@ -233,7 +300,7 @@ def build_report(res: StudyResults, model: Any) -> str:
     rep.table(_summary_rows(res), ["question", "answer"], table_id="summary-table")
     _section_model(rep, model, d.model)
     _section_ablation(rep, res)
-    _section_cluster(rep, res.cluster)
+    _section_cluster(rep, res.cluster, base)
     _section_anomaly(rep, res.anomaly)
     _section_reconstruct(rep, res.reconstruct)
     _section_environment(rep, res)
@@ -245,4 +312,4 @@ def write_report(res: StudyResults, out: str | Path) -> Path:
     from aelab.training import load_model
 
     model, _ = load_model(res.finetunes[0].run_dir if res.finetunes else res.pretrain.run_dir)
-    return write_text(Path(out) / "report.html", build_report(res, model))
+    return write_text(Path(out) / "report.html", build_report(res, model, Path(out)))

@@ -81,6 +81,14 @@ class AnomalyFitResult(Record):
     score : str
     history : tuple of dict
         One row per training epoch.
+    n_calibration : int
+        Held-out normal images that set the threshold (0 in records written
+        before it was recorded).
+    target_fpr : float or None
+        The false-positive rate the threshold aims at (the ``fpr`` rule's rate).
+    calibration_note : str or None
+        Why the calibration set is larger than ``calibration_fraction`` asked,
+        or that it is still too small for the rate.
     """
 
     path: Path
@@ -89,6 +97,9 @@ class AnomalyFitResult(Record):
     rule: str
     score: str
     history: tuple[dict[str, float], ...]
+    n_calibration: int = 0
+    target_fpr: float | None = None
+    calibration_note: str | None = None
 
 
 def _normal_images(data: DataArg, opts: Any) -> ImageDataset:
@@ -147,9 +158,12 @@ def run_anomaly_fit(
     # Every rank holds the same trained detector; one writes it.
     path = det.save(out) if dist_utils.is_main() else out
     dist_utils.barrier()
+    rule = det.threshold_rule_
     return AnomalyFitResult(
         path=path, n_train=len(det.decision_scores_), threshold=float(det.threshold_),
-        rule=str(det.threshold_rule_), score=det.score, history=tuple(det.history_),
+        rule=str(rule), score=det.score, history=tuple(det.history_),
+        n_calibration=det.n_calibration_, calibration_note=det.calibration_note(),
+        target_fpr=rule.value if rule.kind == "fpr" else None,
     )  # fmt: skip
 
 

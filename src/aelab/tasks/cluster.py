@@ -35,7 +35,16 @@ PathLike = str | os.PathLike[str]
 _EKM = inspect.signature(EquilibriumKMeans.__init__).parameters
 MAPS = ("tsne", "umap", "pca")
 UPDATES = ("damped", "fixed-point")
-OUTPUT_FILES = ("labels.csv", "centroids.npy", "summary.json", "sweep.csv", "search.csv")
+OUTPUT_FILES = (
+    "labels.csv",
+    "centroids.npy",
+    "summary.json",
+    "sweep.csv",
+    "search.csv",
+    "warnings.txt",
+)
+#: Where :func:`run_cluster` lists every warning of the fits, one a line (only when there are some).
+WARNINGS_FILE = "warnings.txt"
 
 
 def sweep_alphas(text: str, base: float) -> list[float]:
@@ -204,6 +213,12 @@ class ClusterResult(Record):
         Distinct warnings of all fits (dead centroids relocated, no convergence).
     n_warnings : int
         How many warnings the fits raised in all.
+    n_fits : int
+        How many fits ran: the alpha search's candidates, the main fit and the
+        sweep's alphas (0 in results written before it was recorded).
+    warning_log : tuple of str
+        Every warning in the order raised, each as ``<which fits>: <message>``
+        (what ``warnings.txt`` holds).
     space : str
     scheduler : str or None
         The Dask scheduler a shard folder was clustered on.
@@ -233,6 +248,8 @@ class ClusterResult(Record):
     search: tuple[AlphaRow, ...] = ()
     messages: tuple[str, ...] = ()
     n_warnings: int = 0
+    n_fits: int = 0
+    warning_log: tuple[str, ...] = ()
     scheduler: str | None = None
     chunks: int | None = None
     files: tuple[Path, ...] = field(default=())
@@ -251,12 +268,19 @@ class _Warnings:
 
     def __init__(self) -> None:
         self.caught: list[str] = []
+        self.log: list[str] = []
 
     def __call__(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.during("the fit", fn, *args, **kwargs)
+
+    def during(self, stage: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, its warnings recorded as raised during ``stage``."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             out = fn(*args, **kwargs)
-        self.caught += [str(w.message) for w in caught]
+        messages = [str(w.message) for w in caught]
+        self.caught += messages
+        self.log += [f"{stage}: {m}" for m in messages]
         return out
 
     def distinct(self) -> tuple[str, ...]:
@@ -349,7 +373,7 @@ def _check_plot(plot: PathLike, overwrite: bool) -> Path:
 
 
 def _write(out: Path, res: ClusterResult, labels: np.ndarray, centroids: np.ndarray) -> list[Path]:
-    from aelab.files import write_json, write_npy
+    from aelab.files import write_json, write_npy, write_text
 
     files = [
         write_csv(out / "labels.csv", ["index", "cluster"], enumerate(labels.tolist())),
@@ -358,6 +382,10 @@ def _write(out: Path, res: ClusterResult, labels: np.ndarray, centroids: np.ndar
     for name, rows in (("sweep.csv", res.sweep), ("search.csv", res.search)):
         if rows:
             files.append(write_csv(out / name, _ROW_HEADER, (r.cells() for r in rows)))
+    if res.warning_log:
+        # One warning a line: a message's own line breaks would split it.
+        lines = (" ".join(w.split()) for w in res.warning_log)
+        files.append(write_text(out / WARNINGS_FILE, "".join(f"{w}\n" for w in lines)))
     summary = out / "summary.json"
     files.append(summary)
     write_json(summary, {**res.to_json(), "files": [str(f) for f in files]})
@@ -438,14 +466,16 @@ def _run_in_memory(features: Any, opts: ClusterOptions, outs: list[Path], plot: 
     caught, alpha, search = _Warnings(), resolve_alpha(parse_alpha(opts.alpha), Xc), []
     ratio = opts.target_ratio
     if ratio is not None:
-        best, rows = caught(search_alpha, Xc, opts.k, ratio, y=y, random_state=opts.seed, **ekm)
+        best, rows = caught.during("the alpha search", search_alpha, Xc, opts.k, ratio, y=y,
+                                   random_state=opts.seed, **ekm)  # fmt: skip
         alpha, search = best["alpha"], [_row(r, y, ratio) for r in rows]
-    est = caught(opts.estimator(alpha).fit, Xc)
+    est = caught.during("the main fit", opts.estimator(alpha).fit, Xc)
     raw_sweep, sweep = [], []
     if opts.sweep:
         base = float(est.alpha_)
         alphas = sweep_alphas(opts.sweep, base)
-        raw_sweep = caught(alpha_sweep, Xc, opts.k, alphas, y=y, random_state=opts.seed, **ekm)
+        raw_sweep = caught.during("the alpha sweep", alpha_sweep, Xc, opts.k, alphas, y=y,
+                                  random_state=opts.seed, **ekm)  # fmt: skip
         sweep = [_row(r, y, ratio, factor=r["alpha"] / base) for r in raw_sweep]
     res = _result(est, est.labels_, opts, source, X.shape, y, caught, fs.kind, search, sweep,
                   "target-ratio" if ratio is not None else str(opts.alpha))  # fmt: skip
@@ -473,7 +503,8 @@ def _result(est: Any, labels: np.ndarray, opts: ClusterOptions, source: str,
         scores=_scores(y, labels), target_ratio=None if ratio is None else tuple(ratio),
         mismatch=None if ratio is None else ratio_mismatch(sizes, ratio),
         sweep=tuple(sweep), search=tuple(search), messages=caught.distinct(),
-        n_warnings=len(caught.caught),
+        n_warnings=len(caught.caught), n_fits=len(search) + 1 + len(sweep),
+        warning_log=tuple(caught.log),
     )  # fmt: skip
 
 

@@ -2,7 +2,9 @@
 
 - :mod:`aelab.training.loop` — :class:`Trainer` (with :mod:`~aelab.training.config`:
   :class:`TrainConfig`; :mod:`~aelab.training.ema`: weight averaging;
-  :mod:`~aelab.training.runfolder`: run-folder checks and metrics)
+  :mod:`~aelab.training.runfolder`: run-folder checks and metrics;
+  :mod:`~aelab.training.epoch`: device moves, metric sums, DDP wrapping;
+  :mod:`~aelab.training.optim`: AdamW and the warm-up + cosine schedule)
 - :mod:`aelab.training.steps` — reconstruction and classification steps
 - :mod:`aelab.training.semisup` — FixMatch step and strong augmentation
 - :mod:`aelab.training.checkpoint` — safetensors + JSON checkpoints, each epoch's

@@ -26,11 +26,9 @@ same ``run_dir`` and settings, and call ``fit(resume=True)``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -47,31 +45,22 @@ from aelab.training import runfolder
 from aelab.training import speed as speed_utils
 from aelab.training.config import TrainConfig, TrainResult
 from aelab.training.ema import WeightAverage
+from aelab.training.epoch import (
+    EpochSums,
+    NonFiniteLossError,
+    StepFn,
+    autocast,
+    non_finite_error,
+    open_tensorboard,
+    summary,
+    to_device,
+    wrap_ddp,
+)
+from aelab.training.optim import BatchFactory, make_optimizer, steps_per_epoch, warmup_cosine
 
 __all__ = ["NonFiniteLossError", "StepFn", "TrainConfig", "TrainResult", "Trainer"]
 
-#: ``step(model, batch, stage) -> {"loss": tensor, "n": int, <metric>: tensor, ...}``
-StepFn = Callable[[nn.Module, Any, str], Mapping[str, Any]]
-#: ``factory(epoch) -> iterable of batches`` (with ``len()``)
-BatchFactory = Callable[[int], Iterable[Any]]
-
 _EVENTS = ("on_fit_start", "on_train_epoch_start", "on_epoch_end", "on_fit_end")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint was kept."""
-
-
-def _warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
-    """LR factor at optimizer step ``s``: linear warm-up, then cosine to ``min_ratio``."""
-
-    def factor(s: int) -> float:
-        if s < warmup:
-            return (s + 1) / warmup
-        t = (s - warmup) / max(1, total - warmup)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    return factor
 
 
 class Trainer:
@@ -194,23 +183,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
 
-    def _make_optimizer(self) -> torch.optim.AdamW:
-        cfg = self.config
-        groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
-        for name, p in self.model.named_parameters():
-            mult = next((m for pre, m in self.lr_mult.items() if name.startswith(pre)), 1.0)
-            # Decay weight matrices and kernels only: decaying biases and norm
-            # scales towards zero only hurts (as in nanoGPT's configure_optimizers).
-            groups.setdefault((float(mult), p.ndim >= 2), []).append(p)
-        param_groups = [
-            {"params": ps, "lr": cfg.lr * mult, "weight_decay": cfg.weight_decay if decay else 0.0}
-            for (mult, decay), ps in sorted(
-                groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1])
-            )
-        ]
-        fused = cfg.fused_adamw and self.device.type in ("cpu", "cuda")
-        return torch.optim.AdamW(param_groups, lr=cfg.lr, fused=fused or None)
-
     def _monitor(self) -> tuple[str, str]:
         cfg = self.config
         monitor = cfg.monitor or ("val_loss" if self.val_batches is not None else "train_loss")
@@ -228,40 +200,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def _to_device(self, batch: Any) -> Any:
-        if isinstance(batch, torch.Tensor):
-            t = batch.to(self.device, non_blocking=True)
-            if self.speed and self.speed.channels_last and t.ndim == 4 and t.is_floating_point():
-                t = t.contiguous(memory_format=torch.channels_last)
-            return t
-        if isinstance(batch, tuple | list):
-            return type(batch)(self._to_device(b) for b in batch)
-        if isinstance(batch, Mapping):
-            return {k: self._to_device(v) for k, v in batch.items()}
-        return batch
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.speed and self.speed.amp == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _run_epoch(
         self, batches: Iterable[Any], stage: str, model: nn.Module | None = None
     ) -> dict[str, float]:
         cfg = self.config
         train = stage == "train"
         model = self.model if model is None else model
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
+        sums = EpochSums()
         desc = f"epoch {self.epoch + 1}/{cfg.epochs} {stage}"
         show = cfg.progress and dist_utils.is_main()
         bar = tqdm(
             batches, desc=desc, leave=False, disable=not progress_bars(show), dynamic_ncols=True
         )
         params = [p for p in self.model.parameters()]
+        channels_last = bool(self.speed and self.speed.channels_last)
         for i, raw in enumerate(bar):
-            batch = self._to_device(raw)
-            with self._autocast():
+            batch = to_device(raw, self.device, channels_last)
+            with autocast(self.device, self.speed):
                 if train and self._ddp is not None:
                     # Through DDP's forward, so that backward averages the gradients.
                     out = self._ddp(batch, stage)
@@ -269,51 +224,32 @@ class Trainer:
                     out = self.step(model, batch, stage)
             loss = out["loss"]
             if train:
-                assert self.optimizer is not None and self.scheduler is not None
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
-                if self._average is not None:
-                    self._average.update(self.global_step)
-                self.global_step += 1
-            n = int(out.get("n", 1))
-            count += n
-            for k, v in out.items():
-                if k == "n":
-                    continue
-                if k not in sums:
-                    sums[k] = torch.zeros((), dtype=torch.float64, device=v.device)
-                sums[k].add_(v.detach(), alpha=n)
+                self._optimizer_step(loss, params)
+            sums.add(out)
             # Reading the loss waits for the device, so only every log_every steps.
             if show and i % cfg.log_every == 0:
                 value = float(loss.detach())
                 bar.set_postfix(loss=f"{value:.4g}")
                 if not math.isfinite(value):
-                    self._non_finite(stage, value)
+                    raise non_finite_error(stage, value, self.epoch, self.run_dir)
         bar.close()
-        totals, count = dist_utils.all_reduce_sums(sums, count)
-        if count == 0:
-            raise ValueError(f"the {stage} batches of epoch {self.epoch + 1} are empty")
-        metrics = {k: v / count for k, v in totals.items()}
-        if "loss" not in metrics:
-            raise ValueError("the step function must return a 'loss' entry")
+        metrics = sums.means(stage, self.epoch)
         if not math.isfinite(metrics["loss"]):
-            self._non_finite(stage, metrics["loss"])
+            raise non_finite_error(stage, metrics["loss"], self.epoch, self.run_dir)
         return metrics
 
-    def _non_finite(self, stage: str, value: float) -> None:
-        kept = (
-            f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}"
-            if self.run_dir is not None and self.epoch > 0
-            else "no checkpoint was written"
-        )
-        raise NonFiniteLossError(
-            f"the {stage} loss became {value} in epoch {self.epoch + 1}; training stopped and "
-            f"{kept}. Lower the learning rate, keep gradient clipping on, or turn off amp."
-        )
+    def _optimizer_step(self, loss: torch.Tensor, params: list[nn.Parameter]) -> None:
+        """Backward, clip, step the optimizer, the schedule and the weight average."""
+        assert self.optimizer is not None and self.scheduler is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self._average is not None:
+            self._average.update(self.global_step)
+        self.global_step += 1
 
     # ------------------------------------------------------------------ fit
 
@@ -348,8 +284,8 @@ class Trainer:
         self._set_up(world)
         start = self._begin(resume, overwrite)
         speed_utils.announce(self.speed, cfg.progress and dist_utils.is_main())
-        self._ddp = self._wrap_ddp(world) if world.world_size > 1 else None
-        writer = self._tensorboard() if dist_utils.is_main() else None
+        self._ddp = wrap_ddp(self.model, self.step, self.device) if world.world_size > 1 else None
+        writer = open_tensorboard(self.run_dir, cfg.tensorboard) if dist_utils.is_main() else None
         self.should_stop = self._stopped
         self._fire("on_fit_start")
         try:
@@ -363,7 +299,7 @@ class Trainer:
                         if k != "epoch":
                             writer.add_scalar(k, v, epoch + 1)
                 if cfg.progress and dist_utils.is_main():
-                    tqdm.write(_summary(row, cfg.epochs), file=sys.stderr)
+                    tqdm.write(summary(row, cfg.epochs), file=sys.stderr)
         finally:
             if writer is not None:
                 writer.close()
@@ -394,12 +330,15 @@ class Trainer:
             dist_utils.convert_sync_batchnorm(self.model, self.device)
             if self._average is not None:
                 self._average.pair(self.model)
-        steps_per_epoch = self._steps_per_epoch()
-        total = cfg.epochs * steps_per_epoch
-        warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
-        self.optimizer = self._make_optimizer()
+        per_epoch = steps_per_epoch(self.train_batches)
+        total = cfg.epochs * per_epoch
+        warmup = min(total, round(cfg.warmup_epochs * per_epoch))
+        self.optimizer = make_optimizer(
+            self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, lr_mult=self.lr_mult,
+            fused=cfg.fused_adamw and self.device.type in ("cpu", "cuda"),
+        )  # fmt: skip
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _warmup_cosine(warmup, total, cfg.min_lr_ratio)
+            self.optimizer, warmup_cosine(warmup, total, cfg.min_lr_ratio)
         )
 
     def _begin(self, resume: bool, overwrite: bool) -> int:
@@ -533,62 +472,3 @@ class Trainer:
         )
         self._fire("on_fit_end")
         return result
-
-    def _wrap_ddp(self, world: dist_utils.DistInfo) -> nn.Module:
-        """The model and step function as one DistributedDataParallel module."""
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        # find_unused_parameters: a step may leave parts of the model out (the
-        # decoder in plain fine-tuning, the head in pre-training, a frozen encoder).
-        return DistributedDataParallel(
-            _StepModule(self.model, self.step), device_ids=ids, find_unused_parameters=True
-        )
-
-    def _steps_per_epoch(self) -> int:
-        batches = self.train_batches(0)
-        try:
-            n = len(batches)  # type: ignore[arg-type]
-        except TypeError:
-            raise ValueError(
-                "train_batches(epoch) must return an iterable with len() "
-                "(the schedule needs the number of steps)"
-            ) from None
-        if n < 1:
-            raise ValueError(
-                "train_batches(0) yields no batches; give more data or a smaller batch size"
-            )
-        return n
-
-    def _tensorboard(self) -> Any:
-        if not self.config.tensorboard or self.run_dir is None:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            warnings.warn(
-                "tensorboard=True but the tensorboard package is not installed; "
-                "pip install tensorboard to get TensorBoard logs (metrics.csv is written anyway)",
-                stacklevel=3,
-            )
-            return None
-        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
-
-
-class _StepModule(nn.Module):
-    """``step(model, batch, stage)`` as a module, so DDP sees one forward per step."""
-
-    def __init__(self, model: nn.Module, step: StepFn) -> None:
-        super().__init__()
-        self.model = model
-        self._step = step
-
-    def forward(self, batch: Any, stage: str) -> dict[str, Any]:
-        return dict(self._step(self.model, batch, stage))
-
-
-def _summary(row: Mapping[str, float], epochs: int) -> str:
-    parts = [f"epoch {int(row['epoch'])}/{epochs}"]
-    parts += [f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "time_s")]
-    parts.append(f"({row['time_s']:.1f} s)")
-    return "  ".join(parts)
