@@ -88,6 +88,11 @@ def folder_command(folder: Path) -> str | None:
     return None
 
 
+def _wrote(cmd: str) -> str:
+    """``a folder `aelab CMD` wrote``, for a refusal (a checkpoint may predate the records)."""
+    return "a checkpoint folder" if cmd == "checkpoint" else f"a folder `aelab {cmd}` wrote"
+
+
 def _kind(folder: Path) -> str:
     cmd = folder_command(folder)
     if cmd in (None, "study"):
@@ -146,8 +151,7 @@ def _guard_marked(out: Path, option: str) -> None:
         cmd = folder_command(parent)
         if cmd is not None:
             raise ValueError(
-                f"{option} {out} lies inside {parent}, a folder `aelab {cmd}` wrote; "
-                "write it elsewhere"
+                f"{option} {out} lies inside {parent}, {_wrote(cmd)}; write it elsewhere"
             )
 
 
@@ -254,7 +258,7 @@ def check_output_folder(
     if command is not None and not _writing_inside(out):
         owner = folder_command(out) if out.is_dir() else None
         if owner is not None and owner != command:
-            raise ValueError(f"{option} {out} is a folder `aelab {owner}` wrote; write elsewhere")
+            raise ValueError(f"{option} {out} is {_wrote(owner)}; write elsewhere")
     there = [n for n in names if (out / n).exists()]
     if there and not overwrite:
         raise ValueError(
