@@ -9,7 +9,6 @@ import hashlib
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -114,7 +113,9 @@ IN_THE_DATA = [
 ]
 
 
-@pytest.mark.parametrize("command", IN_THE_DATA, ids=lambda c: c[0] if c[0] != "anomaly" else "score")
+@pytest.mark.parametrize(
+    "command", IN_THE_DATA, ids=lambda c: c[0] if c[0] != "anomaly" else "score"
+)
 def test_no_output_over_an_image_of_the_input_folder(lay, command):
     before = tree(lay)
     *cmd, opt, ref = command
@@ -163,7 +164,9 @@ def test_nothing_writes_into_a_folder_another_command_wrote(lay, args):
     assert tree(lay) == before
 
 
-@pytest.mark.parametrize("name", ["../../escaped", "/tmp/aelab-abs-name", "../../d3/c0", "..", "a/b"])
+@pytest.mark.parametrize(
+    "name", ["../../escaped", "/tmp/aelab-abs-name", "../../d3/c0", "..", "a/b"]
+)
 def test_name_is_one_folder_name(lay, name):
     before = tree(lay)
     r = invoke("finetune", lay / "d3", "--init", lay / "R1/pretrain", "--out", lay / "o/N01",
