@@ -120,7 +120,7 @@ def test_no_output_over_an_image_of_the_input_folder(lay, command):
     before = tree(lay)
     *cmd, opt, ref = command
     r = invoke(*cmd, lay / "d3", opt, lay / ref, "--out", lay / "d3/c0/0.png", "--overwrite", *FAST)
-    refused(r, "d3/c0/0.png", "inside the data folder")
+    refused(r, "d3/c0/0.png", "inside the folder")
     assert tree(lay) == before
 
 
@@ -128,13 +128,13 @@ def test_embed_writes_no_new_file_into_the_data(lay):
     before = tree(lay)
     r = invoke("embed", lay / "d3", "--ckpt", lay / "R1/finetune", "--out", lay / "d3/c1/2.npz",
                *FAST)  # fmt: skip
-    refused(r, "inside the data folder")
+    refused(r, "inside the folder")
     assert tree(lay) == before
 
 
 @pytest.mark.parametrize(
     ("out", "words"),
-    [("d3", "one of this command's inputs"), ("d3/figures", "inside the data folder"),
+    [("d3", "one of this command's inputs"), ("d3/figures", "inside the folder"),
      (".", "contains"), ("R1/finetune/study", "`aelab finetune` wrote")],
 )  # fmt: skip
 def test_a_study_never_writes_into_its_data_or_a_checkpoint(lay, out, words):

@@ -142,11 +142,11 @@ def _acquire(lock: Path, what: str) -> LockHolder:
                 )
             continue  # released between our two looks: try again
         if _alive(holder):
-            where = "this host" if holder.host == me.host else f"host {holder.host}"
+            here = holder.host == me.host
             raise ValueError(
-                f"{what} is being written by process {holder.pid} on {where} (lock {lock}); "
-                "wait for it to finish or write elsewhere"
-                + ("" if holder.host == me.host else "; remove the lock if that run is gone")
+                f"{what} is being written by process {holder.pid} on host {holder.host}"
+                f"{' (this host)' if here else ''} (lock {lock}); wait for it to finish or "
+                "write elsewhere" + ("" if here else "; remove the lock if that run is gone")
             )
         _take_over(lock, holder)
     raise ValueError(f"{what}: could not take the lock {lock}; try again")

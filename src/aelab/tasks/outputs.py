@@ -96,7 +96,7 @@ def _wrote(cmd: str) -> str:
 def _kind(folder: Path) -> str:
     cmd = folder_command(folder)
     if cmd in (None, "study"):
-        return "the data folder" if cmd is None else "the study folder"
+        return "the folder" if cmd is None else "the study folder"
     return "the detector folder" if cmd == "anomaly fit" else "the checkpoint folder"
 
 
