@@ -75,10 +75,12 @@ def folder_command(folder: Path) -> str | None:
     ``steps/`` beside ``config.toml`` (study), ``model.json`` (a checkpoint).
     Each marker must read as aelab's, so that a stray file of that name does not count.
     """
-    for marker, key in ((RECORD, "command"), ("run.json", "command")):
-        cmd = _key(folder / marker, key)
-        if isinstance(cmd, str):
-            return cmd
+    cmd = _key(folder / RECORD, "command")
+    if isinstance(cmd, str):
+        return cmd
+    run = _json(folder / "run.json") if (folder / "run.json").is_file() else None
+    if isinstance(run, dict) and isinstance(run.get("command"), str) and "aelab" in run:
+        return str(run["command"])
     if _key(folder / "detector.json", "threshold_") is not None:
         return "anomaly fit"
     if (folder / "steps").is_dir() and (folder / "config.toml").is_file():
