@@ -145,7 +145,7 @@ def _writing_inside(out: Path) -> bool:
 
 
 def _guard_marked(out: Path, option: str) -> None:
-    """Refuse ``out`` inside (or, for a folder, being) a folder another command wrote."""
+    """Refuse ``out`` inside a folder another command wrote (unless this process writes it)."""
     target = out.resolve()
     for parent in target.parents:
         if held_here(parent / LOCK):
