@@ -112,7 +112,8 @@ def _create(lock: Path, me: LockHolder) -> bool:
                 json.dump(asdict(me), f)
             return True
     finally:
-        os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):  # a run's clean-up may have taken it
+            os.unlink(tmp)
 
 
 def _take_over(lock: Path, stale: LockHolder) -> None:
@@ -154,7 +155,7 @@ def _acquire(lock: Path, what: str) -> LockHolder:
 
 def held_here(lock: str | os.PathLike[str]) -> bool:
     """Whether this process holds lock file ``lock`` (taken with :func:`hold_lock`)."""
-    return str(Path(lock).absolute()) in _HELD
+    return str(Path(lock).resolve()) in _HELD
 
 
 @contextlib.contextmanager
@@ -169,7 +170,7 @@ def hold_lock(lock: str | os.PathLike[str], what: str) -> Iterator[None]:
         When another live process holds it (one line naming its host and
         process id), or it is held from another host.
     """
-    key = str(Path(lock).absolute())
+    key = str(Path(lock).resolve())
     if key in _HELD:
         _HELD[key] += 1
         try:
