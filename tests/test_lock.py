@@ -135,3 +135,29 @@ def test_only_rank_0_locks_and_records(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError), output_folder(tmp_path / "new" / "run", "pretrain"):
         raise RuntimeError("failed before any checkpoint")
     assert not (tmp_path / "new").exists()
+
+
+def test_the_study_holds_its_folder_for_every_step(tmp_path):
+    """Inside the study's claim its own steps write into the folder; another process may not."""
+    from aelab.study import StudyConfig
+    from aelab.study.run import study_output
+    from aelab.tasks.outputs import output_folder
+
+    cfg = StudyConfig()
+    cfg.device = "cpu"
+    out = tmp_path / "S"
+    child = (
+        "import sys; from aelab.tasks.outputs import output_folder\n"
+        "try:\n    with output_folder(sys.argv[1], 'cluster'): pass\n"
+        "except ValueError as e:\n    print(e); sys.exit(2)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    with study_output(cfg, out) as run:
+        holder = json.loads((run / ".aelab.lock").read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        with output_folder(run / "pretrain", "pretrain"):  # a step of this study: let in
+            pass
+        r = subprocess.run([sys.executable, "-c", child, str(run / "cluster")], env=env,
+                           capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 2 and "`aelab study` wrote" in r.stdout, r.stdout + r.stderr
+    assert not (out / ".aelab.lock").exists()
