@@ -306,3 +306,26 @@ def test_no_command_changes_an_input_or_another_commands_files(
     if kind not in ("cluster", "plot"):  # the commands that read d3 add no file to it
         assert not any(p.startswith("d3/") for p in set(after) - set(before)), r.output
     assert not list(lay.rglob(".aelab.lock")), r.output  # the lock went with the command
+
+
+def test_folders_older_than_the_record_are_known_by_their_markers(tmp_path):
+    import json
+
+    from aelab.tasks.outputs import folder_command
+
+    marks = {
+        "run": ("run.json", {"command": "finetune", "aelab": "0.1.0"}, "finetune"),
+        "det": ("detector.json", {"threshold_": 0.5}, "anomaly fit"),
+        "ckpt": ("model.json", {"model": "convae_tiny"}, "checkpoint"),
+        "stray": ("run.json", {"command": "make"}, None),  # another tool's run.json
+    }
+    for folder, (name, content, _) in marks.items():
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_text(json.dumps(content))
+    (tmp_path / "study" / "steps").mkdir(parents=True)
+    (tmp_path / "study" / "config.toml").write_text("seed = 0\n")
+    for folder, (_, _, command) in marks.items():
+        assert folder_command(tmp_path / folder) == command, folder
+    assert folder_command(tmp_path / "study") == "study"
+    r = invoke("cluster", "unused.npy", "--k", "2", "--out", tmp_path / "study" / "c")
+    refused(r, "`aelab study` wrote")
