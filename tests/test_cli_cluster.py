@@ -27,7 +27,12 @@ def test_cluster_writes_labels_centroids_summary(tmp_path, data_a):
     out = tmp_path / "out"
     res = runner.invoke(app, ["cluster", str(src), "--k", "3", "--seed", "0", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in out.iterdir()) == ["centroids.npy", "labels.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "aelab-output.json",
+        "centroids.npy",
+        "labels.csv",
+        "summary.json",
+    ]  # the record of the command that wrote the folder (issue 19)
     lines = (out / "labels.csv").read_text().splitlines()
     assert lines[0] == "index,cluster" and len(lines) == len(X) + 1
     labels = np.array([int(r.split(",")[1]) for r in lines[1:]])

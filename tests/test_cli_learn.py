@@ -112,7 +112,7 @@ def test_masked_pretraining_and_weight_averaging_from_the_cli(tmp_path, shapes_n
     "args, message",
     [
         (
-            ["predict", "{data}", "--ckpt", "{tmp}", "--out", "{tmp}/x.csv"],
+            ["predict", "{data}", "--ckpt", "{tmp}/empty", "--out", "{tmp}/x.csv"],
             "not an aelab checkpoint",
         ),
         (["pretrain", "{tmp}/missing.npy", "--out", "{tmp}/r"], "missing.npy"),
@@ -126,6 +126,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, shapes_npz, args, message):
     if "cuda:7" in args and torch.cuda.is_available():
         pytest.skip("CUDA present")
     args = [a.format(data=shapes_npz, tmp=tmp_path) for a in args]
+    (tmp_path / "empty").mkdir()  # no checkpoint, and not the folder --out is in
     r = invoke(*args)
     assert r.exit_code == 2, r.output
     assert message in r.output

@@ -108,7 +108,7 @@ def _steps(out):
 @pytest.mark.slow
 def test_study_writes_every_artefact(study_run):
     out, output = study_run
-    for rel in ("report.html", "submission.csv", "cluster/sweep.csv", "cluster/latents.npz",
+    for rel in ("report.html", "submission.csv", "cluster/sweep.csv", "latents.npz",
                 "config.toml", "pretrain/model.safetensors", "finetune-standard/metrics.csv",
                 "finetune-none/metrics.csv", "anomaly/detector.json", "figures/ekm_panels.png",
                 "figures/reconstructions.png", "figures/anomaly/roc.png"):  # fmt: skip

@@ -52,6 +52,7 @@ def study_cmd(
     with user_errors():
         from aelab.report import write_report
         from aelab.study import load_config, run_study
+        from aelab.study.run import study_output
 
         over: dict = {}
         if data is not None:
@@ -65,8 +66,9 @@ def study_cmd(
         if device is not None:
             over["device"] = device
         cfg = load_config(config, quick=quick, overrides=over)
-        res = run_study(cfg, out, resume=resume, log=echo)
-        report = write_report(res, out)
+        with study_output(cfg, out, resume=resume):  # one lock over the steps and the report
+            res = run_study(cfg, out, resume=resume, log=echo)
+            report = write_report(res, out)
         echo(f"[report] wrote {report}")
         echo(f"study finished in {res.total_wall_s:.0f} s; report: {report}")
 

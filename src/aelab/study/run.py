@@ -13,10 +13,11 @@ turns the returned :class:`~aelab.study.results.StudyResults` into ``report.html
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ from aelab.tasks import (
     run_reconstruct,
 )
 
-__all__ = ["environment", "run_study"]
+__all__ = ["environment", "run_study", "study_output"]
 
 FIGURES = "figures"
 
@@ -85,7 +86,8 @@ class _Steps:
         sub = self.plan.cluster_subset
         ckpt = self.out / "pretrain" if c.encoder == "pretrain" else finetune_dir
         folder = self.out / "cluster"
-        lat = run_embed(sub, ckpt, folder / "latents.npz", device=self.cfg.device, overwrite=True)
+        # Beside the cluster folder, not in it: an output never holds one of its inputs.
+        lat = run_embed(sub, ckpt, self.out / "latents.npz", device=self.cfg.device, overwrite=True)
         figure = self.out / FIGURES / "ekm_panels.png"
         res = run_cluster(lat.path, folder, c.settings, plot=figure, overwrite=True)
         counts = np.bincount(sub.labels.numpy(), minlength=len(c.classes))  # type: ignore[union-attr]
@@ -140,6 +142,30 @@ def _summary(plan: StudyPlan, cfg: StudyConfig) -> DataSummary:
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def study_output(cfg: StudyConfig, out: str | Path, *, resume: bool = False) -> Iterator[Path]:
+    """Claim the study folder ``out`` (:func:`aelab.tasks.outputs.output_folder`) for the block.
+
+    It may not be, contain or lie inside the study's data, nor lie inside a
+    folder another command wrote; the study holds its lock throughout, and
+    each step writes inside it. A refusal leaves nothing behind.
+    """
+    from aelab.runtime import resolve_device
+    from aelab.tasks.outputs import output_folder
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder")
+    if (out / "steps").exists() and not resume:
+        raise ValueError(
+            f"{out} already holds a study; add --resume to continue it or choose another --out"
+        )
+    resolve_device(cfg.device)  # a device this machine lacks is refused before anything is written
+    inputs = [cfg.data.source, cfg.data.test, cfg.anomaly.anomalies]
+    with output_folder(out, "study", inputs=[i for i in inputs if i]) as out:
+        yield out
+
+
 def run_study(
     cfg: StudyConfig, out: str | Path, *, resume: bool = False, log: Callable[[str], None] = print
 ) -> StudyResults:
@@ -152,13 +178,13 @@ def run_study(
     -------
     StudyResults
     """
-    out = Path(out)
-    if (out / "steps").exists() and not resume:
-        raise ValueError(
-            f"{out} already holds a study; add --resume to continue it or choose another --out"
-        )
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder")
+    with study_output(cfg, out, resume=resume) as out:
+        return _run_study(cfg, out, resume, log)
+
+
+def _run_study(
+    cfg: StudyConfig, out: Path, resume: bool, log: Callable[[str], None]
+) -> StudyResults:
     t0 = time.perf_counter()
     plan = make_plan(cfg)
     write_text(out / "config.toml", dump_config(cfg))

@@ -20,9 +20,9 @@ from aelab.anomaly import ReconstructionDetector
 from aelab.data.dataset import ImageDataset
 from aelab.files import write_csv
 from aelab.tasks.options import with_overrides
-from aelab.tasks.outputs import check_output, check_output_folder
+from aelab.tasks.outputs import output_file, output_folder
 from aelab.tasks.results import Record
-from aelab.tasks.source import DataArg, input_path, load_images, split_by_class, subsample
+from aelab.tasks.source import DataArg, load_images, split_by_class, subsample
 
 __all__ = [
     "AnomalyEvalResult",
@@ -151,13 +151,13 @@ def run_anomaly_fit(
     opts = with_overrides(config or AnomalyFitOptions(), overrides)
     # A resumed fit may find the model folder of a save that was cut short; never a whole detector.
     names = ("detector.json",) if resume else _DETECTOR_FILES
-    out = check_output_folder(out, names, inputs=[input_path(data)], overwrite=overwrite)
-    det = ReconstructionDetector(**opts.detector_params()).fit(
-        _normal_images(data, opts), out_dir=out / "train", resume=resume, overwrite=overwrite
-    )
-    # Every rank holds the same trained detector; one writes it.
-    path = det.save(out) if dist_utils.is_main() else out
-    dist_utils.barrier()
+    with output_folder(out, "anomaly fit", names=names, inputs=[data], overwrite=overwrite) as out:
+        det = ReconstructionDetector(**opts.detector_params()).fit(
+            _normal_images(data, opts), out_dir=out / "train", resume=resume, overwrite=overwrite
+        )
+        # Every rank holds the same trained detector; one writes it.
+        path = det.save(out) if dist_utils.is_main() else out
+        dist_utils.barrier()
     rule = det.threshold_rule_
     return AnomalyFitResult(
         path=path, n_train=len(det.decision_scores_), threshold=float(det.threshold_),
@@ -186,14 +186,13 @@ def run_anomaly_score(
     overwrite: bool = False,
 ) -> AnomalyScoreResult:
     """Score images with a saved detector; write ``id,score,is_anomaly`` to ``out``."""
-    out = check_output(out, inputs=[detector, input_path(data)], overwrite=overwrite)
-    det = ReconstructionDetector.load(detector, device=device)
-    ds = load_images(data)
-    s = det.decision_function(ds)
-    flag = (s > det.threshold_).astype(int)
-    path = write_csv(
-        out, ["id", "score", "is_anomaly"], zip(ds.ids, s.tolist(), flag.tolist(), strict=True)
-    )
+    with output_file(out, "anomaly score", inputs=[detector, data], overwrite=overwrite) as out:
+        det = ReconstructionDetector.load(detector, device=device)
+        ds = load_images(data)
+        s = det.decision_function(ds)
+        flag = (s > det.threshold_).astype(int)
+        rows = zip(ds.ids, s.tolist(), flag.tolist(), strict=True)
+        path = write_csv(out, ["id", "score", "is_anomaly"], rows)
     return AnomalyScoreResult(path=path, n=len(s), n_anomalies=int(flag.sum()),
                               threshold=float(det.threshold_))  # fmt: skip
 
@@ -305,16 +304,16 @@ def run_anomaly_eval(
         "most_anomalous.png",
         "least_anomalous.png",
     )
-    out = check_output_folder(out, names, inputs=[detector, input_path(normal), input_path(anomalous)],
-                              overwrite=overwrite)  # fmt: skip
-    det = ReconstructionDetector.load(detector, device=device)
-    n_ds, a_ds, what = _anomaly_sets(
-        normal, anomalous, normal_class, anomalous_class, det.image_shape_
-    )
-    n_ds, a_ds = subsample(n_ds, max_images, seed), subsample(a_ds, max_images, seed + 1)
-    m, s_n, s_a = det.evaluate(n_ds, a_ds, return_scores=True)
-    metrics = DetectionMetrics.of(m)
-    figures = anomaly_figures(det, n_ds, a_ds, (s_n, s_a), out)
-    write_json(out / "metrics.json", metrics.to_json())
+    with output_folder(out, "anomaly eval", names=names, inputs=[detector, normal, anomalous],
+                       overwrite=overwrite) as out:  # fmt: skip
+        det = ReconstructionDetector.load(detector, device=device)
+        n_ds, a_ds, what = _anomaly_sets(
+            normal, anomalous, normal_class, anomalous_class, det.image_shape_
+        )
+        n_ds, a_ds = subsample(n_ds, max_images, seed), subsample(a_ds, max_images, seed + 1)
+        m, s_n, s_a = det.evaluate(n_ds, a_ds, return_scores=True)
+        metrics = DetectionMetrics.of(m)
+        figures = anomaly_figures(det, n_ds, a_ds, (s_n, s_a), out)
+        write_json(out / "metrics.json", metrics.to_json())
     label = str(normal_class) if normal_class is not None else "the normal set"
     return AnomalyEvalResult(metrics=metrics, figures=figures, normal=label, anomalous=what)

@@ -11,6 +11,7 @@ printed once per fit.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import warnings
@@ -24,7 +25,7 @@ from aelab.clustering import EquilibriumKMeans, parse_alpha, resolve_alpha
 from aelab.clustering.space import SPACES
 from aelab.files import write_csv
 from aelab.tasks.options import with_overrides
-from aelab.tasks.outputs import check_output, check_output_folder
+from aelab.tasks.outputs import output_file, output_folder
 from aelab.tasks.results import Record
 
 __all__ = ["AlphaRow", "ClusterOptions", "ClusterResult", "Scores", "run_cluster"]
@@ -362,14 +363,14 @@ def _figure(Xc: np.ndarray, est: Any, raw_sweep: list[dict[str, Any]], sweep: li
     )  # fmt: skip
 
 
-def _check_plot(plot: PathLike, overwrite: bool) -> Path:
+def _check_plot(plot: PathLike) -> Path:
     from aelab.viz import image_format
 
     try:
         image_format(plot)
     except ValueError as e:
         raise ValueError(f"--plot: {e}") from None
-    return check_output(plot, overwrite=overwrite, option="--plot")
+    return Path(plot)
 
 
 def _write(out: Path, res: ClusterResult, labels: np.ndarray, centroids: np.ndarray) -> list[Path]:
@@ -435,9 +436,19 @@ def run_cluster(
     opts = _options(config, dict(overrides))
     outs = [Path(out)] if out is not None else []
     inputs = [features] if isinstance(features, str | os.PathLike) else []
-    for o in outs:
-        check_output_folder(o, OUTPUT_FILES, inputs=inputs, overwrite=overwrite)
-    plot = None if plot is None else _check_plot(plot, overwrite)
+    plot = None if plot is None else _check_plot(plot)
+    with contextlib.ExitStack() as claims:
+        for o in outs:
+            claims.enter_context(output_folder(o, "cluster", names=OUTPUT_FILES, inputs=inputs,
+                                               overwrite=overwrite))  # fmt: skip
+        if plot is not None:
+            claims.enter_context(output_file(plot, "cluster", inputs=inputs,
+                                             overwrite=overwrite, option="--plot"))  # fmt: skip
+        return _cluster(features, opts, outs, plot, scheduler, true_labels, class_names)
+
+
+def _cluster(features: Any, opts: ClusterOptions, outs: list[Path], plot: Path | None,
+             scheduler: str | None, true_labels: Any, class_names: Any) -> ClusterResult:  # fmt: skip
     if isinstance(features, str | os.PathLike) and Path(features).is_dir():
         from aelab.tasks.shards import cluster_shards
 

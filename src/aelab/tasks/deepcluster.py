@@ -12,9 +12,9 @@ import numpy as np
 from aelab.deepcluster import DeepClusterConfig
 from aelab.files import write_csv, write_records
 from aelab.tasks.options import coerce, with_overrides
-from aelab.tasks.outputs import check_output_folder
+from aelab.tasks.outputs import check_name, output_folder
 from aelab.tasks.results import Record, to_jsonable
-from aelab.tasks.source import DataArg, input_path, sample_subset
+from aelab.tasks.source import DataArg, sample_subset
 
 __all__ = ["DeepClusterOptions", "DeepClusterRun", "RoundSummary", "run_deepcluster"]
 
@@ -111,18 +111,24 @@ def run_deepcluster(
     -------
     DeepClusterRun
     """
-    from aelab.deepcluster import deep_cluster
-    from aelab.files import write_json, write_npy
-    from aelab.tasks.modeling import open_checkpoint
-    from aelab.training import save_checkpoint
-
     if config is None:
         if overrides.get("k") is None:
             raise ValueError("k (the number of clusters) is required")
         config = DeepClusterOptions(k=coerce(overrides.pop("k"), int, "k"))
     opts = with_overrides(config, overrides)
-    run_dir = Path(out) / (name or f"deepcluster-{opts.method}")
-    check_output_folder(run_dir, _FILES, inputs=[init, input_path(data)], overwrite=overwrite)
+    run_dir = Path(out) / (check_name(name) if name else f"deepcluster-{opts.method}")
+    with output_folder(run_dir, "deepcluster", names=_FILES, inputs=[init, data],
+                       overwrite=overwrite, option="--out/--name"):  # fmt: skip
+        return _deepcluster(data, init, run_dir, opts, log)
+
+
+def _deepcluster(data: DataArg, init: PathLike, run_dir: Path, opts: DeepClusterOptions,
+                 log: Any) -> DeepClusterRun:  # fmt: skip
+    from aelab.deepcluster import deep_cluster
+    from aelab.files import write_json, write_npy
+    from aelab.tasks.modeling import open_checkpoint
+    from aelab.training import save_checkpoint
+
     opened = open_checkpoint(init, data, device=opts.device)
     ds, _ = sample_subset(
         opened.data, classes=opts.classes, ratio=opts.ratio, n=opts.n, seed=opts.seed

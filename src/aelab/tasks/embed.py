@@ -12,9 +12,9 @@ import numpy as np
 
 from aelab.runtime import progress_bars
 from aelab.tasks.options import with_overrides
-from aelab.tasks.outputs import check_output, check_output_folder
+from aelab.tasks.outputs import output_file, output_folder
 from aelab.tasks.results import Record
-from aelab.tasks.source import DataArg, input_path, sample_subset
+from aelab.tasks.source import DataArg, sample_subset
 
 __all__ = ["EmbedOptions", "EmbedResult", "run_embed", "write_latents"]
 
@@ -110,8 +110,8 @@ def write_latents(
     return write_npz(path, **arrays)
 
 
-def _check_out(out: Path, opts: EmbedOptions, inputs: list[Any], overwrite: bool) -> bool:
-    """Whether ``out`` is one file (else a shard folder); refuse what cannot be written."""
+def _claim(out: Path, opts: EmbedOptions, inputs: list[Any], overwrite: bool) -> Any:
+    """The claim of ``out``: one ``.npz`` file, else a shard folder; refuse what cannot be written."""
     from aelab.data.shards import MANIFEST
 
     suffix = out.suffix.lower()
@@ -124,10 +124,8 @@ def _check_out(out: Path, opts: EmbedOptions, inputs: list[Any], overwrite: bool
             raise ValueError(
                 f"--shard-size writes a folder of shards; give --out a folder, not {out.name}"
             )
-        check_output(out, inputs=inputs, overwrite=overwrite)
-        return True
-    check_output_folder(out, [MANIFEST], inputs=inputs, overwrite=overwrite)
-    return False
+        return output_file(out, "embed", inputs=inputs, overwrite=overwrite)
+    return output_folder(out, "embed", names=[MANIFEST], inputs=inputs, overwrite=overwrite)
 
 
 def _rows(data: DataArg, ckpt: PathLike, stream: bool, device: str) -> tuple[Any, Any]:
@@ -181,15 +179,21 @@ def run_embed(
     -------
     EmbedResult
     """
+    opts = with_overrides(config or EmbedOptions(), overrides)
+    out = Path(out)
+    with _claim(out, opts, [ckpt, data], overwrite):
+        return _embed(data, ckpt, out, opts, stream, overwrite, device, progress)
+
+
+def _embed(data: DataArg, ckpt: PathLike, out: Path, opts: EmbedOptions, stream: bool,
+           overwrite: bool, device: str, progress: bool) -> EmbedResult:  # fmt: skip
     from tqdm.auto import tqdm
 
     from aelab.data.shards import ShardWriter
     from aelab.files import read_json
     from aelab.training import iter_encode
 
-    opts = with_overrides(config or EmbedOptions(), overrides)
-    out = Path(out)
-    to_file = _check_out(out, opts, [ckpt, input_path(data)], overwrite)
+    to_file = out.suffix.lower() == ".npz"
     model, rows = _rows(data, ckpt, stream, device)
     rows, index = sample_subset(
         rows, classes=opts.classes, ratio=opts.ratio, n=opts.n, seed=opts.seed

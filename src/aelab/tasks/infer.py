@@ -10,9 +10,9 @@ import numpy as np
 
 from aelab.files import write_csv
 from aelab.tasks.modeling import open_checkpoint
-from aelab.tasks.outputs import check_output
+from aelab.tasks.outputs import output_file
 from aelab.tasks.results import Record
-from aelab.tasks.source import DataArg, input_path
+from aelab.tasks.source import DataArg
 
 __all__ = [
     "EvaluateResult",
@@ -68,15 +68,13 @@ def run_predict(
     """
     from aelab.training import predict
 
-    out = check_output(out, inputs=[ckpt, input_path(data)],
-                       overwrite=overwrite)  # fmt: skip
-    opened = open_checkpoint(ckpt, data, device=device)
-    assert opened.data is not None
-    pred, probs = predict(opened.model, opened.data, batch_size=batch_size, device=device)
-    names = _class_names(opened.class_names, probs.shape[1])
-    path = write_csv(
-        out, ["id", "label"], zip(opened.data.ids, [names[k] for k in pred.tolist()], strict=True)
-    )
+    with output_file(out, "predict", inputs=[ckpt, data], overwrite=overwrite) as out:
+        opened = open_checkpoint(ckpt, data, device=device)
+        assert opened.data is not None
+        pred, probs = predict(opened.model, opened.data, batch_size=batch_size, device=device)
+        names = _class_names(opened.class_names, probs.shape[1])
+        rows = zip(opened.data.ids, [names[k] for k in pred.tolist()], strict=True)
+        path = write_csv(out, ["id", "label"], rows)
     counts = np.bincount(pred, minlength=probs.shape[1])
     return PredictResult(
         path=path, n=len(pred), counts=tuple(int(c) for c in counts), class_names=names
@@ -119,11 +117,18 @@ def run_evaluate(
     result is also written there as JSON.
     """
     from aelab.files import write_json
+
+    if out is None:
+        return _evaluate(data, ckpt, device)
+    with output_file(out, "evaluate", inputs=[ckpt, data], overwrite=overwrite) as out:
+        result = _evaluate(data, ckpt, device)
+        write_json(out, result.to_json())
+    return result
+
+
+def _evaluate(data: DataArg, ckpt: PathLike, device: str) -> EvaluateResult:
     from aelab.training import evaluate
 
-    if out is not None:
-        out = check_output(out, inputs=[ckpt, input_path(data)],
-                           overwrite=overwrite)  # fmt: skip
     opened = open_checkpoint(ckpt, data, device=device)
     ds = opened.data
     assert ds is not None
@@ -148,8 +153,6 @@ def run_evaluate(
         per_class_accuracy=per_class,
         confusion_matrix=tuple(tuple(int(v) for v in row[:k]) for row in res["confusion_matrix"][:k]),
     )  # fmt: skip
-    if out is not None:
-        write_json(out, result.to_json())
     return result
 
 
@@ -175,10 +178,6 @@ def run_reconstruct(
     overwrite: bool = False,
 ) -> ReconstructResult:
     """A PNG grid: ``n`` originals above their reconstructions by each checkpoint."""
-    from aelab import viz
-    from aelab.tasks.source import subsample
-    from aelab.training import reconstruct
-
     ckpts = [ckpts] if isinstance(ckpts, str | os.PathLike) else list(ckpts)
     if not ckpts:
         raise ValueError("give at least one checkpoint")
@@ -186,7 +185,16 @@ def run_reconstruct(
         raise ValueError(f"--n must be >= 1, got {n}")
     if titles is not None and len(titles) != len(ckpts):
         raise ValueError(f"{len(titles)} titles for {len(ckpts)} checkpoints")
-    out = check_output(out, inputs=ckpts, overwrite=overwrite)
+    with output_file(out, "reconstruct", inputs=[*ckpts, data], overwrite=overwrite) as out:
+        return _reconstruct(data, ckpts, out, n, seed, device, titles)
+
+
+def _reconstruct(data: DataArg, ckpts: list[PathLike], out: Path, n: int, seed: int, device: str,
+                 titles: list[str] | None) -> ReconstructResult:  # fmt: skip
+    from aelab import viz
+    from aelab.tasks.source import subsample
+    from aelab.training import reconstruct
+
     first = open_checkpoint(ckpts[0], data, device=device)
     assert first.data is not None
     sample = subsample(first.data, n, seed, name="n")

@@ -19,7 +19,7 @@ from aelab.data.dataset import ImageDataset, check_classes
 from aelab.data.splits import Splits
 from aelab.tasks.modeling import model_shape, new_model, record_run
 from aelab.tasks.options import with_overrides
-from aelab.tasks.outputs import check_output_folder
+from aelab.tasks.outputs import check_name, output_folder
 from aelab.tasks.results import Record
 from aelab.tasks.source import DataArg, describe, load_images, stream_images, subsample
 from aelab.training.configs import FINETUNE_RECIPES, FinetuneConfig, PretrainConfig
@@ -316,14 +316,16 @@ def run_pretrain(
 
     opts = with_overrides(config or PretrainOptions(), overrides)
     run_dir = _run_dir(out, "pretrain")
-    seed_everything(opts.seed)
-    net, name, train, val = _pretrain_parts(data, opts, stream)
-    result = pretrain(
-        net, train, val=val, config=opts, out_dir=run_dir, augment=_augment(opts.augment),
-        resume=resume, overwrite=overwrite, model_name=name, num_workers=num_workers,
-    )  # fmt: skip
-    speed = _speed(result)
-    record_run(run_dir, "pretrain", data, {"settings": opts, "speed": speed})
+    with output_folder(run_dir, "pretrain", inputs=[data], overwrite=overwrite,
+                       option="--out"):  # fmt: skip
+        seed_everything(opts.seed)
+        net, name, train, val = _pretrain_parts(data, opts, stream)
+        result = pretrain(
+            net, train, val=val, config=opts, out_dir=run_dir, augment=_augment(opts.augment),
+            resume=resume, overwrite=overwrite, model_name=name, num_workers=num_workers,
+        )  # fmt: skip
+        speed = _speed(result)
+        record_run(run_dir, "pretrain", data, {"settings": opts, "speed": speed})
     return PretrainResult(
         run_dir=run_dir, model=name, history=tuple(result.history), n_train=len(train),
         n_val=0 if val is None else len(val), speed=speed,
@@ -417,24 +419,21 @@ def run_finetune(
     from aelab.training import finetune
 
     opts = with_overrides(config or finetune_options(recipe), overrides)
-    run_dir = _run_dir(out, name)
-    check_output_folder(run_dir, (), inputs=[init], option="--out/--name")
-    seed_everything(opts.seed)
-    net, model_name, parts = _finetune_parts(data, opts, init)
-    result = finetune(
-        net, parts.labeled, val=parts.val,
-        unlabeled=parts.unlabeled if opts.uses_unlabeled else None, config=opts,
-        out_dir=run_dir, augment=_augment(opts.augment), resume=resume, overwrite=overwrite,
-        model_name=model_name,
-    )  # fmt: skip
-    source = "<splits>" if isinstance(data, Splits) else data
-    speed = _speed(result)
-    record_run(
-        run_dir,
-        "finetune",
-        source,
-        {"recipe": recipe, "init": init, "settings": opts, "speed": speed},
-    )
+    run_dir = _run_dir(out, check_name(name))
+    with output_folder(run_dir, "finetune", inputs=[init, data], overwrite=overwrite,
+                       option="--out/--name"):  # fmt: skip
+        seed_everything(opts.seed)
+        net, model_name, parts = _finetune_parts(data, opts, init)
+        result = finetune(
+            net, parts.labeled, val=parts.val,
+            unlabeled=parts.unlabeled if opts.uses_unlabeled else None, config=opts,
+            out_dir=run_dir, augment=_augment(opts.augment), resume=resume, overwrite=overwrite,
+            model_name=model_name,
+        )  # fmt: skip
+        source = "<splits>" if isinstance(data, Splits) else data
+        speed = _speed(result)
+        record_run(run_dir, "finetune", source,
+                   {"recipe": recipe, "init": init, "settings": opts, "speed": speed})  # fmt: skip
     return FinetuneResult(
         run_dir=run_dir, model=model_name, recipe=recipe,
         augment=opts.augment, history=tuple(result.history), best_epoch=result.best_epoch,
