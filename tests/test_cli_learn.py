@@ -63,6 +63,30 @@ def test_pretrain_finetune_predict_evaluate(trained, tmp_path, shapes_test_npz):
     assert np.array(res["confusion_matrix"]).sum() == 60
 
 
+def test_predict_probabilities_and_margin(trained, tmp_path, shapes_test_npz):
+    plain, full = tmp_path / "plain.csv", tmp_path / "probs.csv"
+    assert invoke("predict", shapes_test_npz, "--ckpt", trained / "finetune",
+                  "--out", plain).exit_code == 0  # fmt: skip
+    r = invoke("predict", shapes_test_npz, "--ckpt", trained / "finetune", "--out", full,
+               "--probabilities")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(full.open()))
+    assert list(rows[0]) == ["id", "label", "p_hbar", "p_vbar", "p_square", "margin"]
+    # The same labels as without probabilities: the most probable class, its margin the gap
+    # to the second; the probabilities of a row sum to 1.
+    assert [r["label"] for r in rows] == [r["label"] for r in csv.DictReader(plain.open())]
+    names = ["hbar", "vbar", "square"]
+    doubtful = 0
+    for row in rows:
+        p = np.array([float(row[f"p_{n}"]) for n in names])
+        assert p.sum() == pytest.approx(1.0, abs=1e-5) and (p >= 0).all()
+        assert row["label"] == names[int(p.argmax())]
+        top = np.sort(p)[::-1]
+        assert float(row["margin"]) == pytest.approx(top[0] - top[1], abs=2e-6)
+        doubtful += float(row["margin"]) < 0.2
+    assert f"{doubtful} with a margin under 0.2" in r.output
+
+
 def test_reconstruct_grid(trained, tmp_path, shapes_test_npz):
     png = tmp_path / "grid.png"
     r = invoke("reconstruct", shapes_test_npz, "--ckpt", trained / "pretrain", "--ckpt", trained / "finetune",

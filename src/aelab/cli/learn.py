@@ -273,14 +273,23 @@ def predict_cmd(
     ),
     skip_bad: bool = SkipBadOpt,
     overwrite: bool = OverwriteOpt,
+    probabilities: bool = typer.Option(
+        False, "--probabilities",
+        help="Also write each class's probability (p_<class>) and the margin between the two "
+        "most probable classes, to review doubtful images or choose what to label next.",
+    ),  # fmt: skip
 ) -> None:
     """Predict a class for every image; write a submission CSV in input order."""
     with user_errors():
         from aelab.tasks import run_predict
+        from aelab.tasks.infer import DOUBTFUL_MARGIN
 
         res = run_predict(_source(data, skip_bad=skip_bad), ckpt, out, batch_size=batch_size,
-                          device=device, overwrite=overwrite)  # fmt: skip
-        echo(f"wrote {res.path} ({res.n} rows)")
+                          device=device, overwrite=overwrite,
+                          probabilities=probabilities)  # fmt: skip
+        doubt = (f"; {res.n_doubtful} with a margin under {DOUBTFUL_MARGIN:g}"
+                 if probabilities else "")  # fmt: skip
+        echo(f"wrote {res.path} ({res.n} rows{doubt})")
 
 
 def evaluate_cmd(

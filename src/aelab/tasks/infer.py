@@ -33,19 +33,41 @@ class PredictResult(Record):
     Attributes
     ----------
     path : Path
-        The submission CSV (``id,label`` in input order).
+        The submission CSV (``id,label`` in input order; with ``probabilities``
+        also ``p_<class>`` per class and ``margin``).
     n : int
         Rows written.
     counts : tuple of int
         Images predicted per class.
     class_names : tuple of str
         The checkpoint's classes (indices as text when it has no names).
+    n_doubtful : int
+        Images whose margin (top probability minus the second) is below
+        :data:`DOUBTFUL_MARGIN`: the ones to review or label next.
     """
 
     path: Path
     n: int
     counts: tuple[int, ...]
     class_names: tuple[str, ...]
+    n_doubtful: int = 0
+
+
+#: A prediction whose two most probable classes are closer than this is counted as doubtful.
+DOUBTFUL_MARGIN = 0.2
+
+
+def _probability_rows(
+    ids: list[str], labels: list[str], probs: np.ndarray
+) -> tuple[list[list[object]], np.ndarray]:
+    """Rows ``id, label, p_0 .. p_k-1, margin`` (probabilities to 6 decimals) and the margins."""
+    top2 = np.sort(probs, axis=1)[:, ::-1][:, :2]
+    margin = top2[:, 0] - (top2[:, 1] if probs.shape[1] > 1 else 0.0)
+    rows = [
+        [i, lab, *(f"{p:.6f}" for p in row), f"{m:.6f}"]
+        for i, lab, row, m in zip(ids, labels, probs.tolist(), margin.tolist(), strict=True)
+    ]
+    return rows, margin
 
 
 def _class_names(names: list[str] | None, k: int) -> tuple[str, ...]:
@@ -60,11 +82,15 @@ def run_predict(
     batch_size: int = 256,
     device: str = "auto",
     overwrite: bool = False,
+    probabilities: bool = False,
 ) -> PredictResult:
     """Predict every image of ``data`` with a fine-tuned checkpoint; write ``id,label`` to ``out``.
 
     Labels are the checkpoint's class names when it has them. ``out`` must not
-    exist (unless ``overwrite``) and is never one of the inputs.
+    exist (unless ``overwrite``) and is never one of the inputs. With
+    ``probabilities``, each row also holds every class's softmax probability
+    (columns ``p_<class>``) and the margin between the two most probable
+    classes, so doubtful images can be reviewed or labelled next.
     """
     from aelab.training import predict
 
@@ -73,12 +99,19 @@ def run_predict(
         assert opened.data is not None
         pred, probs = predict(opened.model, opened.data, batch_size=batch_size, device=device)
         names = _class_names(opened.class_names, probs.shape[1])
-        rows = zip(opened.data.ids, [names[k] for k in pred.tolist()], strict=True)
-        path = write_csv(out, ["id", "label"], rows)
+        labels = [names[k] for k in pred.tolist()]
+        margin = None
+        if probabilities:
+            rows, margin = _probability_rows(list(opened.data.ids), labels, probs)
+            path = write_csv(out, ["id", "label", *(f"p_{n}" for n in names), "margin"], rows)
+        else:
+            path = write_csv(out, ["id", "label"], zip(opened.data.ids, labels, strict=True))
     counts = np.bincount(pred, minlength=probs.shape[1])
+    doubtful = 0 if margin is None else int((margin < DOUBTFUL_MARGIN).sum())
     return PredictResult(
-        path=path, n=len(pred), counts=tuple(int(c) for c in counts), class_names=names
-    )
+        path=path, n=len(pred), counts=tuple(int(c) for c in counts), class_names=names,
+        n_doubtful=doubtful,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
