@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 from typer import core as typer_core
 
@@ -189,7 +188,7 @@ class SettingsCommand(typer_core.TyperCommand):
     def epilog(self, value: str | None) -> None:
         pass  # the listing replaces any epilog given to the decorator
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         if not typer_core.HAS_RICH or self.rich_markup_mode is None:
             super().format_help(ctx, formatter)
             return
@@ -230,7 +229,7 @@ def read_config_file(path: Path | None, listing: Listing) -> dict[str, Any]:
 
 
 def moved_flags(
-    ctx: click.Context, convert: Mapping[str, Callable[[Any], tuple[str, Any]]] | None = None
+    ctx: typer.Context, convert: Mapping[str, Callable[[Any], tuple[str, Any]]] | None = None
 ) -> dict[str, Any]:
     """The settings given by hidden, deprecated flags, each announced on one line.
 
@@ -240,14 +239,16 @@ def moved_flags(
     """
     out: dict[str, Any] = {}
     for p in ctx.command.params:
-        if not (isinstance(p, click.Option) and p.hidden and p.name in _moved_names(ctx)):
+        if p.name not in _moved_names(ctx):
             continue
-        if ctx.get_parameter_source(p.name) != click.core.ParameterSource.COMMANDLINE:
+        source = ctx.get_parameter_source(p.name)  # typer's own click: compare by name
+        if getattr(source, "name", None) != "COMMANDLINE":
             continue
         value = ctx.params[p.name]
         value = value.value if isinstance(value, enum.Enum) else value
         key, value = (convert or {}).get(p.name, lambda v, n=p.name: (n, v))(value)
-        flag = p.opts[0] if value is not False or not p.secondary_opts else p.secondary_opts[0]
+        off = getattr(p, "secondary_opts", None)
+        flag = off[0] if value is False and off else p.opts[0]
         if key in out:
             raise ValueError(f"{flag}: the setting {key} was given by another old flag; give it once")
         typer.secho(f"{flag} is deprecated; use --set {key}={show(value)}", err=True,
@@ -256,10 +257,10 @@ def moved_flags(
     return out
 
 
-def _moved_names(ctx: click.Context) -> set[str]:
+def _moved_names(ctx: typer.Context) -> set[str]:
     return {
         p.name for p in ctx.command.params
-        if isinstance(p, click.Option) and p.hidden and p.name not in KEPT_HIDDEN
+        if getattr(p, "hidden", False) and p.name not in KEPT_HIDDEN
     }  # fmt: skip
 
 
@@ -268,7 +269,7 @@ KEPT_HIDDEN = frozenset({"skip_bad", "name", "num_workers"})
 
 
 def gather(
-    ctx: click.Context,
+    ctx: typer.Context,
     listing: Listing,
     flags: Mapping[str, Any],
     sets: Iterable[str] | None,
