@@ -68,6 +68,24 @@ class Listing:
                 out[f.name] = dataclasses.MISSING
         return out
 
+    def build(self, values: Mapping[str, Any], preset: str | None = None) -> object | None:
+        """The config that ``values`` make over the defaults (and ``preset``), checked.
+
+        The task builds it again; building it here first refuses a bad value
+        before any notice is printed or any work starts. ``None`` when a
+        required field is missing (the task names it).
+        """
+        from aelab.tasks.options import coerce, field_types, with_overrides
+
+        types = field_types(self.config)
+        need = [k for k, v in self.defaults().items() if v is dataclasses.MISSING]
+        if any(values.get(k) is None for k in need):
+            return None
+        config = self.config(**{k: coerce(values[k], types[k], k) for k in need})
+        if preset is not None:
+            config = with_overrides(config, self.presets[preset])
+        return with_overrides(config, {k: v for k, v in values.items() if k not in need})
+
 
 # ----------------------------------------------------------------------------- docstrings
 
@@ -230,14 +248,15 @@ def read_config_file(path: Path | None, listing: Listing) -> dict[str, Any]:
 
 def moved_flags(
     ctx: typer.Context, convert: Mapping[str, Callable[[Any], tuple[str, Any]]] | None = None
-) -> dict[str, Any]:
-    """The settings given by hidden, deprecated flags, each announced on one line.
+) -> tuple[dict[str, Any], list[str]]:
+    """The settings given by hidden, deprecated flags, and a one-line notice for each.
 
     A flag counts when it was typed on the command line. Its setting is the
     flag's parameter name, or what ``convert[name](value)`` returns as
     ``(key, value)`` (a renamed setting or a value in another form).
     """
     out: dict[str, Any] = {}
+    notices: list[str] = []
     for p in ctx.command.params:
         if p.name not in _moved_names(ctx):
             continue
@@ -250,11 +269,12 @@ def moved_flags(
         off = getattr(p, "secondary_opts", None)
         flag = off[0] if value is False and off else p.opts[0]
         if key in out:
-            raise ValueError(f"{flag}: the setting {key} was given by another old flag; give it once")
-        typer.secho(f"{flag} is deprecated; use --set {key}={show(value)}", err=True,
-                    fg=typer.colors.YELLOW)  # fmt: skip
+            raise ValueError(
+                f"{flag}: the setting {key} was given by another old flag; give it once"
+            )
+        notices.append(f"{flag} is deprecated; use --set {key}={show(value)}")
         out[key] = value
-    return out
+    return out, notices
 
 
 def _moved_names(ctx: typer.Context) -> set[str]:
@@ -275,18 +295,22 @@ def gather(
     sets: Iterable[str] | None,
     config: Path | None,
     convert: Mapping[str, Callable[[Any], tuple[str, Any]]] | None = None,
+    *,
+    preset: str | None = None,
 ) -> dict[str, Any]:
-    """The settings of a command: ``--config`` file, overridden by flags and ``--set``.
+    """The settings of a command: the ``--config`` file, overridden by flags and ``--set``.
 
     ``flags`` are the visible flags that are settings (``None``: not given);
     the old flags found by :func:`moved_flags` join them. A key given twice
-    among flags, old flags and ``--set`` is an error.
+    among flags, old flags and ``--set`` is an error. The result is checked
+    (:meth:`Listing.build`, over ``preset``) before the old flags' notices
+    are printed, so a refused value is one line.
     """
     from aelab.tasks.options import parse_assignments
 
+    moved, notices = moved_flags(ctx, convert)
     given = {k: v for k, v in flags.items() if v is not None}
-    levels = [("a flag", given), ("an old flag", moved_flags(ctx, convert)),
-              ("--set", parse_assignments(sets or []))]  # fmt: skip
+    levels = [("a flag", given), ("an old flag", moved), ("--set", parse_assignments(sets or []))]
     merged: dict[str, Any] = {}
     seen: dict[str, str] = {}
     for where, values in levels:
@@ -295,4 +319,8 @@ def gather(
                 raise ValueError(f"{key} given both as {seen[key]} and with {where}; give it once")
             seen[key] = where
             merged[key] = value
-    return {**read_config_file(config, listing), **merged}
+    values = {**read_config_file(config, listing), **merged}
+    listing.build(values, preset)
+    for line in notices:
+        typer.secho(line, err=True, fg=typer.colors.YELLOW)
+    return values

@@ -213,7 +213,7 @@ def finetune_cmd(
 
         flags = {"model": model, "epochs": epochs, "labels_per_class": labels_per_class,
                  "device": device}  # fmt: skip
-        given = gather(ctx, _finetune_listing(), flags, set_, config, _CONVERT)
+        given = gather(ctx, _finetune_listing(), flags, set_, config, _CONVERT, preset=recipe.value)
         res = run_finetune(_source(data, labels, skip_bad), out, init=init, name=name,
                            recipe=recipe.value, resume=resume, overwrite=overwrite, **given)  # fmt: skip
         acc = res.best_val_acc
