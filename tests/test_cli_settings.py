@@ -119,7 +119,7 @@ def test_config_file_precedence(monkeypatch, tmp_path):
     """defaults < recipe < --config file < --set and flags, in the settings the task builds."""
     from aelab.tasks import finetune_options
 
-    def build(recipe, init, name, resume, overwrite, **given):
+    def build(recipe, init, name, resume, overwrite, **given):  # what run_finetune builds
         return dataclasses.asdict(finetune_options(recipe, **given))
 
     _stand_in(monkeypatch, "run_finetune", build)
@@ -163,9 +163,10 @@ def test_help_shows_at_most_12_options(name, cmd):
 
 def _listings():
     import aelab.tasks as t
+    import aelab.training as tr
 
     return {
-        "pretrain": t.PretrainOptions, "finetune": t.FinetuneOptions, "embed": t.EmbedOptions,
+        "pretrain": tr.PretrainConfig, "finetune": tr.FinetuneConfig, "embed": t.EmbedOptions,
         "cluster": t.ClusterOptions, "deepcluster": t.DeepClusterOptions,
         "anomaly fit": t.AnomalyFitOptions,
     }  # fmt: skip

@@ -81,16 +81,15 @@ _CONVERT: dict[str, Any] = {
 
 
 def _pretrain_listing() -> Listing:
-    from aelab.tasks import PretrainOptions
+    from aelab.training import PretrainConfig
 
-    return Listing(PretrainOptions)
+    return Listing(PretrainConfig)
 
 
 def _finetune_listing() -> Listing:
-    from aelab.tasks import FinetuneOptions
-    from aelab.training import FINETUNE_RECIPES
+    from aelab.training import FINETUNE_RECIPES, FinetuneConfig
 
-    return Listing(FinetuneOptions, presets=FINETUNE_RECIPES)
+    return Listing(FinetuneConfig, presets=FINETUNE_RECIPES)
 
 
 def _source(data: str, labels: Path | None = None, skip_bad: bool = False) -> object:
