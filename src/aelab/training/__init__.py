@@ -1,6 +1,6 @@
 """Training: a model-agnostic loop, step functions, checkpoints, and recipes.
 
-- :mod:`aelab.training.loop` — :class:`Trainer` (with :mod:`~aelab.training.config`:
+- :mod:`aelab.training.loop` — :class:`Trainer` (with :mod:`~aelab.training.loop_config`:
   :class:`TrainConfig`; :mod:`~aelab.training.ema`: weight averaging;
   :mod:`~aelab.training.runfolder`: run-folder checks and metrics)
 - :mod:`aelab.training.steps` — reconstruction and classification steps
