@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import inspect
+import os
 import re
 import textwrap
 import tomllib
@@ -321,6 +322,7 @@ def gather(
             merged[key] = value
     values = {**read_config_file(config, listing), **merged}
     listing.build(values, preset)
-    for line in notices:
-        typer.secho(line, err=True, fg=typer.colors.YELLOW)
+    if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun, once
+        for line in notices:
+            typer.secho(line, err=True, fg=typer.colors.YELLOW)
     return values
