@@ -32,7 +32,7 @@ from typer import core as typer_core
 #: Width of the generated listing: an 80-column terminal (click indents the epilog by 2).
 WIDTH = 77
 
-SET_HELP = "A setting listed below, as key=value (repeatable), e.g. --set lr=0.003."
+SET_HELP = "A setting listed below, as key=value (repeatable)."
 CONFIG_HELP = "A TOML file of settings listed below (key = value lines); --set wins over it."
 
 
