@@ -38,8 +38,8 @@ def detector(npz, tmp_path_factory):
     res = runner.invoke(
         app,
         ["anomaly", "fit", str(npz), "--out", str(out), "--normal-class", "Sneaker",
-         "--model", "convae_tiny", "--epochs", "4", "--batch-size", "32", "--lr", "3e-3",
-         "--score", "mse+latent", "--device", "cpu",
+         "--model", "convae_tiny", "--epochs", "4", "--set", "batch_size=32", "--set", "lr=3e-3",
+         "--set", "score=mse+latent", "--device", "cpu",
          # 4 epochs as written (20 steps), not the default floor of 600 steps
          "--set", "min_steps=0"],
     )  # fmt: skip

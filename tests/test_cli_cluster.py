@@ -25,7 +25,7 @@ def test_cluster_writes_labels_centroids_summary(tmp_path, data_a):
     src = tmp_path / "feats.npy"
     np.save(src, X.astype(np.float32))
     out = tmp_path / "out"
-    res = runner.invoke(app, ["cluster", str(src), "--k", "3", "--seed", "0", "--out", str(out)])
+    res = runner.invoke(app, ["cluster", str(src), "--k", "3", "--set", "seed=0", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out.iterdir()) == [
         "aelab-output.json",
@@ -61,7 +61,7 @@ def test_cluster_csv_and_npz_inputs(tmp_path):
     np.savez(npz, ids=np.arange(10.0)[:, None], z=X)
     np.testing.assert_allclose(load_features(npz, key="z"), X)
     assert load_features(npz).shape == (10, 1)  # the first array
-    res = runner.invoke(app, ["cluster", str(npz), "--key", "z", "--k", "2", "--alpha", "0.5"])
+    res = runner.invoke(app, ["cluster", str(npz), "--set", "key=z", "--k", "2", "--alpha", "0.5"])
     assert res.exit_code == 0, res.output
     assert "cluster 0: 5 (50.0%)" in res.output and "cluster 1: 5 (50.0%)" in res.output
     r = run_cluster(csv, k=2, alpha=0.5, seed=1)
@@ -88,7 +88,7 @@ def _bad_files(tmp_path):
         "nan.npy": ("1 NaN", []),
         "x.txt": ("unsupported feature file type", []),
         "missing.npy": ("no such file", []),
-        "k.npz": ("no array named 'zz'", ["--key", "zz"]),
+        "k.npz": ("no array named 'zz'", ["--set", "key=zz"]),
     }
 
 
@@ -111,7 +111,7 @@ def test_bad_inputs_exit_2_and_write_nothing(tmp_path):
         (["--k", "50"], "larger than the number of samples"),
         (["--k", "2", "--alpha", "-1"], "is not valid; give 'auto', a positive number"),
         (["--k", "2", "--alpha", "abc"], "alpha 'abc' is not valid"),
-        (["--k", "2", "--update", "bogus"], "choose one of damped, fixed-point"),
+        (["--k", "2", "--set", "update=bogus"], "choose one of damped, fixed-point"),
     ],
 )
 def test_bad_options_exit_2(tmp_path, args, msg):

@@ -27,13 +27,14 @@ def trained(tmp_path_factory):
     shapes_npz = tmp / "shapes.npz"
     np.savez(shapes_npz, images=images, labels=labels, class_names=np.array(names))
     run = tmp / "run"
+    conf = tmp / "finetune.toml"  # the settings of the old flags, as a --config file
+    conf.write_text('val_per_class = 10\nbatch_size = 16\nlr = 3e-3\nencoder_lr_mult = 1\n'
+                    'augment = "none"\nseed = 0\n')
     r = invoke("pretrain", shapes_npz, "--out", run, "--model", "convae_tiny", "--epochs", "3",
-               "--batch-size", "32", "--seed", "0")  # fmt: skip
+               "--set", "batch_size=32", "--set", "seed=0")  # fmt: skip
     assert r.exit_code == 0, r.output
     r = invoke("finetune", shapes_npz, "--init", run / "pretrain", "--out", run, "--labels-per-class", "30",
-               "--val-per-class", "10", "--epochs", "12", "--batch-size", "16", "--lr", "3e-3",
-               "--encoder-lr-mult", "1", "--augment", "none", "--seed", "0",
-               "--set", "min_epoch_steps=0")  # fmt: skip
+               "--epochs", "12", "--config", conf, "--set", "min_epoch_steps=0")  # fmt: skip
     assert r.exit_code == 0, r.output
     return run
 
@@ -98,7 +99,7 @@ def test_reconstruct_grid(trained, tmp_path, shapes_test_npz):
 
 def test_finetune_from_scratch_and_unlabeled_error(tmp_path, shapes_npz):
     r = invoke("finetune", shapes_npz, "--out", tmp_path / "s", "--model", "convae_tiny", "--epochs", "1",
-               "--augment", "standard", "--labels-per-class", "10",
+               "--set", "augment=standard", "--labels-per-class", "10",
                "--set", "min_epoch_steps=0")  # fmt: skip
     assert r.exit_code == 0, r.output
     flat = tmp_path / "flat.npy"
@@ -113,13 +114,13 @@ def test_masked_pretraining_and_weight_averaging_from_the_cli(tmp_path, shapes_n
     from aelab.training.checkpoint import load_weights
 
     r = invoke("pretrain", shapes_npz, "--out", tmp_path, "--model", "convae_tiny", "--epochs", "1",
-               "--mask-ratio", "0.5")  # fmt: skip
+               "--set", "mask_ratio=0.5")  # fmt: skip
     assert r.exit_code == 0, r.output
     config = json.loads((tmp_path / "pretrain" / "config.json").read_text())["config"]
     assert config["mask_ratio"] == 0.5
     r = invoke("finetune", shapes_npz, "--init", tmp_path / "pretrain", "--out", tmp_path,
-               "--epochs", "1", "--ema-decay", "0.9", "--distribution-alignment",
-               "--labels-per-class", "10", "--batch-size", "8", "--set", "min_epoch_steps=0")  # fmt: skip
+               "--epochs", "1", "--set", "ema_decay=0.9", "--set", "distribution_alignment=true",
+               "--labels-per-class", "10", "--set", "batch_size=8", "--set", "min_epoch_steps=0")  # fmt: skip
     assert r.exit_code == 0, r.output
     run = tmp_path / "finetune"
     saved = json.loads((run / "config.json").read_text())["config"]
@@ -128,7 +129,7 @@ def test_masked_pretraining_and_weight_averaging_from_the_cli(tmp_path, shapes_n
     model, _ = load_model(run, which="last")
     key = "classifier.0.weight"
     assert not np.allclose(raw[key].numpy(), model.state_dict()[key].numpy())
-    r = invoke("pretrain", shapes_npz, "--out", tmp_path / "bad", "--mask-ratio", "1.5")
+    r = invoke("pretrain", shapes_npz, "--out", tmp_path / "bad", "--set", "mask_ratio=1.5")
     assert r.exit_code == 2 and "mask_ratio" in r.output
 
 
@@ -173,7 +174,7 @@ def test_a_log_file_gets_one_line_per_epoch(tmp_path, shapes_npz):
     with log.open("w") as err:
         res = subprocess.run(
             [sys.executable, "-m", "aelab", "pretrain", str(shapes_npz), "--out", str(tmp_path / "r"),
-             "--model", "convae_tiny", "--epochs", "2", "--batch-size", "32", "--device", "cpu"],
+             "--model", "convae_tiny", "--epochs", "2", "--set", "batch_size=32", "--device", "cpu"],
             stdout=subprocess.PIPE, stderr=err, text=True, timeout=300,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )  # fmt: skip
@@ -186,14 +187,14 @@ def test_a_log_file_gets_one_line_per_epoch(tmp_path, shapes_npz):
 
 @pytest.mark.parametrize(
     "flags, config_amp, used",
-    [([], "auto", None), (["--amp", "none"], None, None), (["--bf16"], "bf16", "bf16"),
-     (["--amp", "bf16"], "bf16", "bf16")],
+    [([], "auto", None), (["--set", "amp=none"], None, None), (["--bf16"], "bf16", "bf16"),
+     (["--set", "amp=bf16"], "bf16", "bf16")],
 )  # fmt: skip
 def test_amp_flag_and_its_old_alias(tmp_path, shapes_npz, flags, config_amp, used):
-    """--amp auto|bf16|none (default auto; convae_tiny is small, so float32); --bf16 = --amp bf16."""
+    """amp auto|bf16|none (default auto; convae_tiny is small, so float32); old --bf16 = amp=bf16."""
     out = tmp_path / "r"
     r = invoke("pretrain", shapes_npz, "--out", out, "--model", "convae_tiny", "--epochs", "1",
-               "--max-images", "64", "--batch-size", "32", "--device", "cpu", *flags)  # fmt: skip
+               "--set", "max_images=64", "--set", "batch_size=32", "--device", "cpu", *flags)  # fmt: skip
     assert r.exit_code == 0, r.output
     recorded = json.loads((out / "pretrain" / "config.json").read_text())
     assert recorded["config"]["amp"] == config_amp and recorded["speed"]["amp"] == used
@@ -201,5 +202,5 @@ def test_amp_flag_and_its_old_alias(tmp_path, shapes_npz, flags, config_amp, use
 
 def test_contradicting_amp_flags_are_one_line_error(tmp_path, shapes_npz):
     r = invoke("pretrain", shapes_npz, "--out", tmp_path / "r", "--bf16", "--amp", "none")
-    assert r.exit_code == 2 and "--bf16 and --amp none contradict" in r.output, r.output
+    assert r.exit_code == 2 and "--bf16: the setting amp was given by another old flag" in r.output
     assert len(r.output.strip().splitlines()) == 1

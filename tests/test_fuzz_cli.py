@@ -139,6 +139,13 @@ _PRETRAIN_SETS = {
 }  # fmt: skip
 
 
+def _flag(flag: str, value: str) -> tuple[str, str]:
+    """A flag of the command, or the --set of a flag that moved there (without its notice)."""
+    if flag in ("--epochs", "--model"):
+        return flag, value
+    return "--set", f"{flag[2:].replace('-', '_')}={value}"
+
+
 def _settings(table: dict, most: int) -> st.SearchStrategy[list[tuple[str, str, bool]]]:
     """Up to ``most`` distinct keys of ``table``, each with a judged value."""
     keys = st.lists(st.sampled_from(sorted(table)), max_size=most, unique=True)
@@ -159,8 +166,9 @@ def _settings(table: dict, most: int) -> st.SearchStrategy[list[tuple[str, str, 
 def test_pretrain_options(tiny, opts, extra, unknown):
     out = Path(tempfile.mkdtemp(dir=tiny))
     args = ["pretrain", str(tiny / "d.npz"), "--out", str(out), "--device", "cpu", "--epochs", "1",
-            "--model", "convae_tiny", "--batch-size", "16"]  # fmt: skip
-    args += [a for flag, value, _ in opts for a in (flag, value)]
+            "--model", "convae_tiny"]  # fmt: skip
+    args += [] if any(flag == "--batch-size" for flag, *_ in opts) else ["--set", "batch_size=16"]
+    args += [a for flag, value, _ in opts for a in _flag(flag, value)]
     args += [a for key, value, _ in extra for a in ("--set", f"{key}={value}")]
     args += [] if unknown is None else ["--set", f"nonsense={unknown}"]  # refused: no such key
     ok = all(accepted for *_, accepted in opts + extra) and unknown is None
@@ -213,10 +221,10 @@ def test_cluster_options(tiny, data, k, alpha, sweep, ratio):
     arr, n = _features(data)
     np.save(root / "f.npy", arr)
     out = root / "out"
-    args = ["cluster", str(root / "f.npy"), "--k", k, "--out", str(out), "--n-init", "1"]
+    args = ["cluster", str(root / "f.npy"), "--k", k, "--out", str(out), "--set", "n_init=1"]
     args += [] if alpha is None else ["--alpha", alpha]
-    args += [] if sweep is None else ["--alpha-sweep", sweep]
-    args += [] if ratio is None else ["--target-ratio", ratio]
+    args += [] if sweep is None else ["--set", f"sweep={sweep}"]
+    args += [] if ratio is None else ["--set", f"target_ratio={ratio.replace(':', ',')}"]
     # k a whole number in [1, n]; alpha positive and finite; the sweep well formed; a target
     # ratio of one positive part per cluster, and then no alpha (the search chooses it).
     kk = _integer(k)

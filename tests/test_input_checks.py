@@ -22,7 +22,7 @@ from aelab.data import load_dataset
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TRAIN = ("--model", "convae_tiny", "--epochs", "1", "--batch-size", "8", "--device", "cpu")
+TRAIN = ("--model", "convae_tiny", "--epochs", "1", "--set", "batch_size=8", "--device", "cpu")
 
 
 def invoke(*args):
@@ -97,11 +97,11 @@ def test_npz_members_are_read_by_name(run, tmp_path):
 def test_a_split_that_leaves_nothing_to_train_on_says_so(run, tmp_path):
     # Used to say only "error: data is empty".
     for flags, words in (
-        (("--max-images", "2", "--val-fraction", "0.9"),
+        (("--set", "max_images=2", "--set", "val_fraction=0.9"),
          ("d.npz: 2 images (max_images 2), 2 held out for validation (val_fraction 0.9)",
           "leaving 0 to train on", "lower val_fraction")),
-        (("--val-fraction", "0.99"), ("90 images, 90 held out", "leaving 0 to train on")),
-        (("--max-images", "1"), ("1 image (max_images 1), 0 held out", "leaving 1 to train on")),
+        (("--set", "val_fraction=0.99"), ("90 images, 90 held out", "leaving 0 to train on")),
+        (("--set", "max_images=1"), ("1 image (max_images 1), 0 held out", "leaving 1 to train on")),
     ):  # fmt: skip
         r = invoke("pretrain", run / "d.npz", "--out", tmp_path / "E", *TRAIN, *flags)
         _one_line_error(r, *words)

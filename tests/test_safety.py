@@ -39,11 +39,11 @@ def run(tmp_path_factory):
     images, labels, names = make_shapes(90)
     np.savez(root / "d.npz", images=images, labels=labels, class_names=np.array(names))
     r = invoke("finetune", root / "d.npz", "--out", root / "R", "--model", "convae_tiny",
-               "--recipe", "plain", "--epochs", "1", "--batch-size", "8", "--device", "cpu")  # fmt: skip
+               "--recipe", "plain", "--epochs", "1", "--set", "batch_size=8", "--device", "cpu")  # fmt: skip
     assert r.exit_code == 0, r.output
     # One epoch as written, not the default floor of 600 steps: the tests only need a detector.
     r = invoke("anomaly", "fit", root / "d.npz", "--normal-class", "0", "--out", root / "DET",
-               "--model", "convae_tiny", "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+               "--model", "convae_tiny", "--epochs", "1", "--set", "batch_size=8", "--device", "cpu",
                "--set", "min_steps=0")  # fmt: skip
     assert r.exit_code == 0, r.output
     return root
@@ -86,7 +86,7 @@ def test_existing_outputs_need_overwrite(run, tmp_path):
     det = run / "DET" / "detector.json"
     before = det.read_text()
     args = ["anomaly", "fit", run / "d.npz", "--normal-class", "1", "--out", run / "DET",
-            "--model", "convae_tiny", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]  # fmt: skip
+            "--model", "convae_tiny", "--epochs", "1", "--set", "batch_size=8", "--device", "cpu"]  # fmt: skip
     _one_line_error(invoke(*args), "detector.json", "--overwrite")
     assert det.read_text() == before
 
@@ -119,10 +119,10 @@ def test_labels_out_of_range_are_refused(run, tmp_path):
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--threshold", "nan"], ["threshold"]),
-        (["--threshold", "fpr:inf"], ["threshold"]),
-        (["--lr", "inf"], ["finite"]),
-        (["--calibration-fraction", "nan"], ["calibration_fraction"]),
+        (["--set", "threshold=nan"], ["threshold"]),
+        (["--set", "threshold=fpr:inf"], ["threshold"]),
+        (["--set", "lr=inf"], ["finite"]),
+        (["--set", "calibration_fraction=nan"], ["calibration_fraction"]),
     ],
 )
 def test_non_finite_options_are_refused(run, tmp_path, args, words):

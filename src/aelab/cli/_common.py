@@ -35,26 +35,3 @@ def echo(msg: str) -> None:
     """Print a line; under torchrun only rank 0 prints, so a line appears once."""
     if os.environ.get("RANK", "0") in ("", "0"):
         typer.echo(msg)
-
-
-#: ``--set key=value`` (repeatable): any setting of the command's config, spaCy style.
-SET_HELP = (
-    "Any other setting of this command's config, as key=value (repeatable), "
-    "e.g. --set ema_decay=0.999; an unknown key lists the known ones."
-)
-
-
-def settings(flags: dict[str, object], sets: list[str] | None) -> dict[str, object]:
-    """The settings the user gave: flags that were set (not ``None``), then ``--set`` pairs.
-
-    A key given both as a flag and with ``--set`` is an error, so nothing is
-    silently dropped.
-    """
-    from aelab.tasks.options import parse_assignments
-
-    given = {k: v for k, v in flags.items() if v is not None}
-    extra = parse_assignments(sets or [])
-    both = sorted(set(given) & set(extra))
-    if both:
-        raise ValueError(f"{', '.join(both)} given both as a flag and with --set; give it once")
-    return {**given, **extra}

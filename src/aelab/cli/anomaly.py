@@ -3,18 +3,40 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from aelab.cli._common import SET_HELP, echo, settings, user_errors
+from aelab.cli._common import echo, user_errors
+from aelab.cli._settings import CONFIG_HELP, SET_HELP, Listing, gather, settings_command
 
 anomaly_app = typer.Typer(help="Anomaly detection by reconstruction error.", no_args_is_help=True)
 
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")
 
 
-@anomaly_app.command("fit")
+def _fit_listing() -> Listing:
+    from aelab.anomaly import ReconstructionDetector
+    from aelab.tasks import AnomalyFitOptions
+    from aelab.training import PretrainConfig
+
+    return Listing(AnomalyFitOptions, docs=(ReconstructionDetector, PretrainConfig))
+
+
+#: Old flags whose setting has another name or form: parameter -> (key, value).
+_CONVERT: dict[str, Any] = {
+    "latent_dim": lambda v: ("model_overrides", {"latent_dim": v}),
+    "seed": lambda v: ("random_state", v),
+}
+
+
+def _old(flag: str) -> Any:
+    return typer.Option(None, flag, hidden=True)
+
+
+@anomaly_app.command("fit", cls=settings_command(_fit_listing))
 def fit_cmd(
+    ctx: typer.Context,
     data: str = typer.Argument(
         ..., help="Normal images: folder, .npy/.npz, or fashion-mnist[:split]."
     ),
@@ -23,65 +45,40 @@ def fit_cmd(
         None, "--normal-class", help="Use only this class (index or name) of a labeled source."
     ),
     model: str | None = typer.Option(
-        None, "--model", help="Registered model or auto (default: the detector's)."
+        None, "--model", help="Registered model or auto (the default)."
     ),
-    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Default: the detector's."),
-    batch_size: int | None = typer.Option(
-        None, "--batch-size", min=2, help="Default: the detector's."
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="Passes over the normal images (see Settings)."
     ),
-    lr: float | None = typer.Option(None, "--lr", help="Default: the detector's."),
-    score: str | None = typer.Option(
-        None,
-        "--score",
-        help="auto (mse+latent+transform from 1,000 normal images, mse below; the default), or mse, "
-        "mae, ssim, latent (distance to the k nearest training codes), transform (a head that "
-        "tells how a normal image was turned; 'rotation' is a synonym), or several joined with + "
-        "(each standardised on held-out normals, then summed), e.g. ssim+latent.",
-    ),
-    threshold: str | None = typer.Option(
-        None,
-        "--threshold",
-        help="fpr:R (held-out normals; default fpr:0.05), contamination:R, or a number.",
-    ),
-    latent_dim: int | None = typer.Option(
-        None, "--latent-dim", min=1, help="Latent size (default: the model's)."
-    ),
-    calibration_fraction: float | None = typer.Option(
-        None,
-        "--calibration-fraction",
-        help="Share of normal images held out to calibrate (default 0.1).",
-    ),
-    k: int | None = typer.Option(
-        None, "--k", min=1, help="Neighbours of the latent score (default 5)."
-    ),
-    max_images: int | None = typer.Option(
-        None, "--max-images", help="Train on at most this many images (default 0: all)."
-    ),
-    seed: int | None = typer.Option(None, "--seed", help="Default 0."),
     device: str | None = typer.Option(
         None, "--device", help="auto (CUDA when present; default), cpu, cuda, cuda:N."
-    ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace a detector already in --out."
     ),
     resume: bool = typer.Option(
         False,
         "--resume",
         help="Continue an interrupted fit in --out (its training run is OUT/train).",
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a detector already in --out."
+    ),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+    batch_size: int | None = _old("--batch-size"),
+    lr: float | None = _old("--lr"),
+    score: str | None = _old("--score"),
+    threshold: str | None = _old("--threshold"),
+    latent_dim: int | None = _old("--latent-dim"),
+    calibration_fraction: float | None = _old("--calibration-fraction"),
+    k: int | None = _old("--k"),
+    max_images: int | None = _old("--max-images"),
+    seed: int | None = _old("--seed"),
 ) -> None:
     """Train a detector on normal images only and calibrate its threshold."""
     with user_errors():
         from aelab.tasks import run_anomaly_fit
 
-        given = settings({
-            "normal_class": normal_class, "model": model, "epochs": epochs, "batch_size": batch_size,
-            "lr": lr, "score": score, "threshold": threshold,
-            "model_overrides": None if latent_dim is None else {"latent_dim": latent_dim},
-            "calibration_fraction": calibration_fraction, "k": k, "max_images": max_images,
-            "random_state": seed, "device": device,
-        }, set_)  # fmt: skip
+        flags = {"normal_class": normal_class, "model": model, "epochs": epochs, "device": device}
+        given = gather(ctx, _fit_listing(), flags, set_, config, _CONVERT)
         res = run_anomaly_fit(data, out, resume=resume, overwrite=overwrite, **given)
         # Only the fpr rule reads the held-out normals; the others set it from the training scores
         # or take the number given.

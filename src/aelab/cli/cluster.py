@@ -3,17 +3,45 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from aelab.cli._common import SET_HELP, echo, settings, user_errors
+from aelab.cli._common import echo, user_errors
+from aelab.cli._settings import CONFIG_HELP, SET_HELP, Listing, gather, settings_command
 
 if TYPE_CHECKING:
     from aelab.tasks import ClusterResult
 
 
+def _listing() -> Listing:
+    from aelab.clustering import EquilibriumKMeans
+    from aelab.tasks import ClusterOptions
+
+    return Listing(ClusterOptions, docs=(EquilibriumKMeans,))
+
+
+def _ratio(text: str) -> Any:
+    from aelab.data import parse_ratio
+
+    return parse_ratio(text)
+
+
+#: Old flags whose setting has another name or form: parameter -> (key, value).
+_CONVERT: dict[str, Any] = {
+    "target_ratio": lambda v: ("target_ratio", _ratio(v)),
+    "alpha_sweep": lambda v: ("sweep", v),
+    "map_method": lambda v: ("map", v),
+    "pca_dim": lambda v: ("n_components", v),
+}
+
+
+def _old(flag: str) -> Any:
+    return typer.Option(None, flag, hidden=True)
+
+
 def cluster(
+    ctx: typer.Context,
     features: Path = typer.Argument(
         ...,
         help="Feature matrix (n_samples, n_features): .npy, .npz or .csv, or a folder of "
@@ -24,70 +52,20 @@ def cluster(
     alpha: str | None = typer.Option(
         None,
         "--alpha",
-        help="Inverse temperature (> 0), or 'auto' (2 / mean squared distance to the mean; the default). "
-        "Small alpha pulls centroids together; large alpha approaches hard k-means.",
-    ),
-    target_ratio: str | None = typer.Option(
-        None,
-        "--target-ratio",
-        help="Search the alpha whose cluster sizes come closest to this ratio, e.g. 2:1:1, "
-        "and use it (the candidates go to OUT/search.csv).",
-    ),
-    alpha_sweep: str | None = typer.Option(
-        None,
-        "--alpha-sweep",
-        help="Also fit these alphas: multiples of the main alpha (0.1x,1x,10x) or absolute "
-        "values (0.01,0.1). Table in OUT/sweep.csv; with --plot one panel per alpha.",
-    ),
-    plot: Path | None = typer.Option(
-        None,
-        "--plot",
-        help="Write a 2-D map (coloured by cluster, true classes as marker shapes, centroids "
-        "as X, sizes in the legend) to this image file; with --alpha-sweep, the panels.",
-    ),
-    map_method: str | None = typer.Option(
-        None,
-        "--map",
-        help="2-D map: tsne (openTSNE; default), umap (needs umap-learn) or pca (fast).",
-    ),
-    space: str | None = typer.Option(
-        None,
-        "--space",
-        help="Cluster the features as they are (raw; default), L2-normalised (l2), PCA-reduced (pca), "
-        "or both (l2-pca).",
-    ),
-    pca_dim: int | None = typer.Option(
-        None, "--pca-dim", min=1, help="Dimensions kept by --space pca (default 32)."
-    ),
-    seed: int | None = typer.Option(
-        None, "--seed", help="Random seed of the k-means++ starts and the map (default 0)."
+        help="Inverse temperature (> 0), or 'auto' (2 / mean squared distance to the mean; "
+        "the default). Small alpha pulls centroids together; large alpha approaches hard "
+        "k-means. Compare alphas with --set sweep=0.1x,1x,10x.",
     ),
     out: Path | None = typer.Option(
         None,
         "--out",
         help="Folder for labels.csv, centroids.npy and summary.json (nothing is written without it).",
     ),
-    key: str | None = typer.Option(
-        None, "--key", help="Features array inside an .npz (default: z if present, else the first)."
-    ),
-    labels_key: str | None = typer.Option(
+    plot: Path | None = typer.Option(
         None,
-        "--labels-key",
-        help="True-class array inside an .npz (default: labels if present; 'none' ignores them).",
-    ),
-    n_init: int | None = typer.Option(
-        None,
-        "--n-init",
-        min=1,
-        help="Starts; the lowest-objective one is kept (default 10, EquilibriumKMeans's).",
-    ),
-    update: str | None = typer.Option(
-        None,
-        "--update",
-        help="'damped' (converges; the default) or 'fixed-point' (the paper's rule; may cycle).",
-    ),
-    max_iter: int | None = typer.Option(
-        None, "--max-iter", min=1, help="Maximum passes over the data per start (default 300)."
+        "--plot",
+        help="Write a 2-D map (coloured by cluster, true classes as marker shapes, centroids "
+        "as X, sizes in the legend) to this image file; with a sweep, one panel per alpha.",
     ),
     scheduler: str | None = typer.Option(
         None,
@@ -98,32 +76,39 @@ def cluster(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace earlier outputs in --out and --plot."
     ),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+    target_ratio: str | None = _old("--target-ratio"),
+    alpha_sweep: str | None = _old("--alpha-sweep"),
+    map_method: str | None = _old("--map"),
+    space: str | None = _old("--space"),
+    pca_dim: int | None = _old("--pca-dim"),
+    seed: int | None = _old("--seed"),
+    key: str | None = _old("--key"),
+    labels_key: str | None = _old("--labels-key"),
+    n_init: int | None = _old("--n-init"),
+    update: str | None = _old("--update"),
+    max_iter: int | None = _old("--max-iter"),
 ) -> None:
     """Cluster feature vectors with Equilibrium K-Means and print the cluster sizes."""
     with user_errors():
-        from aelab.data import parse_ratio
         from aelab.tasks import run_cluster
 
-        given = settings({
-            "k": k, "alpha": alpha, "sweep": alpha_sweep, "map": map_method, "space": space,
-            "n_components": pca_dim, "seed": seed, "key": key, "labels_key": labels_key,
-            "n_init": n_init, "update": update, "max_iter": max_iter,
-            "target_ratio": None if target_ratio is None else parse_ratio(target_ratio),
-        }, set_)  # fmt: skip
+        given = gather(ctx, _listing(), {"k": k, "alpha": alpha}, set_, config, _CONVERT)
         res = run_cluster(
             features, out, plot=plot, scheduler=scheduler, overwrite=overwrite, **given
         )
-    _print(res, target_ratio)
+    _print(res)
 
 
-def _print(res: ClusterResult, target_ratio: str | None) -> None:
+def _print(res: ClusterResult) -> None:
     """What the command prints: sizes, convergence, scores, the sweep, and each warning once."""
     n = res.n_samples
     echo(f"{n} samples x {res.n_features} features, k={res.k}, alpha={res.alpha:.6g}")
     if res.target_ratio is not None:
         sizes = ":".join(map(str, sorted(res.sizes, reverse=True)))
-        echo(f"--target-ratio {target_ratio}: closest alpha {res.alpha:.6g} of {len(res.search)} "
+        ratio = ":".join(f"{r:g}" for r in res.target_ratio)
+        echo(f"target_ratio {ratio}: closest alpha {res.alpha:.6g} of {len(res.search)} "
              f"tried; sizes {sizes} (largest deviation from the ratio {100 * res.mismatch:.1f}%)")  # fmt: skip
     for i, size in enumerate(res.sizes):
         echo(f"cluster {i}: {size} ({100.0 * size / n:.1f}%)")
@@ -153,4 +138,4 @@ def _print(res: ClusterResult, target_ratio: str | None) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("cluster")(cluster)
+    app.command("cluster", cls=settings_command(_listing))(cluster)

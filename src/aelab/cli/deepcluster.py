@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from aelab.cli._common import SET_HELP, echo, settings, user_errors
+from aelab.cli._common import echo, user_errors
+from aelab.cli._settings import CONFIG_HELP, SET_HELP, Listing, gather, settings_command
+
+
+def _listing() -> Listing:
+    from aelab.tasks import DeepClusterOptions
+
+    return Listing(DeepClusterOptions)
+
+
+def _parse(name: str, text: str) -> Any:
+    import aelab.data
+
+    return getattr(aelab.data, name)(text)
+
+
+#: Old flags whose setting has another name or form: parameter -> (key, value).
+_CONVERT: dict[str, Any] = {
+    "pca_dim": lambda v: ("n_components", v),
+    "classes": lambda v: ("classes", _parse("parse_class_list", v)),
+    "ratio": lambda v: ("ratio", _parse("parse_ratio", v)),
+}
+
+
+def _old(flag: str) -> Any:
+    return typer.Option(None, flag, hidden=True)
 
 
 def deepcluster(
+    ctx: typer.Context,
     data: str = typer.Argument(
         ..., help="Image folder, .npy/.npz file, or fashion-mnist[:train|:test]."
     ),
@@ -18,73 +45,37 @@ def deepcluster(
     out: Path = typer.Option(
         ..., "--out", help="Run folder; results go to OUT/NAME (default deepcluster-METHOD)."
     ),
-    method: str | None = typer.Option(
-        None, "--method", help="ekm (EKM weights in the loss; default) or kmeans (hard assignment)."
-    ),
     name: str | None = typer.Option(None, "--name", help="Subfolder of OUT for this run."),
-    rounds: int | None = typer.Option(
-        None, "--rounds", min=1, help="Cluster / fine-tune alternations (default 10)."
-    ),
-    epochs_per_round: int | None = typer.Option(
-        None,
-        "--epochs-per-round",
-        min=1,
-        help="Fine-tuning epochs per round, centroids fixed (default 1).",
-    ),
-    gamma: float | None = typer.Option(
-        None,
-        "--gamma",
-        min=0.0,
-        help="Weight of the clustering loss against reconstruction (default 1).",
-    ),
-    alpha: str | None = typer.Option(
-        None,
-        "--alpha",
-        help="EKM alpha in the clustering space: a number, auto (2 / mean squared distance "
-        "to the mean, re-derived each round) or a multiple of auto such as 3x.",
-    ),
-    space: str | None = typer.Option(
-        None, "--space", help="Clustering space: raw, l2 (unit-normalised, default), pca, l2-pca."
-    ),
-    pca_dim: int | None = typer.Option(
-        None, "--pca-dim", min=1, help="Dimensions of the PCA spaces (default 32)."
-    ),
-    lr: float | None = typer.Option(
-        None, "--lr", help="Learning rate of the fine-tuning (default 1e-4)."
-    ),
-    batch_size: int | None = typer.Option(None, "--batch-size", min=2, help="Default 128."),
-    classes: str | None = typer.Option(
-        None, "--classes", help="Use only these classes (0,1,2 or names), relabelled 0..k-1."
-    ),
-    ratio: str | None = typer.Option(
-        None, "--ratio", help="Class sizes in this ratio, e.g. 2:1:1."
-    ),
-    n: int | None = typer.Option(None, "--n", min=1, help="Images in all (seeded sample)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
-    seed: int | None = typer.Option(None, "--seed", help="Default 0."),
+    labels: Path | None = typer.Option(None, "--labels", help="Labels file for array data."),
     device: str | None = typer.Option(
         None, "--device", help="auto (CUDA when present; default), cpu, cuda, cuda:N."
     ),
-    labels: Path | None = typer.Option(None, "--labels", help="Labels file for array data."),
-    progress: bool = typer.Option(False, "--progress", help="Show progress bars."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+    method: str | None = _old("--method"),
+    rounds: int | None = _old("--rounds"),
+    epochs_per_round: int | None = _old("--epochs-per-round"),
+    gamma: float | None = _old("--gamma"),
+    alpha: str | None = _old("--alpha"),
+    space: str | None = _old("--space"),
+    pca_dim: int | None = _old("--pca-dim"),
+    lr: float | None = _old("--lr"),
+    batch_size: int | None = _old("--batch-size"),
+    classes: str | None = _old("--classes"),
+    ratio: str | None = _old("--ratio"),
+    n: int | None = _old("--n"),
+    seed: int | None = _old("--seed"),
+    progress: bool = typer.Option(False, "--progress", hidden=True),
 ) -> None:
     """Deep clustering: fine-tune a pre-trained autoencoder so its latents cluster (EKM or K-means).
 
     Labels, when the data has them, only score the rounds (accuracy, NMI, ARI).
     """
     with user_errors():
-        from aelab.data import parse_class_list, parse_ratio
         from aelab.tasks import Source, run_deepcluster
 
-        given = settings({
-            "k": k, "method": method, "rounds": rounds, "epochs_per_round": epochs_per_round,
-            "gamma": gamma, "alpha": alpha, "space": space, "n_components": pca_dim, "lr": lr,
-            "batch_size": batch_size, "n": n, "seed": seed, "device": device,
-            "progress": progress or None,
-            "classes": None if classes is None else parse_class_list(classes),
-            "ratio": None if ratio is None else parse_ratio(ratio),
-        }, set_)  # fmt: skip
+        given = gather(ctx, _listing(), {"k": k, "device": device}, set_, config, _CONVERT)
         res = run_deepcluster(Source(data, None if labels is None else str(labels)), init, out,
                               name=name, overwrite=overwrite, log=echo, **given)  # fmt: skip
     first, last = res.rounds[0], res.rounds[-1]
@@ -96,4 +87,4 @@ def deepcluster(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("deepcluster")(deepcluster)
+    app.command("deepcluster", cls=settings_command(_listing))(deepcluster)

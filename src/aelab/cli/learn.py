@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from aelab.cli._common import SET_HELP, echo, settings, user_errors
+from aelab.cli._common import echo, user_errors
+from aelab.cli._settings import CONFIG_HELP, SET_HELP, Listing, gather, settings_command
 
 
 class Augment(StrEnum):
@@ -43,27 +45,51 @@ class Loss(StrEnum):
     bce = "bce"
 
 
-DataArg = typer.Argument(..., help="Image folder, .npy/.npz file, or fashion-mnist[:train|:test].")
+DataArg = typer.Argument(
+    ...,
+    help="Image folder, .npy/.npz file, or fashion-mnist[:train|:test] "
+    "(--skip-bad skips unreadable images, listed).",
+)
 DeviceOpt = typer.Option(
     None, "--device", help="auto (CUDA when present; default), cpu, cuda, cuda:N."
 )
-SeedOpt = typer.Option(
-    None, "--seed", help="Seed for splits, initialisation and shuffling (default 0)."
-)
-SkipBadOpt = typer.Option(
-    False, "--skip-bad", help="Skip unreadable images (listed) instead of failing."
-)
+SkipBadOpt = typer.Option(False, "--skip-bad", hidden=True)
 LabelsOpt = typer.Option(None, "--labels", help="Labels file (.npy or .csv) for array data.")
 SetOpt = typer.Option(None, "--set", help=SET_HELP)
-AmpOpt = typer.Option(
-    None,
-    "--amp",
-    help="Mixed precision (default auto): auto is bf16 where the hardware has native bf16 "
-    "and the model is not small, else float32 (the choice is printed and recorded in "
-    "config.json); bf16; or none (float32).",
-)
-Bf16Opt = typer.Option(False, "--bf16", help="The same as --amp bf16 (kept for old scripts).")
+ConfigOpt = typer.Option(None, "--config", help=CONFIG_HELP)
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an existing output.")
+EpochsOpt = typer.Option(None, "--epochs", min=1, help="Passes over the images (see Settings).")
+ModelOpt = typer.Option(
+    None, "--model", help="Registered model (see `aelab models`) or auto (the default)."
+)
+
+
+def _old(flag: str) -> Any:
+    """A flag that moved to ``--set``: hidden, still taking effect (with a one-line notice)."""
+    return typer.Option(None, flag, hidden=True)
+
+
+def _old_switch(flag: str) -> Any:
+    return typer.Option(False, flag, hidden=True)
+
+
+#: Old flags whose setting has another name or form: parameter -> (key, value).
+_CONVERT: dict[str, Any] = {
+    "bf16": lambda v: ("amp", "bf16"),
+    "patience": lambda v: ("patience", v or None),
+}
+
+
+def _pretrain_listing() -> Listing:
+    from aelab.training import PretrainConfig
+
+    return Listing(PretrainConfig)
+
+
+def _finetune_listing() -> Listing:
+    from aelab.training import FINETUNE_RECIPES, FinetuneConfig
+
+    return Listing(FinetuneConfig, presets=FINETUNE_RECIPES)
 
 
 def _source(data: str, labels: Path | None = None, skip_bad: bool = False) -> object:
@@ -72,191 +98,121 @@ def _source(data: str, labels: Path | None = None, skip_bad: bool = False) -> ob
     return Source(data, None if labels is None else str(labels), skip_bad)
 
 
-def _value(e: StrEnum | None) -> str | None:
-    return None if e is None else e.value
-
-
-def _amp(amp: Amp | None, bf16: bool) -> str | None:
-    """``--amp``, or ``bf16`` for the old ``--bf16`` flag; refuses the two disagreeing."""
-    if bf16 and amp not in (None, Amp.bf16):
-        raise ValueError(f"--bf16 and --amp {amp.value} contradict each other; give one of them")
-    return "bf16" if bf16 else _value(amp)
-
-
 def pretrain_cmd(
+    ctx: typer.Context,
     data: str = DataArg,
     out: Path = typer.Option(..., "--out", help="Run folder; the checkpoint goes to OUT/pretrain."),
-    model: str | None = typer.Option(
-        None, "--model", help="Registered model (see `aelab models`) or auto (default)."
-    ),
-    epochs: int | None = typer.Option(
-        None, "--epochs", min=1, help="Passes over the images (default 10)."
-    ),
-    batch_size: int | None = typer.Option(None, "--batch-size", min=2, help="Default 128."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 0.002)."),
-    loss: Loss | None = typer.Option(None, "--loss", help="Reconstruction loss (default mse)."),
-    augment: Augment | None = typer.Option(
-        None, "--augment", help="Augmentation of the inputs (default none)."
-    ),
-    mask_ratio: float | None = typer.Option(
-        None,
-        "--mask-ratio",
-        help="Masked-patch pre-training: hide this share of 4x4 squares from the encoder "
-        "and reconstruct the whole image (default 0: plain autoencoder).",
-    ),
-    val_fraction: float | None = typer.Option(
-        None, "--val-fraction", help="Share held out to monitor val_loss (default 0.05)."
-    ),
-    max_images: int | None = typer.Option(
-        None, "--max-images", help="Use at most this many images (default 0: all)."
-    ),
-    amp: Amp | None = AmpOpt,
-    bf16: bool = Bf16Opt,
+    model: str | None = ModelOpt,
+    epochs: int | None = EpochsOpt,
+    device: str | None = DeviceOpt,
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted run in OUT/pretrain."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
-    seed: int | None = SeedOpt,
-    device: str | None = DeviceOpt,
-    skip_bad: bool = SkipBadOpt,
     stream: bool = typer.Option(
         False,
         "--stream",
         help="Read images batch by batch (folder decoded on access, .npy memory-mapped) "
-        "instead of loading them: memory stays bounded for datasets larger than RAM.",
+        "instead of loading them: memory stays bounded for datasets larger than RAM "
+        "(--num-workers N: processes that read batches ahead).",
     ),
-    num_workers: int = typer.Option(
-        0, "--num-workers", min=0, help="Processes that read batches ahead (0: none)."
-    ),
+    config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,
+    skip_bad: bool = SkipBadOpt,
+    num_workers: int = typer.Option(0, "--num-workers", min=0, hidden=True),
+    batch_size: int | None = _old("--batch-size"),
+    lr: float | None = _old("--lr"),
+    loss: Loss | None = _old("--loss"),
+    augment: Augment | None = _old("--augment"),
+    mask_ratio: float | None = _old("--mask-ratio"),
+    val_fraction: float | None = _old("--val-fraction"),
+    max_images: int | None = _old("--max-images"),
+    amp: Amp | None = _old("--amp"),
+    bf16: bool = _old_switch("--bf16"),
+    seed: int | None = _old("--seed"),
 ) -> None:
     """Pre-train an autoencoder on images without labels (reconstruction loss).
 
-    Runs data-parallel unchanged under torchrun (--batch-size is the global batch).
+    Runs data-parallel unchanged under torchrun (batch_size is the global batch).
     """
     with user_errors():
         from aelab.tasks import run_pretrain
 
-        given = settings({
-            "model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-            "loss": _value(loss), "augment": _value(augment), "mask_ratio": mask_ratio,
-            "val_fraction": val_fraction, "max_images": max_images, "amp": _amp(amp, bf16),
-            "seed": seed, "device": device,
-        }, set_)  # fmt: skip
+        flags = {"model": model, "epochs": epochs, "device": device}
+        given = gather(ctx, _pretrain_listing(), flags, set_, config, _CONVERT)
         res = run_pretrain(_source(data, skip_bad=skip_bad), out, resume=resume, overwrite=overwrite,
                            stream=stream, num_workers=num_workers, **given)  # fmt: skip
         echo(f"wrote {res.run_dir} (final train_loss {res.train_loss:.5f})")
 
 
 def finetune_cmd(
+    ctx: typer.Context,
     data: str = DataArg,
-    out: Path = typer.Option(..., "--out", help="Run folder; the checkpoint goes to OUT/NAME."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Run folder; the checkpoint goes to OUT/finetune (OUT/NAME with --name NAME).",
+    ),
     init: Path | None = typer.Option(
         None, "--init", help="A pretrain run folder to start from (else from scratch)."
     ),
     model: str | None = typer.Option(
         None, "--model", help="Model when starting from scratch (default auto)."
     ),
-    name: str = typer.Option("finetune", "--name", help="Subfolder of OUT for this run."),
-    labels_per_class: int | None = typer.Option(
-        None,
-        "--labels-per-class",
-        help="Labeled images per class (default 0: all not in validation).",
-    ),
-    val_per_class: int | None = typer.Option(
-        None, "--val-per-class", help="Validation images per class (default 0: use --val-fraction)."
-    ),
-    val_fraction: float | None = typer.Option(None, "--val-fraction", help="Default 0.1."),
     recipe: Recipe = typer.Option(
         Recipe.default,
         "--recipe",
-        help="Named settings the options below override: default (= fixmatch: also learns "
-        "from the images not labeled), fixmatch, or plain (labeled images only).",
-    ),
-    augment: Augment | None = typer.Option(
-        None, "--augment", help="Augmentation of labeled images (default: from --recipe)."
+        help="Named settings (listed below) that --config and --set override: default "
+        "(= fixmatch: also learns from the images not labeled), fixmatch, or plain.",
     ),
     epochs: int | None = typer.Option(
         None,
         "--epochs",
         min=1,
-        help="Passes over the labeled images; with --semi fixmatch, over the unlabeled ones (default: from --recipe).",
+        help="Passes over the labeled images; with semi=fixmatch, over the unlabeled ones.",
     ),
-    batch_size: int | None = typer.Option(
-        None, "--batch-size", min=2, help="Labeled images per step (default 64)."
-    ),
-    lr: float | None = typer.Option(
-        None, "--lr", help="Peak learning rate (default: from --recipe)."
-    ),
-    recon_weight: float | None = typer.Option(
-        None, "--recon-weight", help="Keep the reconstruction loss on with this weight (default 0)."
-    ),
-    freeze_encoder_epochs: int | None = typer.Option(
-        None, "--freeze-encoder-epochs", help="Default: 0."
-    ),
-    encoder_lr_mult: float | None = typer.Option(
+    labels_per_class: int | None = typer.Option(
         None,
-        "--encoder-lr-mult",
-        help="Encoder learning rate relative to the head's (default: from --recipe).",
+        "--labels-per-class",
+        help="Labeled images per class (default 0: all not in validation).",
     ),
-    label_smoothing: float | None = typer.Option(
-        None, "--label-smoothing", help="Default: from --recipe."
-    ),
-    semi: Semi | None = typer.Option(
-        None, "--semi", help="Use the unlabeled images: fixmatch or none (default: from --recipe)."
-    ),
-    unlabeled_weight: float | None = typer.Option(
-        None, "--unlabeled-weight", help="Weight of the FixMatch loss (default: from --recipe)."
-    ),
-    threshold: float | None = typer.Option(
-        None, "--threshold", help="FixMatch confidence threshold (default: from --recipe)."
-    ),
-    unlabeled_ratio: int | None = typer.Option(
-        None,
-        "--unlabeled-ratio",
-        min=1,
-        help="Unlabeled images per labeled one in a step (default: from --recipe).",
-    ),
-    distribution_alignment: bool | None = typer.Option(
-        None,
-        "--distribution-alignment/--no-distribution-alignment",
-        help="FixMatch: rebalance each unlabeled batch's predictions to equal class shares "
-        "before thresholding (default: from --recipe).",
-    ),
-    ema_decay: float | None = typer.Option(
-        None,
-        "--ema-decay",
-        help="Predict with an exponential moving average of the weights, this decay per step; "
-        "0 turns it off (default: from --recipe).",
-    ),
-    patience: int | None = typer.Option(
-        None, "--patience", help="Early stopping on val_acc after this many epochs (default: off)."
-    ),
-    amp: Amp | None = AmpOpt,
-    bf16: bool = Bf16Opt,
-    resume: bool = typer.Option(False, "--resume"),
-    overwrite: bool = typer.Option(False, "--overwrite"),
-    seed: int | None = SeedOpt,
-    device: str | None = DeviceOpt,
-    skip_bad: bool = SkipBadOpt,
     labels: Path | None = LabelsOpt,
+    device: str | None = DeviceOpt,
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
+    config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,
+    name: str = typer.Option("finetune", "--name", hidden=True),
+    skip_bad: bool = SkipBadOpt,
+    val_per_class: int | None = _old("--val-per-class"),
+    val_fraction: float | None = _old("--val-fraction"),
+    augment: Augment | None = _old("--augment"),
+    batch_size: int | None = _old("--batch-size"),
+    lr: float | None = _old("--lr"),
+    recon_weight: float | None = _old("--recon-weight"),
+    freeze_encoder_epochs: int | None = _old("--freeze-encoder-epochs"),
+    encoder_lr_mult: float | None = _old("--encoder-lr-mult"),
+    label_smoothing: float | None = _old("--label-smoothing"),
+    semi: Semi | None = _old("--semi"),
+    unlabeled_weight: float | None = _old("--unlabeled-weight"),
+    threshold: float | None = _old("--threshold"),
+    unlabeled_ratio: int | None = _old("--unlabeled-ratio"),
+    distribution_alignment: bool | None = typer.Option(
+        None, "--distribution-alignment/--no-distribution-alignment", hidden=True
+    ),
+    ema_decay: float | None = _old("--ema-decay"),
+    patience: int | None = _old("--patience"),
+    amp: Amp | None = _old("--amp"),
+    bf16: bool = _old_switch("--bf16"),
+    seed: int | None = _old("--seed"),
 ) -> None:
     """Fine-tune the encoder and a classifier head on (few) labeled images."""
     with user_errors():
         from aelab.tasks import run_finetune
 
-        given = settings({
-            "model": model, "labels_per_class": labels_per_class, "val_per_class": val_per_class,
-            "val_fraction": val_fraction, "augment": _value(augment), "epochs": epochs,
-            "batch_size": batch_size, "lr": lr, "recon_weight": recon_weight,
-            "freeze_encoder_epochs": freeze_encoder_epochs, "encoder_lr_mult": encoder_lr_mult,
-            "label_smoothing": label_smoothing, "semi": _value(semi),
-            "unlabeled_weight": unlabeled_weight, "threshold": threshold,
-            "unlabeled_ratio": unlabeled_ratio, "distribution_alignment": distribution_alignment,
-            "ema_decay": ema_decay, "patience": patience or None, "amp": _amp(amp, bf16),
-            "seed": seed, "device": device,
-        }, set_)  # fmt: skip
+        flags = {"model": model, "epochs": epochs, "labels_per_class": labels_per_class,
+                 "device": device}  # fmt: skip
+        given = gather(ctx, _finetune_listing(), flags, set_, config, _CONVERT, preset=recipe.value)
         res = run_finetune(_source(data, labels, skip_bad), out, init=init, name=name,
                            recipe=recipe.value, resume=resume, overwrite=overwrite, **given)  # fmt: skip
         acc = res.best_val_acc
@@ -344,8 +300,8 @@ def reconstruct_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("pretrain")(pretrain_cmd)
-    app.command("finetune")(finetune_cmd)
+    app.command("pretrain", cls=settings_command(_pretrain_listing))(pretrain_cmd)
+    app.command("finetune", cls=settings_command(_finetune_listing))(finetune_cmd)
     app.command("predict")(predict_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("reconstruct")(reconstruct_cmd)

@@ -51,6 +51,16 @@ def _detector_params(self: Any) -> dict[str, Any]:
     return {n: getattr(self, n) for n in names if n != "self"}
 
 
+_DOC = """Settings of :func:`run_anomaly_fit`: the detector's parameters plus the below.
+
+Parameters
+----------
+normal_class : str or int, optional
+    Train on this class (index or name) of a labelled source only.
+max_images : int
+    Train on at most this many images, a seeded sample (0: all).
+"""
+
 #: Settings of :func:`run_anomaly_fit`: ``normal_class`` (train on this class
 #: of a labelled source only), ``max_images`` (a seeded cap, 0: all), and every
 #: parameter of :class:`~aelab.anomaly.ReconstructionDetector` with its default.
@@ -61,7 +71,7 @@ AnomalyFitOptions = dataclasses.make_dataclass(
         ("max_images", int, field(default=0)),
         *_detector_fields(),
     ],  # fmt: skip
-    namespace={"detector_params": _detector_params, "__module__": __name__},
+    namespace={"detector_params": _detector_params, "__module__": __name__, "__doc__": _DOC},
 )
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aelab.data.augment import PRESETS
 from aelab.data.dataset import ImageDataset, check_classes
 from aelab.data.splits import Splits
 from aelab.tasks.modeling import model_shape, new_model, record_run
@@ -36,90 +35,22 @@ __all__ = [
 ]
 
 
-def _check_common(augment: str, model: str, val_fraction: float) -> None:
-    if augment not in PRESETS:
-        raise ValueError(f"augment {augment!r}: choose one of {', '.join(PRESETS)}")
-    if not model:
-        raise ValueError("model: give a registered model name or auto")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+#: Deprecated aliases: a task's settings are one class each, the training configs
+#: (:class:`~aelab.training.PretrainConfig`, :class:`~aelab.training.FinetuneConfig`).
+PretrainOptions = PretrainConfig
+FinetuneOptions = FinetuneConfig
 
 
-@dataclass
-class PretrainOptions(PretrainConfig):
-    """Settings of :func:`run_pretrain`: :class:`~aelab.training.PretrainConfig` plus the below.
+def finetune_options(recipe: str = "default", **overrides: Any) -> FinetuneConfig:
+    """``FinetuneConfig.recipe(recipe)`` with ``overrides`` checked and converted.
 
-    Parameters
-    ----------
-    model : str
-        A registered model, or ``"auto"`` for the ``convae`` member that suits the images.
-    model_overrides : dict, optional
-        Changes to the model's config, e.g. ``{"latent_dim": 64, "image_size": 64}``.
-    augment : {"none", "weak", "standard"}
-        Augmentation of the inputs (the model reconstructs the augmented image).
-    val_fraction : float
-        Share of the images held out to monitor the reconstruction loss.
-    max_images : int
-        Train on at most this many images, a seeded sample (0: all).
-    """
-
-    model: str = "auto"
-    model_overrides: dict[str, Any] | None = None
-    augment: str = "none"
-    val_fraction: float = 0.05
-    max_images: int = 0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_common(self.augment, self.model, self.val_fraction)
-        if self.max_images < 0:
-            raise ValueError(f"max_images must be >= 0 (0: all), got {self.max_images}")
-
-
-@dataclass
-class FinetuneOptions(FinetuneConfig):
-    """Settings of :func:`run_finetune`: :class:`~aelab.training.FinetuneConfig` plus the below.
-
-    Build them from a named recipe with :func:`finetune_options`.
-
-    Parameters
-    ----------
-    model : str
-        The model when starting from scratch (a registered name or ``"auto"``).
-    augment : {"none", "weak", "standard"}
-        Augmentation of the labelled images (FixMatch: its weak view).
-    labels_per_class : int
-        Labelled images per class (0: every image not in validation).
-    val_per_class : int
-        Validation images per class (0: ``val_fraction`` of each class).
-    val_fraction : float
-        Share of each class held out for validation when ``val_per_class`` is 0.
-    """
-
-    model: str = "auto"
-    augment: str = "standard"
-    labels_per_class: int = 0
-    val_per_class: int = 0
-    val_fraction: float = 0.1
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_common(self.augment, self.model, self.val_fraction)
-        for name in ("labels_per_class", "val_per_class"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0: all), got {getattr(self, name)}")
-
-
-def finetune_options(recipe: str = "default", **overrides: Any) -> FinetuneOptions:
-    """The settings of a named recipe (:data:`aelab.training.FINETUNE_RECIPES`), with overrides.
-
-    ``"default"`` is FixMatch on the unlabeled images; ``"plain"`` supervised
-    fine-tuning only. Overrides left at ``None`` keep the recipe's value.
+    Unlike the classmethod, values may be text (the command line's, the
+    study file's) converted to each field's type (:func:`with_overrides`).
+    Overrides left at ``None`` keep the recipe's value.
     """
     if recipe not in FINETUNE_RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(FINETUNE_RECIPES)}")
-    base = with_overrides(FinetuneOptions(), FINETUNE_RECIPES[recipe])
-    return with_overrides(base, overrides)
+    return with_overrides(FinetuneConfig.recipe(recipe), overrides)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Training: a model-agnostic loop, step functions, checkpoints, and recipes.
 
-- :mod:`aelab.training.loop` — :class:`Trainer` (with :mod:`~aelab.training.config`:
+- :mod:`aelab.training.loop` — :class:`Trainer` (with :mod:`~aelab.training.loop_config`:
   :class:`TrainConfig`; :mod:`~aelab.training.ema`: weight averaging;
   :mod:`~aelab.training.runfolder`: run-folder checks and metrics;
   :mod:`~aelab.training.epoch`: device moves, metric sums, DDP wrapping;
@@ -9,8 +9,8 @@
 - :mod:`aelab.training.semisup` — FixMatch step and strong augmentation
 - :mod:`aelab.training.checkpoint` — safetensors + JSON checkpoints, each epoch's
   files committed as one unit (:mod:`~aelab.training.commit`)
-- :mod:`aelab.training.configs` — :class:`PretrainConfig`, :class:`FinetuneConfig`,
-  the named fine-tuning recipes
+- :mod:`aelab.training.configs` — :class:`PretrainConfig`, :class:`FinetuneConfig`
+  (one settings class per task), the named fine-tuning recipes (``FinetuneConfig.recipe``)
 - :mod:`aelab.training.batching` — :func:`batch_factory` (seeded, sharded batches)
 - :mod:`aelab.training.recipes` — :func:`pretrain`, :func:`finetune`
 - :mod:`aelab.training.inference` — :func:`predict`, :func:`evaluate`,

@@ -1,10 +1,11 @@
 """Settings of pre-training and fine-tuning, and the named fine-tuning recipes.
 
-:class:`PretrainConfig` and :class:`FinetuneConfig` extend the loop's
-:class:`~aelab.training.loop.TrainConfig` with what each task adds; their
-defaults are aelab's defaults. :data:`FINETUNE_RECIPES` names sets of
-:class:`FinetuneConfig` values (and the augmentation preset) that differ from
-those defaults.
+One settings class per task: :class:`PretrainConfig` and :class:`FinetuneConfig`
+extend the loop's :class:`~aelab.training.loop.TrainConfig` with what each task
+adds (the model, the augmentation, how the images are split); their defaults
+are aelab's defaults. :data:`FINETUNE_RECIPES` names sets of
+:class:`FinetuneConfig` values that differ from those defaults, and
+``FinetuneConfig.recipe(name)`` builds one.
 """
 
 from __future__ import annotations
@@ -13,11 +14,21 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from aelab.data.augment import PRESETS
 from aelab.training.loop import TrainConfig
 from aelab.training.semisup import SEMI_METHODS
 from aelab.training.steps import RECON_LOSSES
 
 __all__ = ["FINETUNE_RECIPES", "FinetuneConfig", "PretrainConfig", "finetune_recipe"]
+
+
+def _check_task(augment: str, model: str, val_fraction: float) -> None:
+    if augment not in PRESETS:
+        raise ValueError(f"augment {augment!r}: choose one of {', '.join(PRESETS)}")
+    if not model:
+        raise ValueError("model: give a registered model name or auto")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
 
 
 @dataclass
@@ -36,6 +47,16 @@ class PretrainConfig(TrainConfig):
         (0: plain reconstruction).
     mask_patch : int
         Side of the hidden squares in pixels.
+    model : str
+        A registered model, or ``"auto"`` for the ``convae`` member that suits the images.
+    model_overrides : dict, optional
+        Changes to the model's config, e.g. ``{"latent_dim": 64, "image_size": 64}``.
+    augment : {"none", "weak", "standard"}
+        Augmentation of the inputs (the model reconstructs the augmented image).
+    val_fraction : float
+        Share of the images held out to monitor the reconstruction loss.
+    max_images : int
+        Train on at most this many images, a seeded sample (0: all).
     """
 
     epochs: int = 10
@@ -44,9 +65,17 @@ class PretrainConfig(TrainConfig):
     loss: str = "mse"
     mask_ratio: float = 0.0
     mask_patch: int = 4
+    model: str = "auto"
+    model_overrides: dict[str, Any] | None = None
+    augment: str = "none"
+    val_fraction: float = 0.05
+    max_images: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_task(self.augment, self.model, self.val_fraction)
+        if self.max_images < 0:
+            raise ValueError(f"max_images must be >= 0 (0: all), got {self.max_images}")
         if self.batch_size < 2:
             raise ValueError(
                 f"batch_size must be >= 2 (batch norm needs two images), got {self.batch_size}"
@@ -107,6 +136,16 @@ class FinetuneConfig(TrainConfig):
         (the unlabeled images then come round again in the same order). A
         schedule counted in passes otherwise shrinks with the unlabeled pool:
         3 passes over 8,000 images are 125 steps, too few to learn from.
+    model : str
+        The model when starting from scratch (a registered name or ``"auto"``).
+    augment : {"none", "weak", "standard"}
+        Augmentation of the labelled images (FixMatch: its weak view).
+    labels_per_class : int
+        Labelled images per class (0: every image not in validation).
+    val_per_class : int
+        Validation images per class (0: ``val_fraction`` of each class).
+    val_fraction : float
+        Share of each class held out for validation when ``val_per_class`` is 0.
 
     Notes
     -----
@@ -114,6 +153,11 @@ class FinetuneConfig(TrainConfig):
     unlabeled images (``len(unlabeled) // (batch_size * unlabeled_ratio)``
     steps, at least ``min_epoch_steps``) while the labelled images repeat;
     otherwise one pass over the labelled images.
+
+    Examples
+    --------
+    >>> FinetuneConfig.recipe("plain", epochs=5).semi
+    'none'
     """
 
     epochs: int = 30
@@ -129,9 +173,18 @@ class FinetuneConfig(TrainConfig):
     unlabeled_ratio: int = 3
     distribution_alignment: bool = False
     min_epoch_steps: int = 0
+    model: str = "auto"
+    augment: str = "standard"
+    labels_per_class: int = 0
+    val_per_class: int = 0
+    val_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_task(self.augment, self.model, self.val_fraction)
+        for name in ("labels_per_class", "val_per_class"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: all), got {getattr(self, name)}")
         if self.batch_size < 2:
             raise ValueError(
                 f"batch_size must be >= 2 (batch norm needs two images), got {self.batch_size}"
@@ -161,6 +214,34 @@ class FinetuneConfig(TrainConfig):
         if isinstance(self.min_epoch_steps, bool) or self.min_epoch_steps < 0:
             raise ValueError(f"min_epoch_steps must be >= 0, got {self.min_epoch_steps}")
 
+    @classmethod
+    def recipe(cls, name: str = "default", **overrides: Any) -> FinetuneConfig:
+        """The settings of a named recipe (a key of :data:`FINETUNE_RECIPES`), with overrides.
+
+        Parameters
+        ----------
+        name : str
+            ``"default"`` (FixMatch on the unlabeled images), ``"fixmatch"``
+            or ``"plain"`` (supervised fine-tuning only).
+        **overrides
+            Fields replacing the recipe's; ``None`` values are ignored, so an
+            unset option falls through to the recipe.
+
+        Raises
+        ------
+        ValueError
+            For an unknown recipe or field, or a value the field refuses.
+        """
+        if name not in FINETUNE_RECIPES:
+            raise ValueError(
+                f"unknown fine-tuning recipe {name!r}; use one of {', '.join(FINETUNE_RECIPES)}"
+            )
+        values = {**FINETUNE_RECIPES[name], **{k: v for k, v in overrides.items() if v is not None}}
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown FinetuneConfig fields: {', '.join(unknown)}")
+        return cls(**values)
+
     @property
     def uses_unlabeled(self) -> bool:
         """Whether this recipe learns from unlabeled images (FixMatch or a reconstruction term)."""
@@ -170,8 +251,8 @@ class FinetuneConfig(TrainConfig):
 # ----------------------------------------------------------------------------- named recipes
 
 #: Fine-tuning recipes by name: each is a set of :class:`FinetuneConfig` fields
-#: (plus ``augment``, the weak augmentation preset). ``benchmarks/fewlabel.py``
-#: measures them; ``"default"`` is what ``aelab finetune`` uses.
+#: (``augment`` is FixMatch's weak view). ``benchmarks/fewlabel.py`` measures
+#: them; ``"default"`` is what ``aelab finetune`` uses (``FinetuneConfig.recipe``).
 FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
     # Supervised fine-tuning on the labelled images only (aelab's recipe before
     # FixMatch): FinetuneConfig's own defaults, with standard augmentation.
@@ -200,31 +281,16 @@ FINETUNE_RECIPES["default"] = dict(FINETUNE_RECIPES["fixmatch"])
 
 
 def finetune_recipe(name: str = "default", **overrides: Any) -> tuple[FinetuneConfig, str]:
-    """The :class:`FinetuneConfig` and augmentation preset of a named recipe.
+    """Deprecated: ``FinetuneConfig.recipe(name, **overrides)`` and its ``augment``.
 
-    Parameters
-    ----------
-    name : str
-        A key of :data:`FINETUNE_RECIPES` (``"default"``, ``"plain"``, ``"fixmatch"``).
-    **overrides
-        :class:`FinetuneConfig` fields (or ``augment``) replacing the
-        recipe's; ``None`` values are ignored, so unset CLI options fall
-        through to the recipe.
+    Kept so that older code keeps working; the augmentation preset is now a
+    field of :class:`FinetuneConfig`.
 
     Returns
     -------
     config : FinetuneConfig
     augment : str
-        The augmentation preset name (``"standard"``, ``"weak"`` or ``"none"``).
+        ``config.augment``.
     """
-    if name not in FINETUNE_RECIPES:
-        raise ValueError(
-            f"unknown fine-tuning recipe {name!r}; use one of {', '.join(FINETUNE_RECIPES)}"
-        )
-    values = {**FINETUNE_RECIPES[name], **{k: v for k, v in overrides.items() if v is not None}}
-    augment = values.pop("augment")
-    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown FinetuneConfig fields: {', '.join(unknown)}")
-    return FinetuneConfig(**values), augment
+    config = FinetuneConfig.recipe(name, **overrides)
+    return config, config.augment

@@ -17,7 +17,7 @@ import torch.nn as nn
 from aelab.files import read_json
 from aelab.runtime import SpeedChoice, resolve_speed
 from aelab.training import checkpoint as ckpt
-from aelab.training.config import TrainConfig
+from aelab.training.loop_config import TrainConfig
 
 __all__ = ["announce", "choose", "resumed"]
 
