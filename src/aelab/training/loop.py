@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from aelab.fingerprint import EXEMPT, Fingerprint, canonical, flat_settings
 from aelab.runtime import SpeedChoice, progress_bars, resolve_device, seed_everything
 from aelab.training import checkpoint as ckpt
 from aelab.training import distributed as dist_utils
@@ -106,7 +107,13 @@ class Trainer:
         ``{"encoder.": 0.1}``; the first matching prefix wins.
     run_config : mapping, optional
         Extra JSON-able settings recorded in ``config.json`` next to ``config``
-        (batch size, loss...); a resumed run must match them.
+        (batch size, loss...).
+    data_digests : mapping of str to str, optional
+        A digest of each set of images the run learns from (see
+        :func:`aelab.data.data_digest`), by name.
+    inputs : mapping of str to str, optional
+        A digest of each result the run starts from (``{"init": ...}``: the
+        checkpoint it was initialised from).
 
     Notes
     -----
@@ -124,6 +131,11 @@ class Trainer:
 
     ``trainer.speed`` is what ``config.amp`` and ``config.channels_last``
     resolved to, recorded in ``config.json`` (a resumed run keeps it).
+
+    ``config.json`` also records the run's :class:`~aelab.fingerprint.Fingerprint`
+    (:meth:`fingerprint`: the settings but the device and logging, the data,
+    the inputs and the code); a run is resumed only when it is unchanged, and
+    refused otherwise with a line naming the first difference.
     """
 
     def __init__(
@@ -139,6 +151,8 @@ class Trainer:
         model_meta: Mapping[str, Any] | None = None,
         lr_mult: Mapping[str, float] | None = None,
         run_config: Mapping[str, Any] | None = None,
+        data_digests: Mapping[str, str | None] | None = None,
+        inputs: Mapping[str, str | None] | None = None,
     ) -> None:
         if not isinstance(config, TrainConfig):
             raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -156,6 +170,8 @@ class Trainer:
         self.model_meta = dict(model_meta or {})
         self.lr_mult = dict(lr_mult or {})
         self.run_config = dict(run_config or {})
+        self.data_digests = dict(data_digests or {})
+        self.inputs = dict(inputs or {})
         self.callbacks: dict[str, list[Callable[[Trainer], None]]] = defaultdict(list)
         # Filled in by fit():
         self.device = torch.device("cpu")
@@ -222,9 +238,22 @@ class Trainer:
         mode = cfg.mode or ("max" if "acc" in monitor else "min")
         return monitor, mode
 
-    def _run_config(self, with_speed: bool = True) -> dict[str, Any]:
-        speed = {"speed": self.speed.to_dict()} if with_speed and self.speed else {}
-        return {"config": self.config.to_dict(), **self.run_config, **speed}
+    def fingerprint(self) -> Fingerprint:
+        """What this run is made from: the settings (less :data:`~aelab.fingerprint.EXEMPT`),
+        the data, the inputs and the code."""
+        extra = {k: canonical(v) for k, v in self.run_config.items() if k not in EXEMPT}
+        return Fingerprint(
+            settings={**flat_settings(self.config), **extra},
+            data=self.data_digests,
+            inputs=self.inputs,
+        )
+
+    def _run_config(self) -> dict[str, Any]:
+        speed = {"speed": self.speed.to_dict()} if self.speed else {}
+        return {
+            "config": self.config.to_dict(), **self.run_config, **speed,
+            "fingerprint": self.fingerprint().to_json(),
+        }  # fmt: skip
 
     # ------------------------------------------------------------------ the loop
 
@@ -418,7 +447,7 @@ class Trainer:
             assert self.run_dir is not None
             recorded = speed_utils.resumed(self.run_dir, self.speed, self.model, self.ema)
             self.speed = recorded or self.speed
-            runfolder.check_resume_config(self.run_dir, self._run_config(recorded is not None))
+            runfolder.check_resume(self.run_dir, self.fingerprint())
             state = ckpt.load_training_state(
                 self.run_dir, self.model, self.optimizer, self.scheduler, ema=self.ema
             )
