@@ -64,7 +64,7 @@ def study_cmd(
             over["seed"] = seed
         if device is not None:
             over["device"] = device
-        cfg = load_config(config, quick=quick, overrides=over)
+        cfg = load_config(config, quick=quick, overrides=over, log=echo)
         res = run_study(cfg, out, resume=resume, log=echo)
         report = write_report(res, out)
         echo(f"[report] wrote {report}")

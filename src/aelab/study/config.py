@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,8 @@ class StudyConfig:
     reconstruct_n: int = 8
 
 
-#: ``--quick``: the same study, smaller. Applied on top of the defaults and the user's file.
+#: ``--quick``: the same study, smaller. Applied on top of the defaults, below the user's file
+#: and flags: a value the user wrote wins over the preset's.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "data": {"labels_per_class": 20, "val_per_class": 20, "max_test": 1000},
     "pretrain": {"epochs": 2, "max_images": 2000},
@@ -260,30 +262,61 @@ def _apply(cfg: StudyConfig, table: dict[str, Any]) -> StudyConfig:
     return dataclasses.replace(cfg, **changes)
 
 
+def _read_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no such config file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: not valid TOML ({e})") from None
+
+
+def _under(preset: dict[str, dict[str, Any]], user: dict[str, Any]) -> dict[str, Any]:
+    """``user``'s table with the ``preset``'s values where it has none (tables merged by section)."""
+    merged = dict(user)
+    for section, values in preset.items():
+        mine = user.get(section, {})
+        merged[section] = {**values, **mine} if isinstance(mine, dict) else mine
+    return merged
+
+
+def _preset_line(user: dict[str, Any], overrides: dict[str, Any]) -> str:
+    """The ``--quick`` values used and those the user's own values replaced, in one line."""
+    used, mine = [], []
+    for section, values in QUICK_OVERRIDES.items():
+        for key, value in values.items():
+            given = any(isinstance(t.get(section), dict) and key in t[section]
+                        for t in (user, overrides))  # fmt: skip
+            (mine if given else used).append(f"{section}.{key}" + ("" if given else f"={value}"))
+    line = "[quick] preset values used: " + (", ".join(used) or "none")
+    return line + (f" (yours kept: {', '.join(mine)})" if mine else "")
+
+
 def load_config(
-    path: str | Path | None = None, *, quick: bool = False, overrides: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    *,
+    quick: bool = False,
+    overrides: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> StudyConfig:
-    """Defaults, then the user's TOML file, then ``--quick``, then ``overrides`` (same layout).
+    """The defaults, then ``--quick``, then the user's TOML file, then ``overrides`` (same layout).
+
+    What the user wrote (the file, the flags in ``overrides``) wins over the
+    ``--quick`` preset; ``log`` receives one line naming the preset values used.
 
     Raises
     ------
     ValueError
         For a file that is not TOML, an unknown key, or a value that does not fit.
     """
-    cfg = StudyConfig()
-    if path is not None:
-        p = Path(path)
-        try:
-            user = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{p}: no such config file") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{p}: not valid TOML ({e})") from None
-        cfg = _apply(cfg, user)
-    if quick:
-        cfg = _apply(cfg, QUICK_OVERRIDES)
+    user = {} if path is None else _read_toml(path)
+    table = _under(QUICK_OVERRIDES, user) if quick else user
+    cfg = _apply(StudyConfig(), table)
     if overrides:
         cfg = _apply(cfg, overrides)
+    if quick and log is not None:
+        log(_preset_line(user, overrides or {}))
     return cfg
 
 
