@@ -196,6 +196,11 @@ class ReconstructionDetector:
         )  # fmt: skip
         return {n: getattr(self, n) for n in names}
 
+    def check_params(self) -> ReconstructionDetector:
+        """Check every parameter as :meth:`fit` does, without fitting; one-line ValueError otherwise."""
+        self._validate()
+        return self
+
     def _validate(self) -> tuple[tuple[str, ...] | None, ThresholdRule]:
         """Check every argument; the score parts (``None`` for ``"auto"``) and the threshold rule."""
         parts = None if self.score == "auto" else parse_score(self.score)

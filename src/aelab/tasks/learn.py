@@ -17,7 +17,7 @@ from typing import Any
 from aelab.data.augment import PRESETS
 from aelab.data.dataset import ImageDataset
 from aelab.data.splits import Splits
-from aelab.tasks.modeling import model_shape, new_model, record_run
+from aelab.tasks.modeling import check_model_overrides, model_shape, new_model, record_run
 from aelab.tasks.options import with_overrides
 from aelab.tasks.outputs import check_output_folder
 from aelab.tasks.results import Record
@@ -72,6 +72,7 @@ class PretrainOptions(PretrainConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_common(self.augment, self.model, self.val_fraction)
+        self.model_overrides = check_model_overrides(self.model_overrides)
         if self.max_images < 0:
             raise ValueError(f"max_images must be >= 0 (0: all), got {self.max_images}")
 
