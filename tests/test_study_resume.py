@@ -40,8 +40,14 @@ def _toml(changes=None):
     for section, values in BASE.items():
         values = {**values, **(changes or {}).get(section, {})}
         lines += [f"[{section}]"] if section else []
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        lines += [f"{k} = {_value(v)}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
+
+
+def _value(v):
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + "}"
+    return json.dumps(v)
 
 
 def _npz(path, n, seed, classes=3):
@@ -178,3 +184,53 @@ def test_quick_resume_with_a_changed_file_reruns_and_keeps_what_the_file_says(st
     assert "epochs = 2" in (study / "run" / "config.toml").read_text()
     page = (study / "run" / "report.html").read_text()
     assert "classes vbar, square in the ratio" in page
+
+
+# ----------------------------------------------------------------------------- checked at once
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"finetune": {"ablation": []}}, "[finetune] ablation must be a non-empty list"),
+        ({"finetune": {"ablation": ["bogus"]}}, "got ['bogus']"),
+        ({"anomaly": {"threshold": "fpr:2"}}, "[anomaly] the rate in threshold 'fpr:2'"),
+        ({"pretrain": {"model_overrides": {"foo": 1}}}, "unknown setting 'model_overrides.foo'"),
+        ({"anomaly": {"model_overrides": {"latent_dim": "x"}}}, "model_overrides.latent_dim"),
+        ({"cluster": {"sweep": "lots"}}, "[cluster] sweep must be alphas"),
+    ],
+    ids=["ablation-empty", "ablation-bogus", "threshold", "pretrain-model", "anomaly-model", "sweep"],
+)
+def test_settings_are_refused_before_any_step(tmp_path, monkeypatch, changes, words):
+    """One line, exit 2, and no step ran (they used to fail after pre-training)."""
+    _npz(tmp_path / "train.npz", 90, 0)
+    _npz(tmp_path / "test.npz", 45, 1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "study.toml").write_text(_toml(changes))
+    r = CliRunner().invoke(app, ["study", "study.toml", "--out", "run"])
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], r.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_what_the_user_wrote_wins_over_quick(tmp_path):
+    """defaults < --quick < the file < flags, and one line names the preset values used."""
+    from aelab.study import load_config
+    from aelab.study.config import QUICK_OVERRIDES
+
+    q = tmp_path / "q.toml"
+    q.write_text("[pretrain]\nepochs = 1\n[finetune]\nepochs = 2\nrecipe = \"default\"\n")
+    said = []
+    cfg = load_config(q, quick=True, overrides={"data": {"max_test": 7}}, log=said.append)
+    assert cfg.pretrain.epochs == 1 and cfg.finetune.settings.epochs == 2
+    assert cfg.finetune.recipe == "default" and cfg.finetune.settings.semi == "fixmatch"
+    assert cfg.data.max_test == 7  # a flag wins over the preset
+    assert cfg.data.labels_per_class == QUICK_OVERRIDES["data"]["labels_per_class"]
+    assert cfg.pretrain.max_images == QUICK_OVERRIDES["pretrain"]["max_images"]
+    assert len(said) == 1 and said[0].startswith("[quick] preset values used: ")
+    assert "data.labels_per_class=20" in said[0] and "pretrain.max_images=2000" in said[0]
+    assert "yours kept: data.max_test, pretrain.epochs, finetune.epochs" in said[0]
+    # A recipe named in the file does not undo the preset's epochs for the settings it names.
+    q.write_text("[finetune]\nrecipe = \"default\"\n")
+    assert load_config(q, quick=True).finetune.settings.epochs == QUICK_OVERRIDES["finetune"]["epochs"]
