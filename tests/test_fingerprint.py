@@ -12,9 +12,16 @@ import torch
 from typer.testing import CliRunner
 
 from aelab.cli.main import app
-from aelab.data import ImageDataset, ImageFolderStream, ImageRows, data_digest
-from aelab.fingerprint import Fingerprint, code_version, flat_settings
+from aelab.data import ImageDataset, ImageFolderStream, ImageRows
 from aelab.training import PretrainConfig
+
+
+def data_digest(data):
+    # Imported here (and the fingerprint module in the tests), so that on a checkout
+    # without them each test fails on its own.
+    from aelab.data import data_digest
+
+    return data_digest(data)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -71,6 +78,8 @@ def test_streamed_folders_are_stamped_by_size_and_time_not_read(tmp_path):
 
 
 def test_settings_leave_out_where_a_run_runs_and_what_it_prints():
+    from aelab.fingerprint import flat_settings
+
     a = flat_settings(PretrainConfig(epochs=2, device="cpu", progress=False))
     b = flat_settings(PretrainConfig(epochs=2, device="auto", progress=True, log_every=3))
     assert a == b and "device" not in a and "epochs" in a
@@ -78,6 +87,8 @@ def test_settings_leave_out_where_a_run_runs_and_what_it_prints():
 
 
 def test_the_first_difference_in_words():
+    from aelab.fingerprint import Fingerprint
+
     old = Fingerprint({"epochs": 2, "lr": 0.1}, {"training images": "d1"}, {"pretrain": "p"})
     assert old.change_from(old) is None
     assert Fingerprint({"epochs": 3, "lr": 0.2}, old.data, old.inputs).change_from(old) == (
@@ -96,6 +107,7 @@ def test_the_first_difference_in_words():
 
 def test_code_version_from_this_checkout_and_without_git(monkeypatch):
     from aelab import __version__
+    from aelab.fingerprint import code_version
 
     code = code_version.__wrapped__()
     assert code["aelab"] == __version__
