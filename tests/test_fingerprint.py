@@ -23,6 +23,7 @@ def data_digest(data):
 
     return data_digest(data)
 
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

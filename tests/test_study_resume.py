@@ -115,18 +115,36 @@ def test_top_level_device_is_not_part_of_the_fingerprint(study):
 @pytest.mark.parametrize(
     ("changes", "expected", "line"),
     [
-        ({"data": {"max_test": 30}}, {"predict", "cluster", "anomaly", "reconstruct"},
-         "[predict] test images changed: running again"),
-        ({"pretrain": {"epochs": 2}}, set(STEPS) - {"anomaly"},
-         "[pretrain] epochs changed (1 -> 2): running again"),
-        ({"finetune": {"lr": 0.002}}, {"finetune-none", "predict", "cluster", "reconstruct"},
-         "[finetune-none] lr changed (0.001 -> 0.002): running again"),
-        ({"cluster": {"classes": [2, 1]}}, {"cluster"},
-         "[cluster] classes changed ([0, 1, 2] -> [2, 1]): running again"),
-        ({"anomaly": {"normal_class": 1}}, {"anomaly"},
-         '[anomaly] normal_class changed ("hbar" -> "vbar"): running again'),
-        ({"reconstruct": {"n": 3}}, {"reconstruct"},
-         "[reconstruct] n changed (2 -> 3): running again"),
+        (
+            {"data": {"max_test": 30}},
+            {"predict", "cluster", "anomaly", "reconstruct"},
+            "[predict] test images changed: running again",
+        ),
+        (
+            {"pretrain": {"epochs": 2}},
+            set(STEPS) - {"anomaly"},
+            "[pretrain] epochs changed (1 -> 2): running again",
+        ),
+        (
+            {"finetune": {"lr": 0.002}},
+            {"finetune-none", "predict", "cluster", "reconstruct"},
+            "[finetune-none] lr changed (0.001 -> 0.002): running again",
+        ),
+        (
+            {"cluster": {"classes": [2, 1]}},
+            {"cluster"},
+            "[cluster] classes changed ([0, 1, 2] -> [2, 1]): running again",
+        ),
+        (
+            {"anomaly": {"normal_class": 1}},
+            {"anomaly"},
+            '[anomaly] normal_class changed ("hbar" -> "vbar"): running again',
+        ),
+        (
+            {"reconstruct": {"n": 3}},
+            {"reconstruct"},
+            "[reconstruct] n changed (2 -> 3): running again",
+        ),
     ],
     ids=["data", "pretrain", "finetune", "cluster", "anomaly", "reconstruct"],
 )
@@ -199,7 +217,14 @@ def test_quick_resume_with_a_changed_file_reruns_and_keeps_what_the_file_says(st
         ({"anomaly": {"model_overrides": {"latent_dim": "x"}}}, "model_overrides.latent_dim"),
         ({"cluster": {"sweep": "lots"}}, "[cluster] sweep must be alphas"),
     ],
-    ids=["ablation-empty", "ablation-bogus", "threshold", "pretrain-model", "anomaly-model", "sweep"],
+    ids=[
+        "ablation-empty",
+        "ablation-bogus",
+        "threshold",
+        "pretrain-model",
+        "anomaly-model",
+        "sweep",
+    ],
 )
 def test_settings_are_refused_before_any_step(tmp_path, monkeypatch, changes, words):
     """One line, exit 2, and no step ran (they used to fail after pre-training)."""
@@ -220,7 +245,7 @@ def test_what_the_user_wrote_wins_over_quick(tmp_path):
     from aelab.study.config import QUICK_OVERRIDES
 
     q = tmp_path / "q.toml"
-    q.write_text("[pretrain]\nepochs = 1\n[finetune]\nepochs = 2\nrecipe = \"default\"\n")
+    q.write_text('[pretrain]\nepochs = 1\n[finetune]\nepochs = 2\nrecipe = "default"\n')
     said = []
     cfg = load_config(q, quick=True, overrides={"data": {"max_test": 7}}, log=said.append)
     assert cfg.pretrain.epochs == 1 and cfg.finetune.settings.epochs == 2
@@ -232,5 +257,7 @@ def test_what_the_user_wrote_wins_over_quick(tmp_path):
     assert "data.labels_per_class=20" in said[0] and "pretrain.max_images=2000" in said[0]
     assert "yours kept: data.max_test, pretrain.epochs, finetune.epochs" in said[0]
     # A recipe named in the file does not undo the preset's epochs for the settings it names.
-    q.write_text("[finetune]\nrecipe = \"default\"\n")
-    assert load_config(q, quick=True).finetune.settings.epochs == QUICK_OVERRIDES["finetune"]["epochs"]
+    q.write_text('[finetune]\nrecipe = "default"\n')
+    assert (
+        load_config(q, quick=True).finetune.settings.epochs == QUICK_OVERRIDES["finetune"]["epochs"]
+    )

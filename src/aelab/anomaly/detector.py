@@ -213,12 +213,9 @@ class ReconstructionDetector:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if (
-            isinstance(self.min_steps, bool)
-            or not isinstance(self.min_steps, int)
-            or self.min_steps < 0
-        ):
-            raise ValueError(f"min_steps must be a non-negative integer, got {self.min_steps!r}")
+        steps = self.min_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"min_steps must be a non-negative integer, got {steps!r}")
         if not self.transform_weight >= 0:
             raise ValueError(f"transform_weight must be >= 0, got {self.transform_weight!r}")
         return parts, parse_threshold(self.threshold, self.contamination)

@@ -101,7 +101,9 @@ class FinetuneSection(Checked):
         "recipe": one_of(FINETUNE_RECIPES),
         # One fine-tuning run (and step) per preset: at least one, each once.
         "ablation": list_of(
-            one_of(PRESETS), empty=False, unique=True,
+            one_of(PRESETS),
+            empty=False,
+            unique=True,
             must=f"a non-empty list of augmentation presets ({', '.join(PRESETS)}), each once",
         ),  # fmt: skip
     }

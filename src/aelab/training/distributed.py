@@ -37,6 +37,7 @@ import torch.nn as nn
 
 __all__ = [
     "DistInfo",
+    "wrap_step",
     "SyncBatchNormCPU",
     "all_reduce_sums",
     "barrier",
@@ -416,3 +417,28 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 def revert_sync_batchnorm(model: nn.Module) -> nn.Module:
     """Undo :func:`convert_sync_batchnorm` (layers get back their original class)."""
     return _swap_bn(model, None)
+
+
+class _StepModule(nn.Module):
+    """``step(model, batch, stage)`` as a module, so DDP sees one forward per step."""
+
+    def __init__(self, model: nn.Module, step: Any) -> None:
+        super().__init__()
+        self.model = model
+        self._step = step
+
+    def forward(self, batch: Any, stage: str) -> dict[str, Any]:
+        return dict(self._step(self.model, batch, stage))
+
+
+def wrap_step(model: nn.Module, step: Any, device: torch.device) -> nn.Module:
+    """``model`` and its step function ``step(model, batch, stage)`` as one
+    DistributedDataParallel module (the process group must be up)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    # find_unused_parameters: a step may leave parts of the model out (the
+    # decoder in plain fine-tuning, the head in pre-training, a frozen encoder).
+    return DistributedDataParallel(
+        _StepModule(model, step), device_ids=ids, find_unused_parameters=True
+    )

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from aelab.fingerprint import EXEMPT, Fingerprint, canonical, flat_settings
+from aelab.fingerprint import Fingerprint
 from aelab.runtime import SpeedChoice, progress_bars, resolve_device, seed_everything
 from aelab.training import checkpoint as ckpt
 from aelab.training import distributed as dist_utils
@@ -108,12 +108,9 @@ class Trainer:
     run_config : mapping, optional
         Extra JSON-able settings recorded in ``config.json`` next to ``config``
         (batch size, loss...).
-    data_digests : mapping of str to str, optional
-        A digest of each set of images the run learns from (see
-        :func:`aelab.data.data_digest`), by name.
-    inputs : mapping of str to str, optional
-        A digest of each result the run starts from (``{"init": ...}``: the
-        checkpoint it was initialised from).
+    data_digests, inputs : mapping of str to str, optional
+        Digests of the images the run learns from and of the results it starts
+        from (``{"--init checkpoint": ...}``), by name: parts of its fingerprint.
 
     Notes
     -----
@@ -131,11 +128,7 @@ class Trainer:
 
     ``trainer.speed`` is what ``config.amp`` and ``config.channels_last``
     resolved to, recorded in ``config.json`` (a resumed run keeps it).
-
-    ``config.json`` also records the run's :class:`~aelab.fingerprint.Fingerprint`
-    (:meth:`fingerprint`: the settings but the device and logging, the data,
-    the inputs and the code); a run is resumed only when it is unchanged, and
-    refused otherwise with a line naming the first difference.
+    ``config.json`` also records its :meth:`fingerprint`; a run resumes only from the same.
     """
 
     def __init__(
@@ -170,8 +163,7 @@ class Trainer:
         self.model_meta = dict(model_meta or {})
         self.lr_mult = dict(lr_mult or {})
         self.run_config = dict(run_config or {})
-        self.data_digests = dict(data_digests or {})
-        self.inputs = dict(inputs or {})
+        self.data_digests, self.inputs = dict(data_digests or {}), dict(inputs or {})
         self.callbacks: dict[str, list[Callable[[Trainer], None]]] = defaultdict(list)
         # Filled in by fit():
         self.device = torch.device("cpu")
@@ -239,21 +231,15 @@ class Trainer:
         return monitor, mode
 
     def fingerprint(self) -> Fingerprint:
-        """What this run is made from: the settings (less :data:`~aelab.fingerprint.EXEMPT`),
-        the data, the inputs and the code."""
-        extra = {k: canonical(v) for k, v in self.run_config.items() if k not in EXEMPT}
-        return Fingerprint(
-            settings={**flat_settings(self.config), **extra},
-            data=self.data_digests,
-            inputs=self.inputs,
+        """What this run is made from (see :func:`~aelab.training.runfolder.run_fingerprint`)."""
+        return runfolder.run_fingerprint(
+            self.config, self.run_config, self.data_digests, self.inputs
         )
 
     def _run_config(self) -> dict[str, Any]:
         speed = {"speed": self.speed.to_dict()} if self.speed else {}
-        return {
-            "config": self.config.to_dict(), **self.run_config, **speed,
-            "fingerprint": self.fingerprint().to_json(),
-        }  # fmt: skip
+        made_from = {"fingerprint": self.fingerprint().to_json()}
+        return {"config": self.config.to_dict(), **self.run_config, **speed, **made_from}
 
     # ------------------------------------------------------------------ the loop
 
@@ -377,7 +363,11 @@ class Trainer:
         self._set_up(world)
         start = self._begin(resume, overwrite)
         speed_utils.announce(self.speed, cfg.progress and dist_utils.is_main())
-        self._ddp = self._wrap_ddp(world) if world.world_size > 1 else None
+        self._ddp = (
+            dist_utils.wrap_step(self.model, self.step, self.device)
+            if world.world_size > 1
+            else None
+        )
         writer = self._tensorboard() if dist_utils.is_main() else None
         self.should_stop = self._stopped
         self._fire("on_fit_start")
@@ -563,17 +553,6 @@ class Trainer:
         self._fire("on_fit_end")
         return result
 
-    def _wrap_ddp(self, world: dist_utils.DistInfo) -> nn.Module:
-        """The model and step function as one DistributedDataParallel module."""
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        # find_unused_parameters: a step may leave parts of the model out (the
-        # decoder in plain fine-tuning, the head in pre-training, a frozen encoder).
-        return DistributedDataParallel(
-            _StepModule(self.model, self.step), device_ids=ids, find_unused_parameters=True
-        )
-
     def _steps_per_epoch(self) -> int:
         batches = self.train_batches(0)
         try:
@@ -602,18 +581,6 @@ class Trainer:
             )
             return None
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
-
-
-class _StepModule(nn.Module):
-    """``step(model, batch, stage)`` as a module, so DDP sees one forward per step."""
-
-    def __init__(self, model: nn.Module, step: StepFn) -> None:
-        super().__init__()
-        self.model = model
-        self._step = step
-
-    def forward(self, batch: Any, stage: str) -> dict[str, Any]:
-        return dict(self._step(self.model, batch, stage))
 
 
 def _summary(row: Mapping[str, float], epochs: int) -> str:

@@ -14,9 +14,10 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from aelab.files import leftover_temporaries, read_json, records_csv
-from aelab.fingerprint import Fingerprint
+from aelab.fingerprint import EXEMPT, Fingerprint, canonical, flat_settings
 from aelab.training import checkpoint as ckpt
 from aelab.training.commit import recover
 
@@ -26,6 +27,7 @@ __all__ = [
     "clean_up",
     "has_run_to_resume",
     "metrics_csv",
+    "run_fingerprint",
     "run_paths",
 ]
 
@@ -69,6 +71,20 @@ def has_run_to_resume(run_dir: Path, resume: bool, overwrite: bool) -> bool:
             "output folder"
         )
     return False
+
+
+def run_fingerprint(
+    config: Any,
+    run_config: Mapping[str, Any],
+    data: Mapping[str, str | None],
+    inputs: Mapping[str, str | None],
+) -> Fingerprint:
+    """What a training run is made from: its settings (``config``'s fields and ``run_config``,
+    less :data:`~aelab.fingerprint.EXEMPT`), its data, its inputs and the code."""
+    extra = {k: canonical(v) for k, v in run_config.items() if k not in EXEMPT}
+    return Fingerprint(
+        settings={**flat_settings(config), **extra}, data=dict(data), inputs=dict(inputs)
+    )
 
 
 def check_resume(run_dir: Path, now: Fingerprint) -> None:
