@@ -80,8 +80,12 @@ def run_fingerprint(
     inputs: Mapping[str, str | None],
 ) -> Fingerprint:
     """What a training run is made from: its settings (``config``'s fields and ``run_config``,
-    less :data:`~aelab.fingerprint.EXEMPT`), its data, its inputs and the code."""
-    extra = {k: canonical(v) for k, v in run_config.items() if k not in EXEMPT}
+    less :data:`~aelab.fingerprint.EXEMPT`), its data, its inputs and the code.
+
+    ``run_config["data"]`` (the sizes of the sets) is left to ``data``, whose
+    digests name the set that changed.
+    """
+    extra = {k: canonical(v) for k, v in run_config.items() if k not in EXEMPT | {"data"}}
     return Fingerprint(
         settings={**flat_settings(config), **extra}, data=dict(data), inputs=dict(inputs)
     )
