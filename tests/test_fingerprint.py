@@ -114,6 +114,7 @@ def test_code_version_from_this_checkout_and_without_git(monkeypatch):
     assert code["aelab"] == __version__
     if "commit" in code:  # running from a git checkout (the test suite usually does)
         assert len(code["commit"]) == 40 and isinstance(code["dirty"], bool)
+        assert code["dirty"] == ("edits" in code)  # a digest of the edits, when there are any
     monkeypatch.setenv("PATH", "")  # no git: the version alone, no error
     assert code_version.__wrapped__() == {"aelab": __version__}
 

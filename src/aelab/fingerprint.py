@@ -169,8 +169,10 @@ def code_version() -> dict[str, Any]:
 
     The package's own folder decides: when its files are tracked by a git
     checkout, ``commit`` is that checkout's HEAD and ``dirty`` whether any
-    tracked file of the package differs from it. Without git, or installed
-    outside a checkout, the version alone (then "0.1.0" never changes).
+    tracked file of the package differs from it; then ``edits`` is a digest of
+    those differences, so that editing an already edited checkout counts too.
+    Without git, or installed outside a checkout, the version alone (then
+    "0.1.0" never changes).
     """
     from aelab import __version__
 
@@ -180,10 +182,11 @@ def code_version() -> dict[str, Any]:
     if _git(package, "ls-files", "--error-unmatch", "__init__.py") is None:
         return out
     commit = _git(package, "rev-parse", "HEAD")
-    status = _git(package, "status", "--porcelain", "--untracked-files=no", "--", ".")
-    if commit is None or status is None:
+    diff = _git(package, "diff", "HEAD", "--", ".")
+    if commit is None or diff is None:
         return out
-    return {**out, "commit": commit.strip(), "dirty": bool(status.strip())}
+    edits = {"edits": digest(diff)} if diff.strip() else {}
+    return {**out, "commit": commit.strip(), "dirty": bool(edits), **edits}
 
 
 def _describe_code(code: Mapping[str, Any]) -> str:
