@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from aelab.data import ImageDataset
+from aelab.data import ImageDataset, data_digest
 from aelab.models import create_model
 from aelab.training import (
     FinetuneConfig,
@@ -245,6 +245,7 @@ def test_resume_in_process_with_fresh_objects(tmp_path):
         run_dir=tmp_path / "b",
         model_name="convae",
         run_config={"task": "pretrain", "data": {"train": 48, "val": None}, "augment": False},
+        data_digests={"training images": data_digest(data), "validation images": None},
     )
     with pytest.raises(Crash):
         trainer.fit()
@@ -627,6 +628,7 @@ def test_amp_auto_is_recorded_printed_and_kept_on_resume(tmp_path, monkeypatch, 
         tiny(seed=1), crash_in_epoch_two, factory, config=cfg, run_dir=tmp_path / "c",
         model_name="convae",
         run_config={"task": "pretrain", "data": {"train": 48, "val": None}, "augment": False},
+        data_digests={"training images": data_digest(data), "validation images": None},
     )  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()

@@ -224,6 +224,11 @@ class ReconstructionDetector(BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
+    def check_params(self) -> ReconstructionDetector:
+        """Check every parameter as :meth:`fit` does, without fitting; one-line ValueError otherwise."""
+        self._validate()
+        return self
+
     def _validate(self) -> tuple[tuple[str, ...] | None, ThresholdRule]:
         """Check every argument; the score parts (``None`` for ``"auto"``) and the threshold rule."""
         params = self.get_params(deep=False)

@@ -65,7 +65,7 @@ def study_cmd(
             over["seed"] = seed
         if device is not None:
             over["device"] = device
-        cfg = load_config(config, quick=quick, overrides=over)
+        cfg = load_config(config, quick=quick, overrides=over, log=echo)
         with study_output(cfg, out, resume=resume):  # one lock over the steps and the report
             res = run_study(cfg, out, resume=resume, log=echo)
             report = write_report(res, out)

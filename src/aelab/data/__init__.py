@@ -4,6 +4,7 @@ from aelab.data.arrays import from_array
 from aelab.data.augment import PRESETS, Augment, make_augment
 from aelab.data.batches import to_float
 from aelab.data.dataset import ImageDataset, RowIds, check_classes
+from aelab.data.digest import data_digest
 from aelab.data.folder import IMAGE_EXTENSIONS, BadImageError
 from aelab.data.loaders import DataSpec, load_dataset
 from aelab.data.splits import (
@@ -32,6 +33,7 @@ __all__ = [
     "Splits",
     "check_classes",
     "conform",
+    "data_digest",
     "from_array",
     "load_dataset",
     "make_augment",

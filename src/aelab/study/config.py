@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from aelab.data import PRESETS
+from aelab.study.constraints import Checked, Rule, at_least, between, list_of, one_of, parses
 from aelab.tasks import (
     AnomalyFitOptions,
     ClusterOptions,
@@ -26,7 +29,9 @@ from aelab.tasks import (
     finetune_options,
     with_overrides,
 )
+from aelab.tasks.cluster import sweep_alphas
 from aelab.tasks.options import coerce
+from aelab.training import FINETUNE_RECIPES
 
 __all__ = [
     "QUICK_OVERRIDES",
@@ -42,7 +47,7 @@ __all__ = [
 
 
 @dataclass
-class DataSection:
+class DataSection(Checked):
     """``[data]``: the user's images, the test set, and the one split of the study.
 
     Parameters
@@ -70,18 +75,16 @@ class DataSection:
     val_per_class: int = 100
     max_test: int = 0
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
-        for name in ("labels_per_class", "val_per_class", "max_test"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
-        if self.labels_per_class < 1:
-            raise ValueError("data.labels_per_class must be >= 1 (the study fine-tunes on labels)")
+    rules: ClassVar[dict[str, Rule]] = {
+        "test_fraction": between(0, 1),
+        "labels_per_class": at_least(1),  # the study fine-tunes on labels
+        "val_per_class": at_least(0),
+        "max_test": at_least(0),
+    }
 
 
 @dataclass
-class FinetuneSection:
+class FinetuneSection(Checked):
     """``[finetune]``: a named recipe, the augmentation ablation, and any fine-tuning setting.
 
     ``recipe`` names the starting settings (see
@@ -94,9 +97,20 @@ class FinetuneSection:
     ablation: list[str] = field(default_factory=lambda: ["standard", "none"])
     settings: FinetuneOptions = field(default_factory=lambda: finetune_options("plain"))
 
+    rules: ClassVar[dict[str, Rule]] = {
+        "recipe": one_of(FINETUNE_RECIPES),
+        # One fine-tuning run (and step) per preset: at least one, each once.
+        "ablation": list_of(
+            one_of(PRESETS),
+            empty=False,
+            unique=True,
+            must=f"a non-empty list of augmentation presets ({', '.join(PRESETS)}), each once",
+        ),  # fmt: skip
+    }
+
 
 @dataclass
-class ClusterSection:
+class ClusterSection(Checked):
     """``[cluster]``: EKM on a subset of classes in a ratio, at the alpha that fits it.
 
     Parameters
@@ -127,15 +141,16 @@ class ClusterSection:
     encoder: str = "finetune"
     settings: ClusterOptions = field(default_factory=lambda: ClusterOptions(k=1))
 
-    def __post_init__(self) -> None:
-        if self.encoder not in ("finetune", "pretrain"):
-            raise ValueError(f"cluster.encoder {self.encoder!r}: choose finetune or pretrain")
-        if self.n < 1:
-            raise ValueError(f"cluster.n must be >= 1, got {self.n}")
+    rules: ClassVar[dict[str, Rule]] = {
+        "ratio": list_of(Rule(lambda v: at_least(0).test(v) and v > 0, "numbers > 0")),
+        "n": at_least(1),
+        "sweep": parses(lambda v: v == "" or sweep_alphas(v, 1.0), "alphas such as 0.1x,1x,10x"),
+        "encoder": one_of(("finetune", "pretrain")),
+    }
 
 
 @dataclass
-class AnomalySection:
+class AnomalySection(Checked):
     """``[anomaly]``: a detector trained on one class, tested on the others or on other data.
 
     Parameters
@@ -156,9 +171,11 @@ class AnomalySection:
     max_anomalies: int = 1000
     settings: Any = field(default_factory=lambda: AnomalyFitOptions())
 
+    rules: ClassVar[dict[str, Rule]] = {"max_anomalies": at_least(0)}
+
 
 @dataclass
-class StudyConfig:
+class StudyConfig(Checked):
     """The whole study: ``seed`` and ``device`` for every step, then one section per step."""
 
     seed: int = 0
@@ -172,8 +189,12 @@ class StudyConfig:
     anomaly: AnomalySection = field(default_factory=AnomalySection)
     reconstruct_n: int = 8
 
+    rules: ClassVar[dict[str, Rule]] = {"seed": at_least(0), "reconstruct_n": at_least(1)}
+    shown: ClassVar[dict[str, str]] = {"reconstruct_n": "reconstruct.n"}
 
-#: ``--quick``: the same study, smaller. Applied on top of the defaults and the user's file.
+
+#: ``--quick``: the same study, smaller. Applied on top of the defaults, below the user's file
+#: and flags: a value the user wrote wins over the preset's.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "data": {"labels_per_class": 20, "val_per_class": 20, "max_test": 1000},
     "pretrain": {"epochs": 2, "max_images": 2000},
@@ -260,30 +281,61 @@ def _apply(cfg: StudyConfig, table: dict[str, Any]) -> StudyConfig:
     return dataclasses.replace(cfg, **changes)
 
 
+def _read_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no such config file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: not valid TOML ({e})") from None
+
+
+def _under(preset: dict[str, dict[str, Any]], user: dict[str, Any]) -> dict[str, Any]:
+    """``user``'s table with the ``preset``'s values where it has none (tables merged by section)."""
+    merged = dict(user)
+    for section, values in preset.items():
+        mine = user.get(section, {})
+        merged[section] = {**values, **mine} if isinstance(mine, dict) else mine
+    return merged
+
+
+def _preset_line(user: dict[str, Any], overrides: dict[str, Any]) -> str:
+    """The ``--quick`` values used and those the user's own values replaced, in one line."""
+    used, mine = [], []
+    for section, values in QUICK_OVERRIDES.items():
+        for key, value in values.items():
+            given = any(isinstance(t.get(section), dict) and key in t[section]
+                        for t in (user, overrides))  # fmt: skip
+            (mine if given else used).append(f"{section}.{key}" + ("" if given else f"={value}"))
+    line = "[quick] preset values used: " + (", ".join(used) or "none")
+    return line + (f" (yours kept: {', '.join(mine)})" if mine else "")
+
+
 def load_config(
-    path: str | Path | None = None, *, quick: bool = False, overrides: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    *,
+    quick: bool = False,
+    overrides: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> StudyConfig:
-    """Defaults, then the user's TOML file, then ``--quick``, then ``overrides`` (same layout).
+    """The defaults, then ``--quick``, then the user's TOML file, then ``overrides`` (same layout).
+
+    What the user wrote (the file, the flags in ``overrides``) wins over the
+    ``--quick`` preset; ``log`` receives one line naming the preset values used.
 
     Raises
     ------
     ValueError
         For a file that is not TOML, an unknown key, or a value that does not fit.
     """
-    cfg = StudyConfig()
-    if path is not None:
-        p = Path(path)
-        try:
-            user = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{p}: no such config file") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{p}: not valid TOML ({e})") from None
-        cfg = _apply(cfg, user)
-    if quick:
-        cfg = _apply(cfg, QUICK_OVERRIDES)
+    user = {} if path is None else _read_toml(path)
+    table = _under(QUICK_OVERRIDES, user) if quick else user
+    cfg = _apply(StudyConfig(), table)
     if overrides:
         cfg = _apply(cfg, overrides)
+    if quick and log is not None:
+        log(_preset_line(user, overrides or {}))
     return cfg
 
 

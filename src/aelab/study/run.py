@@ -6,8 +6,10 @@ each one a task of :mod:`aelab.tasks`: pre-training; fine-tuning once per
 augmentation preset (the ablation); prediction to ``submission.csv``; EKM on
 a class subset in a ratio, at the best-fitting alpha and its multiples;
 anomaly detection with one class as normal; reconstructions before and after
-fine-tuning. Every step records its typed result in ``steps/``;
-``resume=True`` reuses finished steps. :func:`aelab.report.write_report`
+fine-tuning. Every step records its typed result in ``steps/`` with its
+fingerprint (:class:`_Fingerprints`: the settings, data and earlier steps it
+reads); ``resume=True`` reuses a finished step whose fingerprint is unchanged
+and runs the others again. :func:`aelab.report.write_report`
 turns the returned :class:`~aelab.study.results.StudyResults` into ``report.html``.
 """
 
@@ -22,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from aelab.data import data_digest
 from aelab.files import write_text
+from aelab.fingerprint import Fingerprint, flat_settings
 from aelab.study.config import StudyConfig, dump_config
 from aelab.study.plan import StudyPlan, make_plan
 from aelab.study.results import (
@@ -115,6 +119,69 @@ class _Steps:
         )  # fmt: skip
 
 
+class _Fingerprints:
+    """What each step reads: its settings, its images, and the steps whose results it takes.
+
+    Only what the step really uses, so that a changed setting runs again the
+    steps that depend on it and no other.
+    """
+
+    def __init__(self, plan: StudyPlan, digests: dict[str, str]) -> None:
+        self.plan, self.cfg, self.digests = plan, plan.config, digests
+
+    def pretrain(self) -> Fingerprint:
+        return Fingerprint(
+            settings=flat_settings(self.cfg.pretrain),
+            data={"training images": data_digest(self.plan.splits.unlabeled)},
+        )
+
+    def finetune(self, preset: str) -> Fingerprint:
+        ft, s = self.cfg.finetune, self.plan.splits
+        opts = dataclasses.replace(ft.settings, augment=preset)
+        data = {"labelled images": data_digest(s.labeled), "validation images": data_digest(s.val)}
+        if opts.uses_unlabeled:
+            data["unlabeled images"] = data_digest(s.unlabeled)
+        return Fingerprint(
+            settings={"recipe": ft.recipe, **flat_settings(opts)}, data=data,
+            inputs={"pretrain": self.digests["pretrain"]},
+        )  # fmt: skip
+
+    def predict(self) -> Fingerprint:
+        names = [f"finetune-{p}" for p in self.cfg.finetune.ablation]
+        return Fingerprint(
+            data={"test images": data_digest(self.plan.test)},
+            inputs={n: self.digests[n] for n in names},
+        )
+
+    def _encoder(self, step: str) -> str:
+        return f"{step} {self.digests[step]}"
+
+    def cluster(self, best: str) -> Fingerprint:
+        step = "pretrain" if self.cfg.cluster.encoder == "pretrain" else f"finetune-{best}"
+        return Fingerprint(
+            settings=flat_settings(self.cfg.cluster),
+            data={"cluster images": data_digest(self.plan.cluster_subset)},
+            inputs={"encoder": self._encoder(step)},
+        )
+
+    def anomaly(self) -> Fingerprint:
+        p = self.plan
+        data = {"normal training images": p.normal_train, "normal test images": p.normal_eval,
+                "anomalous test images": p.anomalous_eval}  # fmt: skip
+        return Fingerprint(
+            settings=flat_settings(self.cfg.anomaly),
+            data={k: data_digest(v) for k, v in data.items()},
+        )
+
+    def reconstruct(self, best: str) -> Fingerprint:
+        return Fingerprint(
+            settings={"n": self.cfg.reconstruct_n, "seed": self.cfg.seed},
+            data={"test images": data_digest(self.plan.test)},
+            inputs={"pretrain": self.digests["pretrain"],
+                    "fine-tuned model": self._encoder(f"finetune-{best}")},
+        )  # fmt: skip
+
+
 def environment(device: str) -> dict[str, str]:
     """Versions and hardware, for the report."""
     import sklearn
@@ -187,16 +254,20 @@ def _run_study(
 ) -> StudyResults:
     t0 = time.perf_counter()
     plan = make_plan(cfg)
-    write_text(out / "config.toml", dump_config(cfg))
     runner, steps = StepRunner(out, resume=resume, log=log), _Steps(plan, out)
-    pre = runner.run("pretrain", PretrainResult, steps.pretrain)
-    runs = [runner.run(f"finetune-{p}", FinetuneResult, lambda p=p: steps.finetune(p))
-            for p in plan.config.finetune.ablation]  # fmt: skip
-    pred = runner.run("predict", PredictStep, lambda: steps.predict(runs))
+    fp = _Fingerprints(plan, runner.digests)
+    pre = runner.run("pretrain", PretrainResult, steps.pretrain, fp.pretrain())
+    runs = [runner.run(f"finetune-{p}", FinetuneResult, lambda p=p: steps.finetune(p),
+                       fp.finetune(p)) for p in plan.config.finetune.ablation]  # fmt: skip
+    pred = runner.run("predict", PredictStep, lambda: steps.predict(runs), fp.predict())
     best = next(r.run_dir for r in runs if r.augment == pred.best_run)
-    cluster = runner.run("cluster", ClusterStep, lambda: steps.cluster(best))
-    anomaly = runner.run("anomaly", AnomalyStep, steps.anomaly)
-    recon = runner.run("reconstruct", ReconstructResult, lambda: steps.reconstruct(best))
+    cluster = runner.run("cluster", ClusterStep, lambda: steps.cluster(best),
+                         fp.cluster(pred.best_run))  # fmt: skip
+    anomaly = runner.run("anomaly", AnomalyStep, steps.anomaly, fp.anomaly())
+    recon = runner.run("reconstruct", ReconstructResult, lambda: steps.reconstruct(best),
+                       fp.reconstruct(pred.best_run))  # fmt: skip
+    # Last, so that it describes the results the folder holds (the report is written next).
+    write_text(out / "config.toml", dump_config(cfg))
     return StudyResults(
         data=_summary(plan, cfg), pretrain=pre, finetunes=tuple(runs), predict=pred,
         cluster=cluster, anomaly=anomaly, reconstruct=recon, timings=tuple(runner.times),

@@ -19,6 +19,7 @@ from typing import Any
 from aelab.anomaly import ReconstructionDetector
 from aelab.data.dataset import ImageDataset
 from aelab.files import write_csv
+from aelab.tasks.modeling import check_model_overrides
 from aelab.tasks.options import with_overrides
 from aelab.tasks.outputs import output_file, output_folder
 from aelab.tasks.results import Record
@@ -61,6 +62,14 @@ max_images : int
     Train on at most this many images, a seeded sample (0: all).
 """
 
+def _check_options(self: Any) -> None:
+    """Every setting checked when the options are made, before any training."""
+    self.model_overrides = check_model_overrides(self.model_overrides)
+    ReconstructionDetector(**self.detector_params()).check_params()
+    if isinstance(self.max_images, bool) or self.max_images < 0:
+        raise ValueError(f"max_images must be >= 0 (0: all), got {self.max_images!r}")
+
+
 #: Settings of :func:`run_anomaly_fit`: ``normal_class`` (train on this class
 #: of a labelled source only), ``max_images`` (a seeded cap, 0: all), and every
 #: parameter of :class:`~aelab.anomaly.ReconstructionDetector` with its default.
@@ -71,7 +80,12 @@ AnomalyFitOptions = dataclasses.make_dataclass(
         ("max_images", int, field(default=0)),
         *_detector_fields(),
     ],  # fmt: skip
-    namespace={"detector_params": _detector_params, "__module__": __name__, "__doc__": _DOC},
+    namespace={
+        "detector_params": _detector_params,
+        "__post_init__": _check_options,
+        "__module__": __name__,
+        "__doc__": _DOC,
+    },
 )
 
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from aelab.data.dataset import ImageDataset, check_classes
 from aelab.data.splits import Splits
-from aelab.tasks.modeling import model_shape, new_model, record_run
+from aelab.tasks.modeling import check_model_overrides, model_shape, new_model, record_run
 from aelab.tasks.options import with_overrides
 from aelab.tasks.outputs import check_name, output_folder
 from aelab.tasks.results import Record
-from aelab.tasks.source import DataArg, describe, load_images, stream_images, subsample
+from aelab.tasks.source import DataArg, describe, input_path, load_images, stream_images, subsample
 from aelab.training.configs import FINETUNE_RECIPES, FinetuneConfig, PretrainConfig
 
 __all__ = [
@@ -173,6 +173,22 @@ def _augment(preset: str) -> Any:
     return None if preset == "none" else make_augment(preset)
 
 
+def _streamed_digests(data: DataArg, train: Any, val: Any) -> dict[str, str | None] | None:
+    """For rows of a memory-mapped file: its path, size and time, not its bytes (maybe > memory).
+
+    ``None`` for anything else (a folder's digest is already its files' stamps).
+    """
+    from aelab.data import ImageDataset
+    from aelab.fingerprint import array_digest, digest, files_digest
+
+    path = input_path(data)
+    if path is None or not isinstance(train.source, ImageDataset):
+        return None
+    stamp = files_digest([path, *([data.labels] if getattr(data, "labels", None) else [])])
+    return {name: None if rows is None else digest([stamp, array_digest(rows.index)])
+            for name, rows in (("training images", train), ("validation images", val))}  # fmt: skip
+
+
 def _pretrain_parts(data: DataArg, opts: PretrainOptions, stream: bool) -> tuple[Any, ...]:
     """The model, its name, and the training and held-out images (in memory or streamed)."""
     from aelab.data import ImageRows, split_indices
@@ -246,6 +262,7 @@ def run_pretrain(
     from aelab.training import pretrain
 
     opts = with_overrides(config or PretrainOptions(), overrides)
+    opts.model_overrides = check_model_overrides(opts.model_overrides)
     run_dir = _run_dir(out, "pretrain")
     with output_folder(run_dir, "pretrain", inputs=[data], overwrite=overwrite,
                        option="--out"):  # fmt: skip
@@ -254,6 +271,7 @@ def run_pretrain(
         result = pretrain(
             net, train, val=val, config=opts, out_dir=run_dir, augment=_augment(opts.augment),
             resume=resume, overwrite=overwrite, model_name=name, num_workers=num_workers,
+            data_digests=_streamed_digests(data, train, val) if stream else None,
         )  # fmt: skip
         speed = _speed(result)
         record_run(run_dir, "pretrain", data, {"settings": opts, "speed": speed})
@@ -348,6 +366,7 @@ def run_finetune(
     """
     from aelab.runtime import seed_everything
     from aelab.training import finetune
+    from aelab.training.runfolder import checkpoint_digest
 
     opts = with_overrides(config or finetune_options(recipe), overrides)
     run_dir = _run_dir(out, check_name(name))
@@ -360,6 +379,7 @@ def run_finetune(
             unlabeled=parts.unlabeled if opts.uses_unlabeled else None, config=opts,
             out_dir=run_dir, augment=_augment(opts.augment), resume=resume, overwrite=overwrite,
             model_name=model_name,
+            inputs={"--init checkpoint": checkpoint_digest(init)} if init else None,
         )  # fmt: skip
         source = "<splits>" if isinstance(data, Splits) else data
         speed = _speed(result)

@@ -16,9 +16,40 @@ from typing import Any
 from aelab.data.dataset import ImageDataset
 from aelab.tasks.source import DataArg, describe, load_images
 
-__all__ = ["Opened", "model_spec", "new_model", "open_checkpoint", "record_run"]
+__all__ = [
+    "Opened",
+    "check_model_overrides",
+    "model_spec",
+    "new_model",
+    "open_checkpoint",
+    "record_run",
+]
 
 Shape = tuple[int, int, int]
+
+
+def check_model_overrides(
+    overrides: dict[str, Any] | None, where: str = "model_overrides"
+) -> dict[str, Any] | None:
+    """``overrides`` checked against the fields of :class:`~aelab.models.ConvAEConfig`.
+
+    Every registered model is a member of the ``convae`` family, so its config
+    is a ``ConvAEConfig``: an unknown key or a value of the wrong kind is a
+    one-line ValueError naming the setting (``model_overrides.foo``); the
+    ranges are checked when the model is built, with the image shape known.
+    """
+    from aelab.models import ConvAEConfig
+    from aelab.tasks.options import coerce, field_types
+
+    if overrides is None:
+        return None
+    types = field_types(ConvAEConfig)
+    for key in overrides:
+        if key not in types:
+            raise ValueError(
+                f"unknown setting '{where}.{key}'; known settings: {', '.join(sorted(types))}"
+            )
+    return {k: coerce(v, types[k], f"{where}.{k}") for k, v in overrides.items()}
 
 
 def model_spec(

@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from aelab.fingerprint import Fingerprint
 from aelab.runtime import SpeedChoice, progress_bars, resolve_device, seed_everything
 from aelab.training import checkpoint as ckpt
 from aelab.training import distributed as dist_utils
@@ -95,7 +96,10 @@ class Trainer:
         ``{"encoder.": 0.1}``; the first matching prefix wins.
     run_config : mapping, optional
         Extra JSON-able settings recorded in ``config.json`` next to ``config``
-        (batch size, loss...); a resumed run must match them.
+        (batch size, loss...).
+    data_digests, inputs : mapping of str to str, optional
+        Digests of the images the run learns from and of the results it starts
+        from (``{"--init checkpoint": ...}``), by name: parts of its fingerprint.
 
     Notes
     -----
@@ -113,6 +117,7 @@ class Trainer:
 
     ``trainer.speed`` is what ``config.amp`` and ``config.channels_last``
     resolved to, recorded in ``config.json`` (a resumed run keeps it).
+    ``config.json`` also records its :meth:`fingerprint`; a run resumes only from the same.
     """
 
     def __init__(
@@ -128,6 +133,8 @@ class Trainer:
         model_meta: Mapping[str, Any] | None = None,
         lr_mult: Mapping[str, float] | None = None,
         run_config: Mapping[str, Any] | None = None,
+        data_digests: Mapping[str, str | None] | None = None,
+        inputs: Mapping[str, str | None] | None = None,
     ) -> None:
         if not isinstance(config, TrainConfig):
             raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -145,6 +152,7 @@ class Trainer:
         self.model_meta = dict(model_meta or {})
         self.lr_mult = dict(lr_mult or {})
         self.run_config = dict(run_config or {})
+        self.data_digests, self.inputs = dict(data_digests or {}), dict(inputs or {})
         self.callbacks: dict[str, list[Callable[[Trainer], None]]] = defaultdict(list)
         # Filled in by fit():
         self.device = torch.device("cpu")
@@ -194,9 +202,16 @@ class Trainer:
         mode = cfg.mode or ("max" if "acc" in monitor else "min")
         return monitor, mode
 
-    def _run_config(self, with_speed: bool = True) -> dict[str, Any]:
-        speed = {"speed": self.speed.to_dict()} if with_speed and self.speed else {}
-        return {"config": self.config.to_dict(), **self.run_config, **speed}
+    def fingerprint(self) -> Fingerprint:
+        """What this run is made from (see :func:`~aelab.training.runfolder.run_fingerprint`)."""
+        return runfolder.run_fingerprint(
+            self.config, self.run_config, self.data_digests, self.inputs
+        )
+
+    def _run_config(self) -> dict[str, Any]:
+        speed = {"speed": self.speed.to_dict()} if self.speed else {}
+        made_from = {"fingerprint": self.fingerprint().to_json()}
+        return {"config": self.config.to_dict(), **self.run_config, **speed, **made_from}
 
     # ------------------------------------------------------------------ the loop
 
@@ -357,7 +372,7 @@ class Trainer:
             assert self.run_dir is not None
             recorded = speed_utils.resumed(self.run_dir, self.speed, self.model, self.ema)
             self.speed = recorded or self.speed
-            runfolder.check_resume_config(self.run_dir, self._run_config(recorded is not None))
+            runfolder.check_resume(self.run_dir, self.fingerprint())
             state = ckpt.load_training_state(
                 self.run_dir, self.model, self.optimizer, self.scheduler, ema=self.ema
             )

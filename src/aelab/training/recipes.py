@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
 from aelab.data.dataset import ImageDataset, check_classes
+from aelab.data.digest import data_digest
 from aelab.data.streaming import ImageRows
 from aelab.runtime import resolve_device
 from aelab.training import distributed as dist_utils
@@ -56,6 +57,10 @@ def _data_summary(**sets: ImageDataset | ImageRows | None) -> dict[str, Any]:
     return {name: (None if ds is None else len(ds)) for name, ds in sets.items()}
 
 
+def _digests(**sets: ImageDataset | ImageRows | None) -> dict[str, str | None]:
+    return {f"{name} images": data_digest(ds) for name, ds in sets.items()}
+
+
 def _check_num_workers(num_workers: int) -> None:
     if isinstance(num_workers, bool) or int(num_workers) != num_workers or num_workers < 0:
         raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
@@ -73,6 +78,8 @@ def pretrain(
     overwrite: bool = False,
     model_name: str | None = None,
     num_workers: int = 0,
+    inputs: Mapping[str, str | None] | None = None,
+    data_digests: Mapping[str, str | None] | None = None,
 ) -> TrainResult:
     """Pre-train an autoencoder to reconstruct images (labels are ignored).
 
@@ -103,6 +110,13 @@ def pretrain(
         Registry name for ``model.json``; inferred for ``ConvAutoencoder``.
     num_workers : int
         Worker processes that read training batches (0: in this process).
+    inputs : mapping of str to str, optional
+        Digests of the results the model starts from (``{"init": ...}``),
+        part of the run's fingerprint: a resumed run must start from the same.
+    data_digests : mapping of str to str, optional
+        Digests of the sets of images by name (``"training images"``,
+        ``"validation images"``; default :func:`aelab.data.data_digest` of
+        each; give file stamps for data too large to hash).
 
     Returns
     -------
@@ -165,6 +179,8 @@ def pretrain(
             "data": _data_summary(train=data, val=val),
             "augment": augment is not None,
         },
+        data_digests=data_digests or _digests(training=data, validation=val),
+        inputs=inputs,
     )
     return trainer.fit(resume=resume, overwrite=overwrite)
 
@@ -201,6 +217,8 @@ def finetune(
     overwrite: bool = False,
     model_name: str | None = None,
     num_workers: int = 0,
+    inputs: Mapping[str, str | None] | None = None,
+    data_digests: Mapping[str, str | None] | None = None,
 ) -> TrainResult:
     """Fine-tune an autoencoder's encoder and classifier head on labelled images.
 
@@ -224,7 +242,7 @@ def finetune(
         term (``config.recon_weight > 0``) learn from them; ignored otherwise.
     config : FinetuneConfig, optional
         Defaults to ``FinetuneConfig()``.
-    out_dir, augment, resume, overwrite, model_name, num_workers
+    out_dir, augment, resume, overwrite, model_name, num_workers, inputs, data_digests
         As in :func:`pretrain` (also for running under ``torchrun``).
 
     Returns
@@ -269,6 +287,8 @@ def finetune(
             "data": _data_summary(labeled=labeled, val=val, unlabeled=unlabeled),
             "augment": augment is not None,
         },
+        data_digests=data_digests or _digests(labelled=labeled, validation=val, unlabeled=unlabeled),
+        inputs=inputs,
     )  # fmt: skip
     if config.freeze_encoder_epochs > 0:
         encoder = getattr(model, "encoder", None)

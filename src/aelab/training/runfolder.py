@@ -9,20 +9,27 @@ then :func:`has_run_to_resume` decides between resuming and starting afresh.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from aelab.files import leftover_temporaries, read_json, records_csv
+from aelab.fingerprint import EXEMPT, Fingerprint, canonical, flat_settings
 from aelab.training import checkpoint as ckpt
 from aelab.training.commit import recover
 
-__all__ = ["check_resume_config", "clean_up", "has_run_to_resume", "metrics_csv", "run_paths"]
-
-# Settings that may change between an interrupted run and its resumption
-# without changing the numbers it computes.
-RESUME_FREE = frozenset({"device", "progress", "tensorboard", "log_every", "sync_batchnorm"})
+__all__ = [
+    "check_resume",
+    "checkpoint_digest",
+    "clean_up",
+    "has_run_to_resume",
+    "metrics_csv",
+    "run_fingerprint",
+    "run_paths",
+]
 
 
 def clean_up(run_dir: Path) -> None:
@@ -66,28 +73,57 @@ def has_run_to_resume(run_dir: Path, resume: bool, overwrite: bool) -> bool:
     return False
 
 
-def check_resume_config(run_dir: Path, now: Mapping[str, Any]) -> None:
-    """Refuse to resume the run in ``run_dir`` with settings other than those it started with."""
+def run_fingerprint(
+    config: Any,
+    run_config: Mapping[str, Any],
+    data: Mapping[str, str | None],
+    inputs: Mapping[str, str | None],
+) -> Fingerprint:
+    """What a training run is made from: its settings (``config``'s fields and ``run_config``,
+    less :data:`~aelab.fingerprint.EXEMPT`), its data, its inputs and the code.
+
+    ``run_config["data"]`` (the sizes of the sets) is left to ``data``, whose
+    digests name the set that changed.
+    """
+    extra = {k: canonical(v) for k, v in run_config.items() if k not in EXEMPT | {"data"}}
+    return Fingerprint(
+        settings={**flat_settings(config), **extra}, data=dict(data), inputs=dict(inputs)
+    )
+
+
+def check_resume(run_dir: Path, now: Fingerprint) -> None:
+    """Refuse to resume the run in ``run_dir`` unless it was started from what makes ``now``.
+
+    The settings that do not change the numbers (the device, the number of
+    processes, progress and logging: :data:`aelab.fingerprint.EXEMPT`) may differ.
+    """
     path = run_dir / ckpt.CONFIG_FILE
     if not path.is_file():
         return
-    saved = read_json(path)
-    diffs = []
-    for key in sorted(set(saved) | set(now)):
-        a, b = saved.get(key), now.get(key)
-        if key == "config" and isinstance(a, dict) and isinstance(b, dict):
-            diffs += [
-                f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
-                for k in sorted(set(a) | set(b))
-                if k not in RESUME_FREE and a.get(k) != b.get(k)
-            ]
-        elif a != b:
-            diffs.append(f"{key}: {a!r} -> {b!r}")
-    if diffs:
+    recorded = read_json(path)
+    change = now.change_from(Fingerprint.from_json(recorded.get("fingerprint")))
+    if change:
         raise ValueError(
-            f"{path}: cannot resume with different settings ({'; '.join(diffs)}); "
-            "resume with the settings the run started with, or start a new run"
+            f"{run_dir}: cannot resume, {change}; resume with what the run started with, "
+            "or start over with overwrite=True (--overwrite)"
         )
+
+
+def checkpoint_digest(folder: str | os.PathLike[str]) -> str:
+    """A digest of the checkpoint in ``folder``: its weights and ``model.json``, byte for byte.
+
+    What a run started from this checkpoint records as its input, so that it
+    is not resumed from (nor a study step reused over) a checkpoint replaced since.
+    """
+    h = hashlib.blake2b(digest_size=12)
+    for name in (ckpt.MODEL_FILE, ckpt.MODEL_META_FILE):
+        path = Path(folder) / name
+        h.update(f"{name};".encode())
+        if path.is_file():
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
 
 
 def metrics_csv(history: Sequence[Mapping[str, float]]) -> str:
