@@ -86,6 +86,29 @@ class PretrainConfig(TrainConfig):
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.mask_patch < 1:
             raise ValueError(f"mask_patch must be >= 1 pixel, got {self.mask_patch}")
+        _check_model_keys(self.model_overrides)
+
+
+def _check_model_keys(overrides: dict[str, Any] | None) -> None:
+    """Refuse a ``model_overrides`` key that is no field of the model's config.
+
+    Every registered model is a ``convae`` family member, so its config is a
+    :class:`~aelab.models.ConvAEConfig`; the values are checked against the
+    field types by the task (``aelab.tasks.modeling.check_model_overrides``)
+    and their ranges when the model is built.
+    """
+    if overrides is None:
+        return
+    from aelab.models import ConvAEConfig
+
+    if not isinstance(overrides, dict):
+        raise ValueError(f"model_overrides must be a table of settings, got {overrides!r}")
+    known = {f.name for f in dataclasses.fields(ConvAEConfig) if f.init}
+    for key in overrides:
+        if key not in known:
+            raise ValueError(
+                f"unknown setting 'model_overrides.{key}'; known settings: {', '.join(sorted(known))}"
+            )
 
 
 @dataclass
