@@ -77,8 +77,10 @@ def test_shards_round_trip(tmp_path):
 def test_run_cluster_on_a_local_cluster_of_two_processes(tmp_path):
     distributed = pytest.importorskip("distributed")
     X = blobs(4)
+    shards = tmp_path / "shards"
+    shards.mkdir()
     for i, s in enumerate(range(0, len(X), 250)):
-        np.save(tmp_path / f"part{i}.npy", X[s : s + 250])  # plain shards, no manifest
+        np.save(shards / f"part{i}.npy", X[s : s + 250])  # plain shards, no manifest
     mem = run_cluster(X, k=3, seed=0, n_init=2)
     try:
         cluster = distributed.LocalCluster(
@@ -89,7 +91,7 @@ def test_run_cluster_on_a_local_cluster_of_two_processes(tmp_path):
     with cluster, distributed.Client(cluster) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         res = run_cluster(
-            tmp_path, tmp_path / "out", k=3, seed=0, n_init=2, scheduler=cluster.scheduler_address
+            shards, tmp_path / "out", k=3, seed=0, n_init=2, scheduler=cluster.scheduler_address
         )
     assert res.chunks == 4 and res.n_samples == len(X)
     assert sorted(res.sizes) == [40, 120, 600]
@@ -98,4 +100,4 @@ def test_run_cluster_on_a_local_cluster_of_two_processes(tmp_path):
     assert summary["scheduler"] == cluster.scheduler_address
     assert (tmp_path / "out" / "labels.csv").read_text().count("\n") == len(X) + 1
     with pytest.raises(ValueError, match="folder of .npy shards"):
-        run_cluster(tmp_path / "part0.npy", k=3, scheduler="tcp://127.0.0.1:1")
+        run_cluster(shards / "part0.npy", k=3, scheduler="tcp://127.0.0.1:1")

@@ -57,8 +57,8 @@ def test_two_writers_one_runs_the_other_is_refused_and_a_kill_does_not_block(tmp
     data = tmp_path / "d.npz"
     np.savez(data, images=images, labels=labels, class_names=np.array(names))
     out = tmp_path / "R"
-    args = ["pretrain", str(data), "--out", str(out), "--model", "convae_tiny", "--batch-size",
-            "8", "--device", "cpu"]  # fmt: skip
+    args = ["pretrain", str(data), "--out", str(out), "--model", "convae_tiny", "--set",
+            "batch_size=8", "--device", "cpu"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     holder = subprocess.Popen(
         [sys.executable, "-m", "aelab", *args, "--epochs", "10000"], env=env,

@@ -21,7 +21,7 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST = ["--device", "cpu"]
-TRAIN = ["--model", "convae_tiny", "--epochs", "1", "--batch-size", "8", *FAST]
+TRAIN = ["--model", "convae_tiny", "--epochs", "1", "--set", "batch_size=8", *FAST]
 STUDY_TOML = """
 seed = 0
 device = "cpu"
@@ -75,7 +75,7 @@ def layout(tmp_path_factory):
     r = invoke("pretrain", root / "d3", "--out", root / "R1", *TRAIN)
     assert r.exit_code == 0, r.output
     r = invoke("finetune", root / "d3", "--init", root / "R1" / "pretrain", "--out", root / "R1",
-               "--recipe", "plain", "--val-per-class", "2", *TRAIN)  # fmt: skip
+               "--recipe", "plain", "--set", "val_per_class=2", *TRAIN)  # fmt: skip
     assert r.exit_code == 0, r.output
     r = invoke("anomaly", "fit", root / "d3", "--normal-class", "c0", "--out", root / "DET",
                *TRAIN, "--set", "min_steps=0")  # fmt: skip
@@ -258,7 +258,7 @@ def _command(kind: str, out: Path, lay: Path, name: str, overwrite: bool) -> lis
         "cluster": ["cluster", lay / "lat.npz", "--k", "2", "--out", o],
         "plot": ["cluster", lay / "lat.npz", "--k", "2", "--plot", o],
         "finetune": ["finetune", d3, "--init", lay / "R1/pretrain", "--out", o, "--name", name,
-                     "--recipe", "plain", "--val-per-class", "2", *TRAIN],
+                     "--recipe", "plain", "--set", "val_per_class=2", *TRAIN],
     }[kind]  # fmt: skip
     return [str(a) for a in args] + (["--overwrite"] if overwrite else [])
 
