@@ -210,6 +210,10 @@ def _acc(rows: dict[str, list[list[float]]], row: str) -> str:
     return f"{a.mean():.1f}" + (f" ± {a.std():.1f}" if len(a) > 1 else "")
 
 
+def _bold(cell: str) -> str:
+    return cell if cell == NOT_RUN else f"**{cell}**"
+
+
 def _minutes(rows: dict[str, list[list[float]]], *names: str) -> str:
     return " / ".join(f"{np.array(rows[r])[:, 1].mean():.1f}" if r in rows else NOT_RUN
                       for r in names)  # fmt: skip
@@ -232,14 +236,14 @@ def _table_row(name: str, seeds: list[int], rows: dict[str, list[list[float]]],
     else:
         gain_txt = NOT_RUN
     return [_label(name, seeds, labels), _acc(rows, "plain, scratch"),
-            f"**{_acc(rows, 'default')}**", _acc(rows, "default, 3 passes"), gain_txt,
+            _bold(_acc(rows, "default")), _acc(rows, "default, 3 passes"), gain_txt,
             _minutes(rows, "plain, scratch", "default")]  # fmt: skip
 
 
 def _estimator_table_row(name: str, seeds: list[int], rows: dict[str, list[list[float]]],
                          labels: int) -> list[str]:  # fmt: skip
     """The estimator beside the default row: accuracy of each and minutes per run."""
-    return [_label(name, seeds, labels), f"**{_acc(rows, 'default')}**", _acc(rows, "estimator"),
+    return [_label(name, seeds, labels), _bold(_acc(rows, "default")), _acc(rows, "estimator"),
             _minutes(rows, "default", "estimator")]  # fmt: skip
 
 
