@@ -410,6 +410,20 @@ def test_from_array_applies_the_same_label_rules():
         from_array(x, np.array([0.0, 0.5, 1.0]))
 
 
+def test_from_array_takes_reversed_views_and_shares_what_it_can():
+    x = np.arange(3 * 4 * 5 * 3, dtype=np.uint8).reshape(3, 4, 5, 3)
+    # Negative strides on every axis, channels last and first (torch takes none: copied).
+    for view in (x[::-1], x[:, ::-1], x[:, :, ::-1], x[..., ::-1], x[..., 0][::-1]):
+        got = from_array(view, np.arange(3)[::-1]).images.numpy()
+        want = view[..., None] if view.ndim == 3 else view
+        np.testing.assert_array_equal(got, np.moveaxis(want, -1, 1))
+    first = np.moveaxis(x, -1, 1)[::-1, :, ::-1]  # (3, 3, 4, 5) channels first, reversed
+    np.testing.assert_array_equal(from_array(first).images.numpy(), first)
+    assert from_array(x[::-1], np.arange(3)[::-1]).labels.tolist() == [2, 1, 0]
+    # A forward uint8 view is still shared, not copied.
+    assert np.shares_memory(from_array(x[::2]).images.numpy(), x)
+
+
 def test_image_dataset_rejects_labels_beyond_class_names():
     with pytest.raises(ValueError, match="out of range"):
         ImageDataset(

@@ -199,6 +199,9 @@ def _images_tensor(
     target_c = channels if channels is not None else (c - 1 if c in (2, 4) else c)
     th, tw = size if size is not None else (h, w)
     if a.dtype == np.uint8 and c == target_c and (th, tw) == (h, w):
+        if any(step < 0 for step in a.strides):
+            # torch takes no negative strides (a reversed view such as ``x[::-1]``): copy once.
+            a = np.ascontiguousarray(a)
         # Zero copy: for a memory map, rows are read from disk only when indexed.
         return torch.from_numpy(a).permute(0, 3, 1, 2)
     _check_fits((n, target_c, th, tw), path)
@@ -422,7 +425,8 @@ def from_array(
     -------
     ImageDataset
         Images as uint8 (n_samples, C, H, W); a uint8 channels-last input is
-        shared, not copied.
+        shared, not copied (unless it has negative strides, as ``x[::-1]``
+        has: that one is copied).
 
     Raises
     ------

@@ -36,9 +36,8 @@ def as_images(X: Any, what: str = "X") -> Any:
     else:
         import torch
 
-        # Contiguous (no copy when it already is): from_array shares memory with a
-        # uint8 array, and torch takes no negative strides (``X[::-1]``).
-        a = X if isinstance(X, torch.Tensor) else np.ascontiguousarray(X)
+        # from_array copies only what it must (a reversed view such as ``X[::-1]`` included).
+        a = X if isinstance(X, torch.Tensor) else np.asarray(X)
         if a.ndim not in (3, 4):
             raise ValueError(
                 f"{what} must be images of shape (n_samples, height, width[, channels]), "
