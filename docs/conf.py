@@ -43,7 +43,7 @@ root_doc = "index"
 exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py", "**.zip"]
 templates_path = ["_templates"]
 
-myst_enable_extensions = ["colon_fence", "deflist"]
+myst_enable_extensions = ["colon_fence", "deflist", "dollarmath"]
 myst_heading_anchors = 3
 
 # --- API reference -----------------------------------------------------------
@@ -91,7 +91,9 @@ html_static_path: list[str] = []
 html_show_sourcelink = False
 
 
-def _skip_member(app: object, what: str, name: str, obj: object, skip: bool, options: object) -> bool:
+def _skip_member(
+    app: object, what: str, name: str, obj: object, skip: bool, options: object
+) -> bool:
     """Leave out the ``set_*_request`` methods scikit-learn adds to every estimator.
 
     They are metadata-routing plumbing, documented by scikit-learn; their

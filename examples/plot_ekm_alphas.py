@@ -33,7 +33,9 @@ from aelab.data.fashion_mnist import BUNDLED_PATH, CLASS_NAMES
 classes, counts = [1, 8, 7], [200, 100, 100]
 with np.load(BUNDLED_PATH) as subset:
     images, labels = subset["x_train"], subset["y_train"]
-rows = np.concatenate([np.flatnonzero(labels == c)[:n] for c, n in zip(classes, counts, strict=True)])
+rows = np.concatenate(
+    [np.flatnonzero(labels == c)[:n] for c, n in zip(classes, counts, strict=True)]
+)
 y = np.repeat([0, 1, 2], counts)  # the rows come class by class
 X = PCA(n_components=10, random_state=0).fit_transform(images[rows].reshape(len(rows), -1) / 255.0)
 print("features:", X.shape, "class sizes:", np.bincount(y), [CLASS_NAMES[c] for c in classes])
@@ -66,7 +68,9 @@ with warnings.catch_warnings(record=True) as caught:
     best, tried = search_alpha(X, 3, (2, 1, 1), y=y, random_state=0)
 print(f"{len(tried)} alphas tried; {len(caught)} warnings of relocated centroids at the small ones")
 alpha = best["alpha"]
-print(f"best alpha {alpha:.4g}: sizes {best['sizes']}, mismatch {best['mismatch']:.2f}, ARI {best['ari']:.3f}")
+print(
+    f"best alpha {alpha:.4g}: sizes {best['sizes']}, mismatch {best['mismatch']:.2f}, ARI {best['ari']:.3f}"
+)
 
 # %%
 # 0.1x, 1x and 10x that alpha
@@ -84,12 +88,14 @@ for factor in (0.1, 1.0, 10.0):
     sizes = np.bincount(ekm.labels_, minlength=3)
     ari = adjusted_rand_score(y, ekm.labels_)
     soft = ekm.membership(X).max(axis=1).mean()  # 1/3: flat weights, 1: hard assignments
-    print(f"{factor:>4}x alpha = {ekm.alpha_:.4g}: sizes {sizes}, ARI {ari:.3f}, "
-          f"mean largest membership {soft:.2f}, {len(caught)} relocation warnings")
+    print(
+        f"{factor:>4}x alpha = {ekm.alpha_:.4g}: sizes {sizes}, ARI {ari:.3f}, "
+        f"mean largest membership {soft:.2f}, {len(caught)} relocation warnings"
+    )
     xy, centroids_xy = embed_2d(X, method="tsne", extra=ekm.cluster_centers_, random_state=0)
     panels.append({
         "emb": xy, "labels": ekm.labels_, "centroids_emb": centroids_xy, "true_labels": y,
-        "title": f"{factor:g}x alpha = {ekm.alpha_:.3g}: sizes {' '.join(map(str, sizes))}",
+        "title": f"{factor:g}x alpha = {ekm.alpha_:.3g}",  # the panel adds the sizes
     })  # fmt: skip
 fig = cluster_panels(panels, class_names=[CLASS_NAMES[c] for c in classes], legend=True)
 

@@ -15,7 +15,7 @@ strongly augmented one). ``predict``, ``predict_proba``, ``score`` and
 Here: 1,500 images of the bundled Fashion-MNIST subset of which only
 **20 per class** carry a label, tested on the subset's 1,000 test images.
 Short schedule on the CPU: pre-training **3 epochs** of the half-width model
-``convae_fmnist_small``, fine-tuning **2 epochs of 40 steps** (the default
+``convae_fmnist_small``, fine-tuning **2 epochs of 30 steps** (the default
 recipe runs 3 epochs of at least 250 steps).
 """
 
@@ -50,9 +50,11 @@ ae = AutoencoderTransformer(model="convae_fmnist_small", epochs=3, device="cpu",
 ae.fit(X)
 
 fixmatch = FewLabelClassifier(
-    init=ae, device="cpu", random_state=0, finetune__epochs=2, finetune__min_epoch_steps=40
+    init=ae, device="cpu", random_state=0, finetune__epochs=2, finetune__min_epoch_steps=30
 ).fit(X, y)
-print("FixMatch, validation accuracy by epoch:", [round(r["val_acc"], 3) for r in fixmatch.history_])
+print(
+    "FixMatch, validation accuracy by epoch:", [round(r["val_acc"], 3) for r in fixmatch.history_]
+)
 
 # %%
 # The ``plain`` recipe fine-tunes on the 200 labelled images alone (10
@@ -79,7 +81,12 @@ results = {
 }
 for name, acc in results.items():
     print(f"{name:>26}: {acc:.3f}")
-print("classes_:", fixmatch.classes_, "| unlabeled images now labelled:", np.sum(fixmatch.transduction_[y == -1] >= 0))
+print(
+    "classes_:",
+    fixmatch.classes_,
+    "| unlabeled images now labelled:",
+    np.sum(fixmatch.transduction_[y == -1] >= 0),
+)
 
 # %%
 # Where FixMatch errs
