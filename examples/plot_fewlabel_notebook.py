@@ -12,12 +12,11 @@ the default recipe, FixMatch, which learns from the unlabeled images too
 strongly augmented one). ``predict``, ``predict_proba``, ``score`` and
 ``classes_`` work as for any scikit-learn classifier.
 
-Here: 1,200 images of the bundled Fashion-MNIST subset of which only
+Here: 1,500 images of the bundled Fashion-MNIST subset of which only
 **20 per class** carry a label, tested on the subset's 1,000 test images.
 Short schedule on the CPU: pre-training **3 epochs** of the half-width model
-``convae_fmnist_small``; FixMatch for **2 epochs of 25 steps** with 2
-unlabeled images per labelled one (the default recipe runs 3 epochs of at
-least 250 steps with 3).
+``convae_fmnist_small``; FixMatch for **2 epochs of 40 steps** (the default
+recipe runs 3 epochs of at least 250 steps).
 """
 
 # %%
@@ -28,7 +27,7 @@ import numpy as np
 from aelab.data.fashion_mnist import BUNDLED_PATH, CLASS_NAMES
 
 with np.load(BUNDLED_PATH) as subset:
-    X, y_true = subset["x_train"][:1200], subset["y_train"][:1200].astype(np.int64)
+    X, y_true = subset["x_train"][:1500], subset["y_train"][:1500].astype(np.int64)
     X_test, y_test = subset["x_test"], subset["y_test"]
 
 y = np.full_like(y_true, -1)  # -1: no label
@@ -55,8 +54,7 @@ fixmatch = FewLabelClassifier(
     device="cpu",
     random_state=0,
     finetune__epochs=2,
-    finetune__min_epoch_steps=25,
-    finetune__unlabeled_ratio=2,
+    finetune__min_epoch_steps=40,
 ).fit(X, y)
 print(
     "FixMatch, validation accuracy by epoch:", [round(r["val_acc"], 3) for r in fixmatch.history_]
@@ -87,11 +85,18 @@ results = {
 }
 for name, acc in results.items():
     print(f"{name:>26}: {acc:.3f}")
+
+# %%
+# Both FixMatch and the probe learn from the unlabeled images (the probe
+# through pre-training alone) and are well ahead of plain fine-tuning on the
+# 200 labels. With this short schedule FixMatch and the probe are close; with
+# the full data and schedule FixMatch is 2 points ahead of the probe (see
+# :doc:`/results`). ``transduction_`` holds the label FixMatch gives each
+# training image that had none:
+unlabeled = y == -1
+print("classes_:", fixmatch.classes_)
 print(
-    "classes_:",
-    fixmatch.classes_,
-    "| unlabeled images now labelled:",
-    np.sum(fixmatch.transduction_[y == -1] >= 0),
+    f"transduction_ right on {np.mean(fixmatch.transduction_[unlabeled] == y_true[unlabeled]):.3f} of the unlabeled images"
 )
 
 # %%
