@@ -62,7 +62,7 @@ Z = ae.transform(X_test)
 print("latents:", Z.shape, Z.dtype)
 xy, _ = embed_2d(Z, method="tsne", random_state=0)
 
-fig, ax = plt.subplots(figsize=(7, 5.5))
+fig, ax = plt.subplots(figsize=(7.5, 5.5), layout="constrained")
 for c, name in enumerate(CLASS_NAMES):
     ax.scatter(*xy[y_test == c].T, s=8, label=name)
 ax.set(xticks=[], yticks=[], title="t-SNE of the test latents, coloured by true class")
