@@ -1,6 +1,6 @@
 """Few labels on Fashion-MNIST: does pre-training pay off? All rows in one run.
 
-Setting: ``convae_fmnist`` (the STUDY.md ``convae`` family at 1x32x32);
+Setting: ``convae_fmnist`` (the ``convae`` family of docs/study.md at 1x32x32);
 ``--labels-per-class`` labelled training images per class (a seeded choice
 from the 60,000 training images); pre-training on all 60,000 training images
 without labels; test accuracy on the 10,000 test images.

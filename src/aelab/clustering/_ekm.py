@@ -105,7 +105,7 @@ class EquilibriumKMeans(_EKMBase):
         Whether the kept start met ``tol`` (False after ``max_iter`` or a
         period-2 cycle).
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Only when X has string feature names.
 
     Examples

@@ -4,7 +4,7 @@ Encoder: ``depth`` blocks of Conv2d(k4, s2, p1) + BatchNorm + ReLU halve the
 image each time, then Flatten + Linear + BatchNorm1d + ReLU give the latent
 ``z``. The decoder mirrors it with ConvTranspose2d and ends in a Sigmoid, so
 reconstructions live in [0, 1] like the inputs. The classifier head reads ``z``.
-With the defaults this is exactly the table of STUDY.md (3x64x64, latent 1024,
+With the defaults this is exactly the table of docs/study.md (3x64x64, latent 1024,
 about 23.4 M parameters).
 """
 

@@ -1,4 +1,4 @@
-"""The study report: every table and figure of STUDY.md, from one run's :class:`StudyResults`.
+"""The study report: every table and figure of docs/study.md, from one run's :class:`StudyResults`.
 
 Numbers in the page come from the run's typed results; sentences that judge
 them (overfitting, which alpha fits) are computed here from those numbers.

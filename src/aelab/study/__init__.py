@@ -1,4 +1,4 @@
-"""The study of STUDY.md from one config: plan (split once, check everything), run the tasks, record.
+"""The study of docs/study.md from one config: plan (split once, check everything), run the tasks, record.
 
 - :mod:`aelab.study.config` — :class:`StudyConfig`, read from TOML
 - :mod:`aelab.study.plan` — :func:`make_plan`: the data split once, settings derived and checked

@@ -1,4 +1,4 @@
-"""``aelab study``: the whole study of STUDY.md, step by step, into one run folder.
+"""``aelab study``: the whole study of docs/study.md, step by step, into one run folder.
 
 The plan (:func:`aelab.study.plan.make_plan`) loads and splits the data once
 and checks every setting before any training. Then the steps run in order,

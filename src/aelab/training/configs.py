@@ -296,7 +296,7 @@ FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
         "threshold": 0.8,
         # An epoch is at least 250 steps (Fashion-MNIST's 60,000 unlabeled
         # images give 312, unchanged): on a pool of 8,000 the 3 passes were 125 steps and
-        # the recipe lost to plain fine-tuning's 450 (README, "Few labels").
+        # the recipe lost to plain fine-tuning's 450 (docs/results.md, "Few labels").
         "min_epoch_steps": 250,
     },
 }
