@@ -80,6 +80,14 @@ _CONVERT: dict[str, Any] = {
 }
 
 
+UnlabeledOpt = typer.Option(
+    None,
+    "--unlabeled",
+    help="More images without labels (a flat folder or an .npy/.npz array; labels in it "
+    "ignored), brought to the model's shape and used beside DATA's.",
+)
+
+
 def _pretrain_listing() -> Listing:
     from aelab.training import PretrainConfig
 
@@ -116,6 +124,7 @@ def pretrain_cmd(
         "instead of loading them: memory stays bounded for datasets larger than RAM "
         "(--num-workers N: processes that read batches ahead).",
     ),
+    unlabeled: str | None = UnlabeledOpt,
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,
     skip_bad: bool = SkipBadOpt,
@@ -141,7 +150,8 @@ def pretrain_cmd(
         flags = {"model": model, "epochs": epochs, "device": device}
         given = gather(ctx, _pretrain_listing(), flags, set_, config, _CONVERT)
         res = run_pretrain(_source(data, skip_bad=skip_bad), out, resume=resume, overwrite=overwrite,
-                           stream=stream, num_workers=num_workers, **given)  # fmt: skip
+                           stream=stream, num_workers=num_workers, unlabeled=unlabeled,
+                           **given)  # fmt: skip
         echo(f"wrote {res.run_dir} (final train_loss {res.train_loss:.5f})")
 
 
@@ -177,6 +187,12 @@ def finetune_cmd(
         help="Labeled images per class (default 0: all not in validation).",
     ),
     labels: Path | None = LabelsOpt,
+    unlabeled: str | None = typer.Option(
+        None,
+        "--unlabeled",
+        help="More images without labels for FixMatch's pool (a flat folder or an .npy/.npz "
+        "array; labels in it ignored), beside DATA's images not labeled.",
+    ),
     device: str | None = DeviceOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
@@ -214,7 +230,8 @@ def finetune_cmd(
                  "device": device}  # fmt: skip
         given = gather(ctx, _finetune_listing(), flags, set_, config, _CONVERT, preset=recipe.value)
         res = run_finetune(_source(data, labels, skip_bad), out, init=init, name=name,
-                           recipe=recipe.value, resume=resume, overwrite=overwrite, **given)  # fmt: skip
+                           recipe=recipe.value, resume=resume, overwrite=overwrite,
+                           unlabeled=unlabeled, **given)  # fmt: skip
         acc = res.best_val_acc
         echo(f"wrote {res.run_dir}" + (f" (best val_acc {acc:.4f})" if acc is not None else ""))
 
