@@ -198,7 +198,9 @@ def with_unlabeled(
     except (ValueError, FileNotFoundError) as e:
         raise ValueError(f"{name}: {e}") from None
     if len(extra) == 0:
-        raise ValueError(f"{name}: {describe(more)} holds no image; give a folder or array of images")
+        raise ValueError(
+            f"{name}: {describe(more)} holds no image; give a folder or array of images"
+        )
     import torch
 
     return ImageDataset(
