@@ -36,6 +36,10 @@ batch_size = 32
 [finetune]
 epochs = 3
 batch_size = 16
+[finetune.default]
+epochs = 1
+min_epoch_steps = 3
+batch_size = 16
 [cluster]
 n = 40
 map = "pca"
@@ -64,6 +68,10 @@ batch_size = 16
 epochs = 2
 batch_size = 8
 ablation = ["none"]
+[finetune.default]
+epochs = 1
+min_epoch_steps = 2
+batch_size = 8
 [cluster]
 n = {n}
 map = "pca"

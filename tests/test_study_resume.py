@@ -19,7 +19,8 @@ from aelab.cli.main import app
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-STEPS = ("pretrain", "finetune-none", "predict", "cluster", "anomaly", "reconstruct")
+STEPS = ("pretrain", "finetune-none", "finetune-default", "predict", "cluster", "anomaly",
+         "reconstruct")  # fmt: skip
 
 BASE = {
     "": {"seed": 0, "device": "cpu"},
@@ -27,6 +28,7 @@ BASE = {
              "val_per_class": 5},
     "pretrain": {"model": "convae_tiny", "epochs": 1, "batch_size": 32},
     "finetune": {"epochs": 1, "batch_size": 16, "ablation": ["none"]},
+    "finetune.default": {"epochs": 1, "min_epoch_steps": 2, "batch_size": 16},
     "cluster": {"n": 24, "map": "pca", "sweep": "1x"},
     "anomaly": {"model": "convae_tiny", "epochs": 1, "min_steps": 0, "batch_size": 32,
                 "max_anomalies": 16},
@@ -126,9 +128,16 @@ def test_top_level_device_is_not_part_of_the_fingerprint(study):
             "[pretrain] epochs changed (1 -> 2): running again",
         ),
         (
+            # A setting of the ablation only: the submitted run, cluster and reconstruct stay.
             {"finetune": {"lr": 0.002}},
-            {"finetune-none", "predict", "cluster", "reconstruct"},
+            {"finetune-none", "predict"},
             "[finetune-none] lr changed (0.001 -> 0.002): running again",
+        ),
+        (
+            # A setting of the default-recipe run only: the ablation stays.
+            {"finetune.default": {"epochs": 2}},
+            {"finetune-default", "predict", "cluster", "reconstruct"},
+            "[finetune-default] epochs changed (1 -> 2): running again",
         ),
         (
             {"cluster": {"classes": [2, 1]}},
@@ -146,7 +155,7 @@ def test_top_level_device_is_not_part_of_the_fingerprint(study):
             "[reconstruct] n changed (2 -> 3): running again",
         ),
     ],
-    ids=["data", "pretrain", "finetune", "cluster", "anomaly", "reconstruct"],
+    ids=["data", "pretrain", "finetune", "finetune-default", "cluster", "anomaly", "reconstruct"],
 )
 def test_one_changed_setting_reruns_the_steps_that_depend_on_it(study, changes, expected, line):
     before = {s: json.loads((study / "run" / "steps" / f"{s}.json").read_text()) for s in STEPS}
