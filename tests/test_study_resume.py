@@ -270,3 +270,32 @@ def test_what_the_user_wrote_wins_over_quick(tmp_path):
     assert (
         load_config(q, quick=True).finetune.settings.epochs == QUICK_OVERRIDES["finetune"]["epochs"]
     )
+
+
+def test_submit_names_the_run_that_writes_the_submission(study):
+    """``submit = "ablation"``: no default-recipe run; the best ablation run submits and clusters."""
+    out = _study(study, {"finetune": {"submit": "ablation"}}, "--resume")
+    assert '[predict] submit changed ("default" -> "ablation"): running again' in out, out
+    for step in ("cluster", "reconstruct"):
+        assert f"[{step}] reused" not in out, out
+    assert "[finetune-default]" not in out and "[finetune-none] reused" in out
+    predict = json.loads((study / "run" / "steps" / "predict.json").read_text())["result"]
+    assert predict["best_run"] == "none" and set(predict["test_accuracy"]) == {"none"}
+    cluster = json.loads((study / "run" / "steps" / "cluster.json").read_text())["result"]
+    assert cluster["encoder"] == "finetune-none"
+    assert "the best ablation run" in (study / "run" / "report.html").read_text()
+
+
+def test_quick_gives_the_default_run_a_short_schedule_of_its_own():
+    """--quick: a few FixMatch epochs of few steps on a capped pool, printed and reported."""
+    from aelab.study import load_config
+    from aelab.study.run import _shortened
+
+    said = []
+    cfg = load_config(quick=True, log=said.append)
+    run = cfg.finetune.default
+    assert (run.epochs, run.min_epoch_steps, run.semi) == (2, 10, "fixmatch")
+    assert cfg.finetune.max_unlabeled == 2000 and cfg.finetune.settings.epochs == 6
+    assert "finetune.default.epochs=2, finetune.default.min_epoch_steps=10" in said[0]
+    assert _shortened(cfg).startswith("epochs 2 (the recipe's 3), min_epoch_steps 10")
+    assert _shortened(load_config()) == ""

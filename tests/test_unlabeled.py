@@ -86,3 +86,71 @@ def test_unlabeled_refusals_are_one_line(data):
         lines = r.output.strip().splitlines()
         assert r.exit_code == 2 and len(lines) == 1 and words in lines[0], r.output
     assert not any((data / o).exists() for o in ("o1", "o2", "o3", "more/x"))
+
+
+STUDY = """
+seed = 0
+device = "cpu"
+[data]
+source = "d.npz"
+test = "t.npz"
+unlabeled = "{more}"
+labels_per_class = 5
+val_per_class = 5
+[pretrain]
+model = "convae_tiny"
+epochs = 1
+batch_size = 32
+[finetune]
+epochs = 1
+batch_size = 16
+ablation = ["none"]
+[finetune.default]
+epochs = 1
+min_epoch_steps = 2
+batch_size = 16
+[cluster]
+n = 24
+map = "pca"
+sweep = "1x"
+[anomaly]
+model = "convae_tiny"
+epochs = 1
+min_steps = 0
+batch_size = 32
+max_anomalies = 16
+[reconstruct]
+n = 2
+"""
+
+
+def test_a_study_on_labelled_data_plus_an_unlabeled_set(data, monkeypatch):
+    """End to end: pre-training and FixMatch read MORE too; MORE is in their fingerprints."""
+    from conftest import make_shapes
+
+    images, labels, names = make_shapes(30, seed=1)
+    np.savez(data / "t.npz", images=images, labels=labels, class_names=np.array(names))
+    monkeypatch.chdir(data)
+    (data / "s.toml").write_text(STUDY.format(more="more"))
+    r = _invoke("study", "s.toml", "--out", "run")
+    assert r.exit_code == 0, r.output
+    steps = data / "run" / "steps"
+    pre = json.loads((steps / "pretrain.json").read_text())["result"]
+    # 60 labelled images, 15 of them validation: 45 + the 30 of MORE, 5 % held out.
+    assert pre["n_train"] + pre["n_val"] == 45 + 30
+    ft = _config(data / "run" / "finetune-default")
+    assert ft["data"]["unlabeled"] == 45 + 30
+    page = (data / "run" / "report.html").read_text()
+    assert "and 30 unlabeled images from more" in page
+    assert (data / "run" / "submission.csv").read_text().count("\n") == 31
+    # Other unlabeled images: every step that read them (all but the detector's) runs again.
+    r = _invoke("study", "s.toml", "--out", "run", "--resume", "--unlabeled", "more.npz")
+    assert r.exit_code == 0, r.output
+    assert "[pretrain] training images changed: running again" in r.output
+    assert "[anomaly] reused" in r.output and "reused" not in r.output.replace(
+        "[anomaly] reused", ""
+    )
+    assert 'unlabeled = "more.npz"' in (data / "run" / "config.toml").read_text()
+    # An output inside MORE is refused before anything runs.
+    r = _invoke("study", "s.toml", "--out", "more/run")
+    assert r.exit_code == 2 and "an input" in r.output, r.output
