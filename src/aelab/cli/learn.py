@@ -166,9 +166,6 @@ def finetune_cmd(
     init: Path | None = typer.Option(
         None, "--init", help="A pretrain run folder to start from (else from scratch)."
     ),
-    model: str | None = typer.Option(
-        None, "--model", help="Model when starting from scratch (default auto)."
-    ),
     recipe: Recipe = typer.Option(
         Recipe.default,
         "--recipe",
@@ -200,6 +197,8 @@ def finetune_cmd(
     set_: list[str] | None = SetOpt,
     name: str = typer.Option("finetune", "--name", hidden=True),
     skip_bad: bool = SkipBadOpt,
+    # Moved to --set model=NAME (the help shows at most 12 options; --unlabeled took its place).
+    model: str | None = _old("--model"),
     val_per_class: int | None = _old("--val-per-class"),
     val_fraction: float | None = _old("--val-fraction"),
     augment: Augment | None = _old("--augment"),
@@ -226,8 +225,7 @@ def finetune_cmd(
     with user_errors():
         from aelab.tasks import run_finetune
 
-        flags = {"model": model, "epochs": epochs, "labels_per_class": labels_per_class,
-                 "device": device}  # fmt: skip
+        flags = {"epochs": epochs, "labels_per_class": labels_per_class, "device": device}
         given = gather(ctx, _finetune_listing(), flags, set_, config, _CONVERT, preset=recipe.value)
         res = run_finetune(_source(data, labels, skip_bad), out, init=init, name=name,
                            recipe=recipe.value, resume=resume, overwrite=overwrite,
