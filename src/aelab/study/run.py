@@ -318,7 +318,8 @@ def _shortened(cfg: StudyConfig) -> str:
     """
     run, recipe = cfg.finetune.default, FinetuneOptions.recipe("default")
     short = [f"{name} {getattr(run, name)} (the recipe's {getattr(recipe, name)})"
-             for name in ("epochs", "min_epoch_steps") if getattr(run, name) < getattr(recipe, name)]  # fmt: skip
+             for name in ("epochs", "min_epoch_steps", "batch_size")
+             if getattr(run, name) < getattr(recipe, name)]  # fmt: skip
     if cfg.finetune.max_unlabeled:
         short.append(f"at most {cfg.finetune.max_unlabeled} unlabeled images (the recipe's: all)")
     return ", ".join(short)
