@@ -286,6 +286,13 @@ def test_submit_names_the_run_that_writes_the_submission(study):
     assert "the best ablation run" in (study / "run" / "report.html").read_text()
 
 
+def test_the_top_level_seed_reaches_the_default_recipe_run(study):
+    out = _study(study, {"": {"seed": 1}}, "--resume")
+    assert "[finetune-default] seed changed (0 -> 1): running again" in out.splitlines(), out
+    rec = json.loads((study / "run" / "steps" / "finetune-default.json").read_text())
+    assert rec["fingerprint"]["settings"]["seed"] == 1
+
+
 def test_quick_gives_the_default_run_a_short_schedule_of_its_own():
     """--quick: a few FixMatch epochs of few steps on a capped pool, printed and reported."""
     from aelab.study import load_config

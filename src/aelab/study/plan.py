@@ -251,9 +251,10 @@ def make_plan(cfg: StudyConfig) -> StudyPlan:
     cfg, cluster_subset = _cluster(cfg, pool)
     train = source.subset(splits.unlabeled_index)
     cfg, normal_train, normal_eval, anomalous, what = _anomaly(cfg, train, pool, shape)
-    ft = cfg.finetune
+    ft, top = cfg.finetune, {"seed": cfg.seed, "device": cfg.device}
     cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(
-        ft, settings=dataclasses.replace(ft.settings, seed=cfg.seed, device=cfg.device)))  # fmt: skip
+        ft, settings=dataclasses.replace(ft.settings, **top),
+        default=dataclasses.replace(ft.default, **top)))  # fmt: skip
     return StudyPlan(
         config=cfg, source=source, test=test, test_name=test_name, splits=splits,
         pretrain_images=pretrain_images, pool_splits=pool_splits, model_name=model_name, pool=pool, cluster_subset=cluster_subset,
