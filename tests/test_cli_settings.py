@@ -119,7 +119,7 @@ def test_config_file_precedence(monkeypatch, tmp_path):
     """defaults < recipe < --config file < --set and flags, in the settings the task builds."""
     from aelab.tasks import finetune_options
 
-    def build(recipe, init, name, resume, overwrite, **given):  # what run_finetune builds
+    def build(recipe, init, name, resume, overwrite, unlabeled, **given):  # run_finetune builds
         return dataclasses.asdict(finetune_options(recipe, **given))
 
     _stand_in(monkeypatch, "run_finetune", build)
@@ -246,6 +246,7 @@ MOVED = {
         (["--bf16"], "amp", "bf16"), (["--seed", "3"], "seed", 3),
     ],
     "finetune": [
+        (["--model", "convae_tiny"], "model", "convae_tiny"),
         (["--val-per-class", "5"], "val_per_class", 5),
         (["--val-fraction", "0.2"], "val_fraction", 0.2), (["--augment", "none"], "augment", "none"),
         (["--batch-size", "16"], "batch_size", 16), (["--lr", "0.003"], "lr", 0.003),

@@ -22,7 +22,7 @@ from aelab.data import load_dataset
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TRAIN = ("--model", "convae_tiny", "--epochs", "1", "--set", "batch_size=8", "--device", "cpu")
+TRAIN = ("--set", "model=convae_tiny", "--epochs", "1", "--set", "batch_size=8", "--device", "cpu")
 
 
 def invoke(*args):

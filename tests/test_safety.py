@@ -38,7 +38,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("safety")
     images, labels, names = make_shapes(90)
     np.savez(root / "d.npz", images=images, labels=labels, class_names=np.array(names))
-    r = invoke("finetune", root / "d.npz", "--out", root / "R", "--model", "convae_tiny",
+    r = invoke("finetune", root / "d.npz", "--out", root / "R", "--set", "model=convae_tiny",
                "--recipe", "plain", "--epochs", "1", "--set", "batch_size=8", "--device", "cpu")  # fmt: skip
     assert r.exit_code == 0, r.output
     # One epoch as written, not the default floor of 600 steps: the tests only need a detector.
@@ -96,7 +96,7 @@ def test_labels_out_of_range_are_refused(run, tmp_path):
     labels = np.arange(90) % 3
     labels[5] = 99  # one stray label among 0-2, no class names
     np.savez(tmp_path / "bad.npz", images=images, labels=labels)
-    r = invoke("finetune", tmp_path / "bad.npz", "--out", tmp_path / "R", "--model", "convae_tiny",
+    r = invoke("finetune", tmp_path / "bad.npz", "--out", tmp_path / "R", "--set", "model=convae_tiny",
                "--epochs", "1", "--device", "cpu")  # fmt: skip
     _one_line_error(r, "99")
     assert not (tmp_path / "R").exists()

@@ -36,6 +36,10 @@ batch_size = 32
 [finetune]
 epochs = 3
 batch_size = 16
+[finetune.default]
+epochs = 1
+min_epoch_steps = 3
+batch_size = 16
 [cluster]
 n = 40
 map = "pca"
@@ -64,6 +68,10 @@ batch_size = 16
 epochs = 2
 batch_size = 8
 ablation = ["none"]
+[finetune.default]
+epochs = 1
+min_epoch_steps = 2
+batch_size = 8
 [cluster]
 n = {n}
 map = "pca"
@@ -110,7 +118,8 @@ def test_study_writes_every_artefact(study_run):
     out, output = study_run
     for rel in ("report.html", "submission.csv", "cluster/sweep.csv", "latents.npz",
                 "config.toml", "pretrain/model.safetensors", "finetune-standard/metrics.csv",
-                "finetune-none/metrics.csv", "anomaly/detector.json", "figures/ekm_panels.png",
+                "finetune-none/metrics.csv", "finetune-default/metrics.csv",
+                "anomaly/detector.json", "figures/ekm_panels.png",
                 "figures/reconstructions.png", "figures/anomaly/roc.png"):  # fmt: skip
         assert (out / rel).is_file(), rel
     assert "report:" in output
@@ -118,8 +127,37 @@ def test_study_writes_every_artefact(study_run):
     assert sub[0] == "id,label" and len(sub) == 61
     sweep = (out / "cluster" / "sweep.csv").read_text().splitlines()
     assert len(sweep) == 4  # header + the three alphas
-    assert _steps(out) == {"pretrain", "finetune-standard", "finetune-none", "predict", "cluster",
-                           "anomaly", "reconstruct"}  # fmt: skip
+    assert _steps(out) == {"pretrain", "finetune-standard", "finetune-none", "finetune-default",
+                           "predict", "cluster", "anomaly", "reconstruct"}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_default_recipe_run_writes_the_submission(study_run):
+    """The ablation stays plain; a FixMatch run from the same encoder submits and feeds cluster."""
+    out, _ = study_run
+    step = {s: json.loads((out / "steps" / f"{s}.json").read_text()) for s in _steps(out)}
+    default = step["finetune-default"]["result"]
+    assert default["recipe"] == "default" and default["augment"] == "weak"
+    assert {step[f"finetune-{p}"]["result"]["recipe"] for p in ("standard", "none")} == {"plain"}
+    assert step["finetune-default"]["fingerprint"]["settings"]["semi"] == "fixmatch"
+    predict = step["predict"]["result"]
+    assert predict["best_run"] == "default"
+    assert set(predict["test_accuracy"]) == {"standard", "none", "default"}
+    assert step["predict"]["fingerprint"]["settings"] == {"submit": "default"}
+    assert step["cluster"]["result"]["encoder"] == "finetune-default"
+    assert "finetune-default" in step["reconstruct"]["fingerprint"]["inputs"]["fine-tuned model"]
+    # The submission is that run's: predicting with it again gives the same file.
+    again = out.parent / "again.csv"
+    r = CliRunner().invoke(app, ["predict", str(out.parent / "test.npz"), "--ckpt",
+                                 str(out / "finetune-default"), "--out", str(again)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert again.read_text() == (out / "submission.csv").read_text()
+    page = (out / "report.html").read_text()
+    assert "<td>default recipe (weak)</td><td>45</td>" in page  # 15 labels x 3 classes
+    assert f"test {predict['test_accuracy']['default']:.4f}" in page
+    assert "Predictions of the run of the default recipe" in page
+    # TINY's schedule is shorter than the recipe's: the report says so.
+    assert "The default-recipe run was shortened (epochs 1 (the recipe&#x27;s 3)" in page
 
 
 @pytest.mark.slow
@@ -234,7 +272,7 @@ def test_resume_skips_finished_steps(study_run):
     before = (out / "pretrain" / "model.safetensors").stat().st_mtime_ns
     r = CliRunner().invoke(app, ["study", str(cfg), "--out", str(out), "--resume"])
     assert r.exit_code == 0, r.output
-    assert r.output.count("reused") == 7
+    assert r.output.count("reused") == 8
     assert (out / "pretrain" / "model.safetensors").stat().st_mtime_ns == before
     r = CliRunner().invoke(app, ["study", str(cfg), "--out", str(out)])
     assert r.exit_code == 2 and "--resume" in r.output

@@ -19,7 +19,8 @@ from aelab.cli.main import app
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-STEPS = ("pretrain", "finetune-none", "predict", "cluster", "anomaly", "reconstruct")
+STEPS = ("pretrain", "finetune-none", "finetune-default", "predict", "cluster", "anomaly",
+         "reconstruct")  # fmt: skip
 
 BASE = {
     "": {"seed": 0, "device": "cpu"},
@@ -27,6 +28,7 @@ BASE = {
              "val_per_class": 5},
     "pretrain": {"model": "convae_tiny", "epochs": 1, "batch_size": 32},
     "finetune": {"epochs": 1, "batch_size": 16, "ablation": ["none"]},
+    "finetune.default": {"epochs": 1, "min_epoch_steps": 2, "batch_size": 16},
     "cluster": {"n": 24, "map": "pca", "sweep": "1x"},
     "anomaly": {"model": "convae_tiny", "epochs": 1, "min_steps": 0, "batch_size": 32,
                 "max_anomalies": 16},
@@ -126,9 +128,16 @@ def test_top_level_device_is_not_part_of_the_fingerprint(study):
             "[pretrain] epochs changed (1 -> 2): running again",
         ),
         (
+            # A setting of the ablation only: the submitted run, cluster and reconstruct stay.
             {"finetune": {"lr": 0.002}},
-            {"finetune-none", "predict", "cluster", "reconstruct"},
+            {"finetune-none", "predict"},
             "[finetune-none] lr changed (0.001 -> 0.002): running again",
+        ),
+        (
+            # A setting of the default-recipe run only: the ablation stays.
+            {"finetune.default": {"epochs": 2}},
+            {"finetune-default", "predict", "cluster", "reconstruct"},
+            "[finetune-default] epochs changed (1 -> 2): running again",
         ),
         (
             {"cluster": {"classes": [2, 1]}},
@@ -146,7 +155,7 @@ def test_top_level_device_is_not_part_of_the_fingerprint(study):
             "[reconstruct] n changed (2 -> 3): running again",
         ),
     ],
-    ids=["data", "pretrain", "finetune", "cluster", "anomaly", "reconstruct"],
+    ids=["data", "pretrain", "finetune", "finetune-default", "cluster", "anomaly", "reconstruct"],
 )
 def test_one_changed_setting_reruns_the_steps_that_depend_on_it(study, changes, expected, line):
     before = {s: json.loads((study / "run" / "steps" / f"{s}.json").read_text()) for s in STEPS}
@@ -261,3 +270,40 @@ def test_what_the_user_wrote_wins_over_quick(tmp_path):
     assert (
         load_config(q, quick=True).finetune.settings.epochs == QUICK_OVERRIDES["finetune"]["epochs"]
     )
+
+
+def test_submit_names_the_run_that_writes_the_submission(study):
+    """``submit = "ablation"``: no default-recipe run; the best ablation run submits and clusters."""
+    out = _study(study, {"finetune": {"submit": "ablation"}}, "--resume")
+    assert '[predict] submit changed ("default" -> "ablation"): running again' in out, out
+    for step in ("cluster", "reconstruct"):
+        assert f"[{step}] reused" not in out, out
+    assert "[finetune-default]" not in out and "[finetune-none] reused" in out
+    predict = json.loads((study / "run" / "steps" / "predict.json").read_text())["result"]
+    assert predict["best_run"] == "none" and set(predict["test_accuracy"]) == {"none"}
+    cluster = json.loads((study / "run" / "steps" / "cluster.json").read_text())["result"]
+    assert cluster["encoder"] == "finetune-none"
+    assert "the best ablation run" in (study / "run" / "report.html").read_text()
+
+
+def test_the_top_level_seed_reaches_the_default_recipe_run(study):
+    out = _study(study, {"": {"seed": 1}}, "--resume")
+    assert "[finetune-default] seed changed (0 -> 1): running again" in out.splitlines(), out
+    rec = json.loads((study / "run" / "steps" / "finetune-default.json").read_text())
+    assert rec["fingerprint"]["settings"]["seed"] == 1
+
+
+def test_quick_gives_the_default_run_a_short_schedule_of_its_own():
+    """--quick: a few FixMatch epochs of few steps on a capped pool, printed and reported."""
+    from aelab.study import load_config
+    from aelab.study.run import _shortened
+
+    said = []
+    cfg = load_config(quick=True, log=said.append)
+    run = cfg.finetune.default
+    assert (run.epochs, run.min_epoch_steps, run.semi) == (2, 10, "fixmatch")
+    assert cfg.finetune.max_unlabeled == 1000 and cfg.finetune.settings.epochs == 6
+    assert run.batch_size == 32
+    assert "finetune.default.epochs=2, finetune.default.min_epoch_steps=10" in said[0]
+    assert _shortened(cfg).startswith("epochs 2 (the recipe's 3), min_epoch_steps 10")
+    assert _shortened(load_config()) == ""

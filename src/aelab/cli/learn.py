@@ -80,6 +80,14 @@ _CONVERT: dict[str, Any] = {
 }
 
 
+UnlabeledOpt = typer.Option(
+    None,
+    "--unlabeled",
+    help="More images without labels (a flat folder or an .npy/.npz array; labels in it "
+    "ignored), brought to the model's shape and used beside DATA's.",
+)
+
+
 def _pretrain_listing() -> Listing:
     from aelab.training import PretrainConfig
 
@@ -116,6 +124,7 @@ def pretrain_cmd(
         "instead of loading them: memory stays bounded for datasets larger than RAM "
         "(--num-workers N: processes that read batches ahead).",
     ),
+    unlabeled: str | None = UnlabeledOpt,
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,
     skip_bad: bool = SkipBadOpt,
@@ -141,7 +150,8 @@ def pretrain_cmd(
         flags = {"model": model, "epochs": epochs, "device": device}
         given = gather(ctx, _pretrain_listing(), flags, set_, config, _CONVERT)
         res = run_pretrain(_source(data, skip_bad=skip_bad), out, resume=resume, overwrite=overwrite,
-                           stream=stream, num_workers=num_workers, **given)  # fmt: skip
+                           stream=stream, num_workers=num_workers, unlabeled=unlabeled,
+                           **given)  # fmt: skip
         echo(f"wrote {res.run_dir} (final train_loss {res.train_loss:.5f})")
 
 
@@ -155,9 +165,6 @@ def finetune_cmd(
     ),
     init: Path | None = typer.Option(
         None, "--init", help="A pretrain run folder to start from (else from scratch)."
-    ),
-    model: str | None = typer.Option(
-        None, "--model", help="Model when starting from scratch (default auto)."
     ),
     recipe: Recipe = typer.Option(
         Recipe.default,
@@ -177,6 +184,12 @@ def finetune_cmd(
         help="Labeled images per class (default 0: all not in validation).",
     ),
     labels: Path | None = LabelsOpt,
+    unlabeled: str | None = typer.Option(
+        None,
+        "--unlabeled",
+        help="More images without labels for FixMatch's pool (a flat folder or an .npy/.npz "
+        "array; labels in it ignored), beside DATA's images not labeled.",
+    ),
     device: str | None = DeviceOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
@@ -184,6 +197,8 @@ def finetune_cmd(
     set_: list[str] | None = SetOpt,
     name: str = typer.Option("finetune", "--name", hidden=True),
     skip_bad: bool = SkipBadOpt,
+    # Moved to --set model=NAME (the help shows at most 12 options; --unlabeled took its place).
+    model: str | None = _old("--model"),
     val_per_class: int | None = _old("--val-per-class"),
     val_fraction: float | None = _old("--val-fraction"),
     augment: Augment | None = _old("--augment"),
@@ -210,11 +225,11 @@ def finetune_cmd(
     with user_errors():
         from aelab.tasks import run_finetune
 
-        flags = {"model": model, "epochs": epochs, "labels_per_class": labels_per_class,
-                 "device": device}  # fmt: skip
+        flags = {"epochs": epochs, "labels_per_class": labels_per_class, "device": device}
         given = gather(ctx, _finetune_listing(), flags, set_, config, _CONVERT, preset=recipe.value)
         res = run_finetune(_source(data, labels, skip_bad), out, init=init, name=name,
-                           recipe=recipe.value, resume=resume, overwrite=overwrite, **given)  # fmt: skip
+                           recipe=recipe.value, resume=resume, overwrite=overwrite,
+                           unlabeled=unlabeled, **given)  # fmt: skip
         acc = res.best_val_acc
         echo(f"wrote {res.run_dir}" + (f" (best val_acc {acc:.4f})" if acc is not None else ""))
 

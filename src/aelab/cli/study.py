@@ -24,6 +24,12 @@ def study_cmd(
         help="Images to predict for submission.csv (default auto: a held-out part of --data, "
         "or Fashion-MNIST's test split for the demo data).",
     ),
+    unlabeled: str | None = typer.Option(
+        None,
+        "--unlabeled",
+        help="More images without labels (flat folder or .npy/.npz) for pre-training and "
+        "FixMatch ([data] unlabeled).",
+    ),
     anomalies: str | None = typer.Option(
         None, "--anomalies", help="Another data source of anomalies."
     ),
@@ -42,8 +48,9 @@ def study_cmd(
         False, "--print-config", help="Print the default config and exit."
     ),
 ) -> None:
-    """Run the whole study: pre-train, fine-tune with/without augmentation, predict,
-    cluster latents with EKM, detect anomalies, reconstruct, and write report.html."""
+    """Run the whole study: pre-train, fine-tune with/without augmentation and with the
+    default recipe, predict, cluster latents with EKM, detect anomalies, reconstruct, and
+    write report.html."""
     if print_config:
         from aelab.study.config import default_toml
 
@@ -59,6 +66,8 @@ def study_cmd(
             over.setdefault("data", {})["source"] = data
         if test is not None:
             over.setdefault("data", {})["test"] = test
+        if unlabeled is not None:
+            over.setdefault("data", {})["unlabeled"] = unlabeled
         if anomalies is not None:
             over.setdefault("anomaly", {})["anomalies"] = anomalies
         if seed is not None:

@@ -355,12 +355,14 @@ def load_array(
     channels: int | None,
     fit: str,
     progress: bool,
+    read_labels: bool = True,
 ) -> ImageDataset:
     """Read a ``.npy`` or ``.npz`` file (see the module docstring); trusts its arguments.
 
     ``labels`` (a ``.npy``/``.csv`` file) takes precedence over labels stored
     in an ``.npz``. ``split`` picks ``images_<split>``/``x_<split>`` keys in an
-    ``.npz`` that has no plain ``images``/``x`` key.
+    ``.npz`` that has no plain ``images``/``x`` key. ``read_labels=False``
+    ignores any labels (unlabeled images).
     """
     path = Path(path)
     if not path.is_file():
@@ -373,6 +375,8 @@ def load_array(
     raw = _np_load(path, mmap_mode="c")
     if isinstance(raw, np.lib.npyio.NpzFile):
         raw, label_values, class_names = _read_npz(raw, path, split)
+        if not read_labels:
+            label_values, class_names = None, None
     a = _channels_last(np.asarray(raw) if not isinstance(raw, np.memmap) else raw, path)
     _check_image_axes(a, path)
     n = a.shape[0]

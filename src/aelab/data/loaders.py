@@ -88,6 +88,7 @@ def load_dataset(
     split: str = "train",
     progress: bool = True,
     fit: str = "resize",
+    read_labels: bool = True,
 ) -> ImageDataset:
     """Load any supported source as an :class:`ImageDataset` of uint8 images.
 
@@ -120,6 +121,9 @@ def load_dataset(
     fit : {"resize", "letterbox", "pad"}
         How to reach ``image_size``: stretch (default), keep aspect and pad, or
         pad/crop without scaling. See :mod:`aelab.data.transforms`.
+    read_labels : bool
+        ``False`` leaves the labels of an ``.npy``/``.npz`` unread and unchecked
+        (images used as unlabeled ones).
 
     Returns
     -------
@@ -167,6 +171,7 @@ def load_dataset(
             channels=channels,
             fit=fit,
             progress=progress,
+            read_labels=read_labels,
         )
     ds = _fmnist.load_fashion_mnist(ds_spec.split)
     return conform(ds, image_size=size, channels=channels, fit=fit)

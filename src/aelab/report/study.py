@@ -99,12 +99,25 @@ def _middle(c: ClusterStep) -> Any:
     return min(rows, key=lambda r: abs(np.log(r.factor or 1.0)))
 
 
+#: The key of the default-recipe run in ``PredictStep`` (see :mod:`aelab.study.run`).
+DEFAULT_RUN = "default"
+
+
+def _runs(res: StudyResults) -> list[tuple[str, str, FinetuneResult]]:
+    """(key in the test accuracies, label in the report, result) of every fine-tuning run."""
+    runs = [(r.augment, f"augmentation '{r.augment}'", r) for r in res.finetunes]
+    if res.default_run is not None:
+        label = "the default recipe" + (" (shortened)" if res.default_shortened else "")
+        runs.append((DEFAULT_RUN, label, res.default_run))
+    return runs
+
+
 def _summary_rows(res: StudyResults) -> list[dict[str, Any]]:
     acc = res.predict.test_accuracy
     rows: list[dict[str, Any]] = []
-    for r in res.finetunes:
-        test = f", test {acc[r.augment]:.4f}" if r.augment in acc else ""
-        rows.append({"question": f"accuracy with augmentation '{r.augment}'",
+    for key, label, r in _runs(res):
+        test = f", test {acc[key]:.4f}" if key in acc else ""
+        rows.append({"question": f"accuracy with {label}",
                      "answer": f"val {r.best_val_acc or 0:.4f}{test}"})  # fmt: skip
     mid = _middle(res.cluster)
     target = ":".join(map(str, res.cluster.class_sizes))
@@ -137,7 +150,8 @@ def _section_ablation(rep: Report, res: StudyResults) -> None:
     from aelab import viz
 
     pre = res.pretrain
-    rep.section("Pre-training and the augmentation ablation")
+    rep.section("Pre-training and the augmentation ablation"
+                + (", and the default recipe" if res.default_run is not None else ""))  # fmt: skip
     val = f", {pre.val_loss:.5f} (validation)." if pre.val_loss is not None else "."
     rep.paragraph(
         f"Pre-training on {pre.n_train} unlabeled images for {len(pre.history)} epochs: "
@@ -153,22 +167,36 @@ def _section_ablation(rep: Report, res: StudyResults) -> None:
         "best val acc",
         "test acc",
     ]
-    rows = [dict(zip(cols, (r.augment, r.splits.labeled, len(r.history), r.final_train_acc,
-                            r.final_val_acc, r.best_val_acc, acc.get(r.augment)), strict=True))
-            for r in res.finetunes]  # fmt: skip
+    runs = _runs(res)
+    names = {key: r.augment if key != DEFAULT_RUN else f"default recipe ({r.augment})"
+             for key, _, r in runs}  # fmt: skip
+    rows = [dict(zip(cols, (names[key], r.splits.labeled, len(r.history), r.final_train_acc,
+                            r.final_val_acc, r.best_val_acc, acc.get(key)), strict=True))
+            for key, _, r in runs]  # fmt: skip
     rep.table(rows, cols, table_id="ablation-table")
     for sentence in _ablation_sentences(res.finetunes):
         rep.paragraph(sentence, note=True)
     curves = viz.training_curves(
-        {r.augment: list(r.history) for r in res.finetunes}, metrics=("loss", "acc")
+        {names[key]: list(r.history) for key, _, r in runs}, metrics=("loss", "acc")
     )
     rep.figure(viz.figure_to_png_bytes(curves),
                "Fine-tuning curves: train (solid) and validation (dashed), one colour per run.")  # fmt: skip
     p = res.predict
+    if p.best_run == DEFAULT_RUN:
+        who = ("the run of the default recipe (FixMatch on the unlabeled images, from the same "
+               "pre-trained encoder; [finetune] submit = \"default\")")  # fmt: skip
+    else:
+        who = f"the best ablation run ('{p.best_run}', by validation accuracy)"
     rep.paragraph(
-        f"Predictions of the best run ('{p.best_run}', by validation accuracy) on "
-        f"{p.prediction.n} test images ({res.data.test}) were written to submission.csv (id,label)."
+        f"Predictions of {who} on {p.prediction.n} test images ({res.data.test}) were written "
+        "to submission.csv (id,label); the cluster and reconstruction steps use its encoder."
     )
+    if res.default_run is not None and res.default_shortened:
+        rep.paragraph(
+            f"The default-recipe run was shortened ({res.default_shortened}; --quick does "
+            "this): its numbers preview the recipe, they are not what it reaches.",
+            note=True,
+        )
 
 
 def _section_cluster(rep: Report, c: ClusterStep, base: Path | None = None) -> None:
@@ -295,7 +323,9 @@ def build_report(res: StudyResults, model: Any, base: Path | None = None) -> str
     rep.paragraph(
         f"Data: {d.source} ({d.n_source} images of shape {'x'.join(map(str, d.image_shape))}, "
         f"{len(d.class_names)} classes; labeled {d.splits.labeled}, validation {d.splits.val}, "
-        f"test {d.n_test} from {d.test}). Device: {res.environment['device']}."
+        f"test {d.n_test} from {d.test})"
+        + (f", and {d.n_unlabeled} unlabeled images from {d.unlabeled}" if d.unlabeled else "")
+        + f". Device: {res.environment['device']}."
     )
     rep.table(_summary_rows(res), ["question", "answer"], table_id="summary-table")
     _section_model(rep, model, d.model)

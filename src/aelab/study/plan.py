@@ -41,6 +41,12 @@ class StudyPlan:
         Where the test set came from.
     splits : Splits
         ``source`` split once: validation, labelled and unlabeled images.
+    pretrain_images : ImageDataset
+        What pre-training reads: the unlabeled split, plus ``data.unlabeled``'s images.
+    pool_splits : Splits
+        ``splits`` with the unlabeled pool of the runs that learn from one:
+        the unlabeled split plus ``data.unlabeled``'s images, at most
+        ``finetune.max_unlabeled`` of them (a seeded sample).
     model_name : str
     pool : ImageDataset
         Labelled images no step trained on (the test set when it has labels,
@@ -58,6 +64,8 @@ class StudyPlan:
     test: ImageDataset
     test_name: str
     splits: Splits
+    pretrain_images: ImageDataset
+    pool_splits: Splits
     model_name: str
     pool: ImageDataset
     cluster_subset: ImageDataset
@@ -211,6 +219,17 @@ def _anomaly(
     return dataclasses.replace(cfg, anomaly=section), normal_train, normal_eval, anomalous, what
 
 
+def _unlabeled(cfg: StudyConfig, splits: Splits) -> tuple[ImageDataset, Splits]:
+    """The pre-training images and the fine-tuning splits with FixMatch's pool (see StudyPlan)."""
+    from aelab.tasks.source import subsample, with_unlabeled
+
+    assert splits.unlabeled is not None
+    more = cfg.data.unlabeled or None
+    images = with_unlabeled(splits.unlabeled, more, name="data.unlabeled")
+    pool = subsample(images, cfg.finetune.max_unlabeled, cfg.seed, name="finetune.max_unlabeled")
+    return images, dataclasses.replace(splits, unlabeled=pool)
+
+
 def make_plan(cfg: StudyConfig) -> StudyPlan:
     """Load, shape and split the data once; derive and check every data-dependent setting.
 
@@ -225,18 +244,20 @@ def make_plan(cfg: StudyConfig) -> StudyPlan:
     source, model_name, shape = _load_source(cfg)
     source, test, test_name = _test_set(cfg, source, shape)
     splits = _splits(cfg, source)
+    pretrain_images, pool_splits = _unlabeled(cfg, splits)
     pool = test if test.labels is not None else splits.val
     if pool is None or pool.labels is None:
         raise ValueError("data.val_per_class: give validation images (the test set has no labels)")
     cfg, cluster_subset = _cluster(cfg, pool)
     train = source.subset(splits.unlabeled_index)
     cfg, normal_train, normal_eval, anomalous, what = _anomaly(cfg, train, pool, shape)
-    ft = cfg.finetune
+    ft, top = cfg.finetune, {"seed": cfg.seed, "device": cfg.device}
     cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(
-        ft, settings=dataclasses.replace(ft.settings, seed=cfg.seed, device=cfg.device)))  # fmt: skip
+        ft, settings=dataclasses.replace(ft.settings, **top),
+        default=dataclasses.replace(ft.default, **top)))  # fmt: skip
     return StudyPlan(
         config=cfg, source=source, test=test, test_name=test_name, splits=splits,
-        model_name=model_name, pool=pool, cluster_subset=cluster_subset,
+        pretrain_images=pretrain_images, pool_splits=pool_splits, model_name=model_name, pool=pool, cluster_subset=cluster_subset,
         normal_train=normal_train, normal_eval=normal_eval, anomalous_eval=anomalous,
         anomalies_name=what,
     )  # fmt: skip

@@ -29,7 +29,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DataSummary(Record):
-    """The data the study ran on, and how it was split."""
+    """The data the study ran on, and how it was split (and ``data.unlabeled``, when given)."""
 
     source: str
     n_source: int
@@ -39,11 +39,17 @@ class DataSummary(Record):
     test: str
     n_test: int
     model: str
+    unlabeled: str = ""
+    n_unlabeled: int = 0
 
 
 @dataclass(frozen=True)
 class PredictStep(Record):
-    """The submission of the best fine-tuning run, and every run's test accuracy."""
+    """The submission and who wrote it, and every fine-tuning run's test accuracy.
+
+    ``best_run`` is ``"default"`` (the default-recipe run) or the preset of the
+    ablation run of best validation accuracy; ``test_accuracy`` is keyed the same way.
+    """
 
     best_run: str
     prediction: PredictResult
@@ -90,6 +96,10 @@ class StudyResults(Record):
         The configuration the run used (what ``config.toml`` holds).
     environment : dict of str to str
         Versions and hardware.
+    default_run : FinetuneResult or None
+        The run of the default recipe from the same encoder (``[finetune] submit = "default"``).
+    default_shortened : str
+        How its schedule was shortened from the recipe's (``--quick``); empty when it was not.
     """
 
     data: DataSummary
@@ -104,3 +114,5 @@ class StudyResults(Record):
     seed: int
     config_toml: str
     environment: dict[str, str]
+    default_run: FinetuneResult | None = None
+    default_shortened: str = ""

@@ -3,7 +3,10 @@
 The plan (:func:`aelab.study.plan.make_plan`) loads and splits the data once
 and checks every setting before any training. Then the steps run in order,
 each one a task of :mod:`aelab.tasks`: pre-training; fine-tuning once per
-augmentation preset (the ablation); prediction to ``submission.csv``; EKM on
+augmentation preset (the ablation, recipe ``plain``); one run of the default
+recipe (FixMatch) from the same encoder, which writes ``submission.csv``
+(``[finetune] submit``) and gives cluster and reconstruct their fine-tuned
+model; prediction to ``submission.csv``; EKM on
 a class subset in a ratio, at the best-fitting alpha and its multiples;
 anomaly detection with one class as normal; reconstructions before and after
 fine-tuning. Every step records its typed result in ``steps/`` with its
@@ -38,6 +41,7 @@ from aelab.study.results import (
 )
 from aelab.study.steps import StepRunner
 from aelab.tasks import (
+    FinetuneOptions,
     FinetuneResult,
     PretrainResult,
     ReconstructResult,
@@ -57,6 +61,9 @@ __all__ = ["environment", "run_study", "study_output"]
 
 FIGURES = "figures"
 
+#: The name of the default-recipe run (``finetune-default``; never an augmentation preset's).
+DEFAULT_RUN = "default"
+
 
 class _Steps:
     """The study's steps over one plan; each returns a typed record (trusts the plan)."""
@@ -65,25 +72,41 @@ class _Steps:
         self.plan, self.out, self.cfg = plan, out, plan.config
 
     def pretrain(self) -> PretrainResult:
-        return run_pretrain(self.plan.splits.unlabeled, self.out, self.cfg.pretrain, overwrite=True)
+        return run_pretrain(self.plan.pretrain_images, self.out, self.cfg.pretrain, overwrite=True)
 
     def finetune(self, preset: str) -> FinetuneResult:
         opts = dataclasses.replace(self.cfg.finetune.settings, augment=preset)
         return run_finetune(
-            self.plan.splits, self.out, opts, init=self.out / "pretrain", name=f"finetune-{preset}",
-            recipe=self.cfg.finetune.recipe, overwrite=True,
+            self.plan.pool_splits, self.out, opts, init=self.out / "pretrain",
+            name=f"finetune-{preset}", recipe=self.cfg.finetune.recipe, overwrite=True,
         )  # fmt: skip
 
-    def predict(self, runs: list[FinetuneResult]) -> PredictStep:
-        best = max(runs, key=lambda r: r.best_val_acc if r.best_val_acc is not None else -1.0)
+    def finetune_default(self) -> FinetuneResult:
+        """The default recipe (FixMatch) from the same pre-trained encoder: the submitted run."""
+        return run_finetune(
+            self.plan.pool_splits, self.out, self.cfg.finetune.default,
+            init=self.out / "pretrain", name=f"finetune-{DEFAULT_RUN}", recipe="default",
+            overwrite=True,
+        )  # fmt: skip
+
+    def predict(self, runs: dict[str, FinetuneResult]) -> PredictStep:
+        """``submission.csv`` from the run ``[finetune] submit`` names; every run's test accuracy.
+
+        ``runs`` maps a run's name (its preset, or ``"default"``) to its result.
+        """
+        if self.cfg.finetune.submit == DEFAULT_RUN:
+            best = DEFAULT_RUN
+        else:
+            best = max((k for k in runs if k != DEFAULT_RUN),
+                       key=lambda k: runs[k].best_val_acc or -1.0)  # fmt: skip
         test, dev = self.plan.test, self.cfg.device
         pred = run_predict(
-            test, best.run_dir, self.out / "submission.csv", device=dev, overwrite=True
+            test, runs[best].run_dir, self.out / "submission.csv", device=dev, overwrite=True
         )
         acc = {}
         if test.labels is not None:
-            acc = {r.augment: run_evaluate(test, r.run_dir, device=dev).accuracy for r in runs}
-        return PredictStep(best_run=best.augment, prediction=pred, test_accuracy=acc)
+            acc = {k: run_evaluate(test, r.run_dir, device=dev).accuracy for k, r in runs.items()}
+        return PredictStep(best_run=best, prediction=pred, test_accuracy=acc)
 
     def cluster(self, finetune_dir: Path) -> ClusterStep:
         c = self.cfg.cluster
@@ -132,25 +155,31 @@ class _Fingerprints:
     def pretrain(self) -> Fingerprint:
         return Fingerprint(
             settings=flat_settings(self.cfg.pretrain),
-            data={"training images": data_digest(self.plan.splits.unlabeled)},
+            data={"training images": data_digest(self.plan.pretrain_images)},
         )
 
     def finetune(self, preset: str) -> Fingerprint:
-        ft, s = self.cfg.finetune, self.plan.splits
-        opts = dataclasses.replace(ft.settings, augment=preset)
+        ft = self.cfg.finetune
+        return self._finetune(ft.recipe, dataclasses.replace(ft.settings, augment=preset))
+
+    def finetune_default(self) -> Fingerprint:
+        return self._finetune("default", self.cfg.finetune.default)
+
+    def _finetune(self, recipe: str, opts: FinetuneOptions) -> Fingerprint:
+        s = self.plan.pool_splits
         data = {"labelled images": data_digest(s.labeled), "validation images": data_digest(s.val)}
         if opts.uses_unlabeled:
             data["unlabeled images"] = data_digest(s.unlabeled)
         return Fingerprint(
-            settings={"recipe": ft.recipe, **flat_settings(opts)}, data=data,
+            settings={"recipe": recipe, **flat_settings(opts)}, data=data,
             inputs={"pretrain": self.digests["pretrain"]},
         )  # fmt: skip
 
-    def predict(self) -> Fingerprint:
-        names = [f"finetune-{p}" for p in self.cfg.finetune.ablation]
+    def predict(self, names: list[str]) -> Fingerprint:
         return Fingerprint(
+            settings={"submit": self.cfg.finetune.submit},
             data={"test images": data_digest(self.plan.test)},
-            inputs={n: self.digests[n] for n in names},
+            inputs={f"finetune-{n}": self.digests[f"finetune-{n}"] for n in names},
         )
 
     def _encoder(self, step: str) -> str:
@@ -205,7 +234,8 @@ def _summary(plan: StudyPlan, cfg: StudyConfig) -> DataSummary:
         source=cfg.data.source, n_source=len(s), image_shape=tuple(s.image_shape),
         class_names=tuple(s.class_name(i) for i in range(s.num_classes or 0)),
         splits=SplitSizes.of(plan.splits), test=plan.test_name, n_test=len(plan.test),
-        model=plan.model_name,
+        model=plan.model_name, unlabeled=cfg.data.unlabeled,
+        n_unlabeled=len(plan.pretrain_images) - len(plan.splits.unlabeled),
     )  # fmt: skip
 
 
@@ -228,7 +258,7 @@ def study_output(cfg: StudyConfig, out: str | Path, *, resume: bool = False) -> 
             f"{out} already holds a study; add --resume to continue it or choose another --out"
         )
     resolve_device(cfg.device)  # a device this machine lacks is refused before anything is written
-    inputs = [cfg.data.source, cfg.data.test, cfg.anomaly.anomalies]
+    inputs = [cfg.data.source, cfg.data.test, cfg.data.unlabeled, cfg.anomaly.anomalies]
     with output_folder(out, "study", inputs=[i for i in inputs if i]) as out:
         yield out
 
@@ -257,10 +287,13 @@ def _run_study(
     runner, steps = StepRunner(out, resume=resume, log=log), _Steps(plan, out)
     fp = _Fingerprints(plan, runner.digests)
     pre = runner.run("pretrain", PretrainResult, steps.pretrain, fp.pretrain())
-    runs = [runner.run(f"finetune-{p}", FinetuneResult, lambda p=p: steps.finetune(p),
-                       fp.finetune(p)) for p in plan.config.finetune.ablation]  # fmt: skip
-    pred = runner.run("predict", PredictStep, lambda: steps.predict(runs), fp.predict())
-    best = next(r.run_dir for r in runs if r.augment == pred.best_run)
+    runs = {p: runner.run(f"finetune-{p}", FinetuneResult, lambda p=p: steps.finetune(p),
+                          fp.finetune(p)) for p in plan.config.finetune.ablation}  # fmt: skip
+    if plan.config.finetune.submit == DEFAULT_RUN:
+        runs[DEFAULT_RUN] = runner.run(f"finetune-{DEFAULT_RUN}", FinetuneResult,
+                                       steps.finetune_default, fp.finetune_default())  # fmt: skip
+    pred = runner.run("predict", PredictStep, lambda: steps.predict(runs), fp.predict(list(runs)))
+    best = runs[pred.best_run].run_dir
     cluster = runner.run("cluster", ClusterStep, lambda: steps.cluster(best),
                          fp.cluster(pred.best_run))  # fmt: skip
     anomaly = runner.run("anomaly", AnomalyStep, steps.anomaly, fp.anomaly())
@@ -269,8 +302,24 @@ def _run_study(
     # Last, so that it describes the results the folder holds (the report is written next).
     write_text(out / "config.toml", dump_config(cfg))
     return StudyResults(
-        data=_summary(plan, cfg), pretrain=pre, finetunes=tuple(runs), predict=pred,
+        data=_summary(plan, cfg), pretrain=pre,
+        finetunes=tuple(r for k, r in runs.items() if k != DEFAULT_RUN), predict=pred,
         cluster=cluster, anomaly=anomaly, reconstruct=recon, timings=tuple(runner.times),
         total_wall_s=time.perf_counter() - t0, seed=cfg.seed, config_toml=dump_config(cfg),
-        environment=environment(cfg.device),
+        environment=environment(cfg.device), default_run=runs.get(DEFAULT_RUN),
+        default_shortened=_shortened(plan.config) if DEFAULT_RUN in runs else "",
     )  # fmt: skip
+
+
+def _shortened(cfg: StudyConfig) -> str:
+    """How the default-recipe run's schedule falls short of the recipe's (empty when it does not).
+
+    ``--quick`` shortens it; the report says so beside its numbers.
+    """
+    run, recipe = cfg.finetune.default, FinetuneOptions.recipe("default")
+    short = [f"{name} {getattr(run, name)} (the recipe's {getattr(recipe, name)})"
+             for name in ("epochs", "min_epoch_steps", "batch_size")
+             if getattr(run, name) < getattr(recipe, name)]  # fmt: skip
+    if cfg.finetune.max_unlabeled:
+        short.append(f"at most {cfg.finetune.max_unlabeled} unlabeled images (the recipe's: all)")
+    return ", ".join(short)

@@ -20,7 +20,15 @@ from aelab.tasks.modeling import check_model_overrides, model_shape, new_model, 
 from aelab.tasks.options import with_overrides
 from aelab.tasks.outputs import check_name, output_folder
 from aelab.tasks.results import Record
-from aelab.tasks.source import DataArg, describe, input_path, load_images, stream_images, subsample
+from aelab.tasks.source import (
+    DataArg,
+    describe,
+    input_path,
+    load_images,
+    stream_images,
+    subsample,
+    with_unlabeled,
+)
 from aelab.training.configs import FINETUNE_RECIPES, FinetuneConfig, PretrainConfig
 
 __all__ = [
@@ -189,8 +197,14 @@ def _streamed_digests(data: DataArg, train: Any, val: Any) -> dict[str, str | No
             for name, rows in (("training images", train), ("validation images", val))}  # fmt: skip
 
 
-def _pretrain_parts(data: DataArg, opts: PretrainOptions, stream: bool) -> tuple[Any, ...]:
-    """The model, its name, and the training and held-out images (in memory or streamed)."""
+def _pretrain_parts(
+    data: DataArg, opts: PretrainOptions, stream: bool, unlabeled: DataArg | None = None
+) -> tuple[Any, ...]:
+    """The model, its name, and the training and held-out images (in memory or streamed).
+
+    ``unlabeled`` images join ``data``'s (at the model's shape) before the
+    ``max_images`` sample and the held-out split.
+    """
     from aelab.data import ImageRows, split_indices
 
     if stream:
@@ -206,9 +220,13 @@ def _pretrain_parts(data: DataArg, opts: PretrainOptions, stream: bool) -> tuple
         return net, name, rows.subset(rest), rows.subset(val_idx) if val_idx.size else None
     from aelab.data import split_dataset
 
-    ds = subsample(load_images(data), opts.max_images, opts.seed)
+    ds = load_images(data)
+    if unlabeled is None:  # sampled before conforming: fewer images to resize
+        ds = subsample(ds, opts.max_images, opts.seed)
     net, name = new_model(ds.image_shape, opts.model, overrides=opts.model_overrides)
     ds = load_images(ds, shape=model_shape(net))
+    if unlabeled is not None:
+        ds = subsample(with_unlabeled(ds, unlabeled), opts.max_images, opts.seed)
     parts = split_dataset(ds, val_fraction=opts.val_fraction, seed=opts.seed)
     _check_left_to_train(data, len(ds), 0 if parts.val is None else len(parts.val), opts)
     return net, name, parts.unlabeled, parts.val
@@ -234,6 +252,7 @@ def run_pretrain(
     overwrite: bool = False,
     stream: bool = False,
     num_workers: int = 0,
+    unlabeled: DataArg | None = None,
     **overrides: Any,
 ) -> PretrainResult:
     """Pre-train an autoencoder on ``data`` (labels ignored) into ``out/pretrain``.
@@ -253,6 +272,9 @@ def run_pretrain(
         ``.npy`` memory-mapped), so memory does not grow with the data.
     num_workers : int
         Processes that read batches ahead.
+    unlabeled : DataArg, optional
+        More images to pre-train on beside ``data``'s (a flat folder or an
+        ``.npy``/``.npz`` array; labels ignored), brought to the model's shape.
 
     Returns
     -------
@@ -263,18 +285,21 @@ def run_pretrain(
 
     opts = with_overrides(config or PretrainOptions(), overrides)
     opts.model_overrides = check_model_overrides(opts.model_overrides)
+    if stream and unlabeled is not None:
+        raise ValueError("--unlabeled images are read into memory; drop --stream or --unlabeled")
     run_dir = _run_dir(out, "pretrain")
-    with output_folder(run_dir, "pretrain", inputs=[data], overwrite=overwrite,
+    with output_folder(run_dir, "pretrain", inputs=[data, unlabeled], overwrite=overwrite,
                        option="--out"):  # fmt: skip
         seed_everything(opts.seed)
-        net, name, train, val = _pretrain_parts(data, opts, stream)
+        net, name, train, val = _pretrain_parts(data, opts, stream, unlabeled)
         result = pretrain(
             net, train, val=val, config=opts, out_dir=run_dir, augment=_augment(opts.augment),
             resume=resume, overwrite=overwrite, model_name=name, num_workers=num_workers,
             data_digests=_streamed_digests(data, train, val) if stream else None,
         )  # fmt: skip
         speed = _speed(result)
-        record_run(run_dir, "pretrain", data, {"settings": opts, "speed": speed})
+        extra = {"unlabeled": describe(unlabeled)} if unlabeled is not None else {}
+        record_run(run_dir, "pretrain", data, {"settings": opts, "speed": speed, **extra})
     return PretrainResult(
         run_dir=run_dir, model=name, history=tuple(result.history), n_train=len(train),
         n_val=0 if val is None else len(val), speed=speed,
@@ -282,9 +307,15 @@ def run_pretrain(
 
 
 def _finetune_parts(
-    data: DataArg | Splits, opts: FinetuneOptions, init: str | os.PathLike[str] | None
+    data: DataArg | Splits,
+    opts: FinetuneOptions,
+    init: str | os.PathLike[str] | None,
+    unlabeled: DataArg | None = None,
 ) -> tuple[Any, str, Splits]:
-    """The model (fresh or from ``init``), its name, and the split images at its shape."""
+    """The model (fresh or from ``init``), its name, and the split images at its shape.
+
+    ``unlabeled`` images join the unlabeled part (the labelled set's unused images).
+    """
     from aelab.data import split_dataset
     from aelab.training import load_model
 
@@ -309,12 +340,20 @@ def _finetune_parts(
             raise ValueError(
                 "labels_per_class and val_per_class split the data; these are split already"
             )
-        return net, name, _conform_splits(given, shape)
+        return net, name, _more_unlabeled(_conform_splits(given, shape), unlabeled)
     parts = split_dataset(
         load_images(ds, shape=shape), labels_per_class=opts.labels_per_class or None,
         val_per_class=opts.val_per_class or None, val_fraction=opts.val_fraction, seed=opts.seed,
     )  # fmt: skip
-    return net, name, parts
+    return net, name, _more_unlabeled(parts, unlabeled)
+
+
+def _more_unlabeled(parts: Splits, unlabeled: DataArg | None) -> Splits:
+    """``parts`` with ``unlabeled``'s images added to its unlabeled part."""
+    if unlabeled is None:
+        return parts
+    pool = parts.unlabeled if parts.unlabeled is not None else parts.labeled.subset([])
+    return dataclasses.replace(parts, unlabeled=with_unlabeled(pool, unlabeled))
 
 
 def _conform_splits(s: Splits, shape: tuple[int, int, int]) -> Splits:
@@ -336,6 +375,7 @@ def run_finetune(
     recipe: str = "default",
     resume: bool = False,
     overwrite: bool = False,
+    unlabeled: DataArg | None = None,
     **overrides: Any,
 ) -> FinetuneResult:
     """Fine-tune a classifier on labelled ``data`` into ``out/name``, from ``init`` or from scratch.
@@ -357,6 +397,10 @@ def run_finetune(
         The named recipe of the default settings (ignored with ``config``).
     resume, overwrite : bool
         Continue an interrupted run in ``out/name``, or replace one.
+    unlabeled : DataArg, optional
+        More images without labels (a flat folder or an ``.npy``/``.npz``
+        array; labels ignored) for the unlabeled pool, beside the images of
+        ``data`` not labelled; needs a recipe that learns from them (``default``).
     **overrides
         Fields of the settings to change.
 
@@ -369,11 +413,16 @@ def run_finetune(
     from aelab.training.runfolder import checkpoint_digest
 
     opts = with_overrides(config or finetune_options(recipe), overrides)
+    if unlabeled is not None and not opts.uses_unlabeled:
+        raise ValueError(
+            "--unlabeled: these settings learn from labels only (semi none, recon_weight 0); "
+            "use --recipe default (FixMatch) or drop --unlabeled"
+        )
     run_dir = _run_dir(out, check_name(name))
-    with output_folder(run_dir, "finetune", inputs=[init, data], overwrite=overwrite,
+    with output_folder(run_dir, "finetune", inputs=[init, data, unlabeled], overwrite=overwrite,
                        option="--out/--name"):  # fmt: skip
         seed_everything(opts.seed)
-        net, model_name, parts = _finetune_parts(data, opts, init)
+        net, model_name, parts = _finetune_parts(data, opts, init, unlabeled)
         result = finetune(
             net, parts.labeled, val=parts.val,
             unlabeled=parts.unlabeled if opts.uses_unlabeled else None, config=opts,
@@ -383,8 +432,9 @@ def run_finetune(
         )  # fmt: skip
         source = "<splits>" if isinstance(data, Splits) else data
         speed = _speed(result)
+        more = {"unlabeled": describe(unlabeled)} if unlabeled is not None else {}
         record_run(run_dir, "finetune", source,
-                   {"recipe": recipe, "init": init, "settings": opts, "speed": speed})  # fmt: skip
+                   {"recipe": recipe, "init": init, "settings": opts, "speed": speed, **more})  # fmt: skip
     return FinetuneResult(
         run_dir=run_dir, model=model_name, recipe=recipe,
         augment=opts.augment, history=tuple(result.history), best_epoch=result.best_epoch,

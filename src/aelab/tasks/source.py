@@ -31,6 +31,7 @@ __all__ = [
     "split_by_class",
     "stream_images",
     "subsample",
+    "with_unlabeled",
 ]
 
 Shape = tuple[int, int, int]
@@ -100,8 +101,12 @@ def load_images(
     labels: str | os.PathLike[str] | None = None,
     skip_bad: bool = False,
     progress: bool = True,
+    read_labels: bool = True,
 ) -> ImageDataset:
-    """Load ``data`` into memory, brought to ``shape`` (channels, height, width) when given."""
+    """Load ``data`` into memory, brought to ``shape`` (channels, height, width) when given.
+
+    ``read_labels=False`` leaves an array's labels unread (images used without them).
+    """
     from aelab.data import conform, load_dataset
 
     src = as_source(data, labels=labels, skip_bad=skip_bad)
@@ -111,7 +116,7 @@ def load_images(
         return src if shape is None else conform(src, image_size=size, channels=channels)
     return load_dataset(
         src.spec, labels=src.labels, image_size=size, channels=channels,
-        skip_bad=src.skip_bad, progress=progress,
+        skip_bad=src.skip_bad, progress=progress, read_labels=read_labels,
     )  # fmt: skip
 
 
@@ -169,6 +174,39 @@ def stream_images(data: DataArg, *, shape: Shape | None = None) -> ImageDataset 
     if shape is not None and tuple(source.image_shape) != tuple(shape):
         raise _stream_shape_error(data, source.image_shape, shape, "the model")
     return source
+
+
+def with_unlabeled(
+    images: ImageDataset, more: DataArg | None, *, name: str = "--unlabeled"
+) -> ImageDataset:
+    """``images`` followed by the images of ``more`` at the same shape, without labels.
+
+    ``more`` is a flat image folder or an ``.npy``/``.npz`` array (a labelled
+    set is accepted and its labels are ignored: these images only add to an
+    unlabeled pool). ``None`` returns ``images`` unchanged. Ids of the added
+    images start with ``+`` so that they never collide with ``images``'.
+
+    Raises
+    ------
+    ValueError
+        One line, prefixed by ``name``, when ``more`` cannot be read or holds no image.
+    """
+    if more is None:
+        return images
+    try:
+        extra = load_images(more, shape=images.image_shape, progress=False, read_labels=False)
+    except (ValueError, FileNotFoundError) as e:
+        raise ValueError(f"{name}: {e}") from None
+    if len(extra) == 0:
+        raise ValueError(
+            f"{name}: {describe(more)} holds no image; give a folder or array of images"
+        )
+    import torch
+
+    return ImageDataset(
+        images=torch.cat([images.images, extra.images]), labels=None,
+        ids=[*map(str, images.ids), *(f"+{i}" for i in extra.ids)],
+    )  # fmt: skip
 
 
 def _check_count(name: str, n: Any) -> int:
