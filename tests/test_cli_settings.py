@@ -246,7 +246,6 @@ MOVED = {
         (["--bf16"], "amp", "bf16"), (["--seed", "3"], "seed", 3),
     ],
     "finetune": [
-        (["--model", "convae_tiny"], "model", "convae_tiny"),
         (["--val-per-class", "5"], "val_per_class", 5),
         (["--val-fraction", "0.2"], "val_fraction", 0.2), (["--augment", "none"], "augment", "none"),
         (["--batch-size", "16"], "batch_size", 16), (["--lr", "0.003"], "lr", 0.003),

@@ -286,7 +286,7 @@ def _moved_names(ctx: typer.Context) -> set[str]:
 
 
 #: Hidden options that are not settings and did not move (named in a visible help text).
-KEPT_HIDDEN = frozenset({"skip_bad", "name", "num_workers"})
+KEPT_HIDDEN = frozenset({"skip_bad", "name", "num_workers", "labels"})
 
 
 def gather(

@@ -48,13 +48,16 @@ class Loss(StrEnum):
 DataArg = typer.Argument(
     ...,
     help="Image folder, .npy/.npz file, or fashion-mnist[:train|:test] "
-    "(--skip-bad skips unreadable images, listed).",
+    "(--skip-bad skips unreadable images, listed; --labels FILE gives an array's labels).",
 )
 DeviceOpt = typer.Option(
     None, "--device", help="auto (CUDA when present; default), cpu, cuda, cuda:N."
 )
 SkipBadOpt = typer.Option(False, "--skip-bad", hidden=True)
 LabelsOpt = typer.Option(None, "--labels", help="Labels file (.npy or .csv) for array data.")
+HiddenLabelsOpt = typer.Option(
+    None, "--labels", hidden=True, help="Labels file (.npy or .csv) for array data."
+)
 SetOpt = typer.Option(None, "--set", help=SET_HELP)
 ConfigOpt = typer.Option(None, "--config", help=CONFIG_HELP)
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an existing output.")
@@ -166,6 +169,9 @@ def finetune_cmd(
     init: Path | None = typer.Option(
         None, "--init", help="A pretrain run folder to start from (else from scratch)."
     ),
+    model: str | None = typer.Option(
+        None, "--model", help="Model when starting from scratch (default auto)."
+    ),
     recipe: Recipe = typer.Option(
         Recipe.default,
         "--recipe",
@@ -183,7 +189,8 @@ def finetune_cmd(
         "--labels-per-class",
         help="Labeled images per class (default 0: all not in validation).",
     ),
-    labels: Path | None = LabelsOpt,
+    # Hidden to keep the help at 12 options; the data argument's help names it.
+    labels: Path | None = HiddenLabelsOpt,
     unlabeled: str | None = typer.Option(
         None,
         "--unlabeled",
@@ -197,8 +204,6 @@ def finetune_cmd(
     set_: list[str] | None = SetOpt,
     name: str = typer.Option("finetune", "--name", hidden=True),
     skip_bad: bool = SkipBadOpt,
-    # Moved to --set model=NAME (the help shows at most 12 options; --unlabeled took its place).
-    model: str | None = _old("--model"),
     val_per_class: int | None = _old("--val-per-class"),
     val_fraction: float | None = _old("--val-fraction"),
     augment: Augment | None = _old("--augment"),
@@ -225,7 +230,8 @@ def finetune_cmd(
     with user_errors():
         from aelab.tasks import run_finetune
 
-        flags = {"epochs": epochs, "labels_per_class": labels_per_class, "device": device}
+        flags = {"model": model, "epochs": epochs, "labels_per_class": labels_per_class,
+                 "device": device}  # fmt: skip
         given = gather(ctx, _finetune_listing(), flags, set_, config, _CONVERT, preset=recipe.value)
         res = run_finetune(_source(data, labels, skip_bad), out, init=init, name=name,
                            recipe=recipe.value, resume=resume, overwrite=overwrite,
