@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.aelab-installed
 # CUDA build; set TORCH_SPEC (and PIP_EXTRA) to choose another build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast test-numerics-avx2 lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,19 @@ demo: $(STAMP)
 	$(VENV)/bin/aelab study --quick --out runs/demo --resume
 	@echo "report: runs/demo/report.html"
 
+# The whole suite, then the tests marked `numerics` again with oneDNN, MKL and ATen held to
+# AVX2 kernels: their tolerances (tests/noise.py) must hold on AVX2-only and AVX-512 CPUs alike.
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-numerics-avx2
+
+# The edit-test loop: everything but the tests marked `slow` (about a minute on 2 cores).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+AVX2_ENV = ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2
+test-numerics-avx2: $(STAMP)
+	$(AVX2_ENV) $(PY) -m pytest -q -m numerics $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

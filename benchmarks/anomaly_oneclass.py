@@ -30,6 +30,7 @@ detector was chosen on it (see benchmarks/README_anomaly.md), and
 
     PYTHONPATH=src python benchmarks/anomaly_oneclass.py --seeds 0,1,2 --jobs 2
     PYTHONPATH=src python benchmarks/anomaly_oneclass.py --datasets digits --quick
+    PYTHONPATH=src python benchmarks/anomaly_oneclass.py --smoke --out /tmp/smoke.json  # seconds
     PYTHONPATH=src python benchmarks/anomaly_oneclass.py --protocol validation --classes 0,1,2,3,4 \\
         --datasets fashion-mnist --set transforms=rotations+shifts
 """
@@ -40,7 +41,6 @@ import argparse
 import ast
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from _results import add_arguments, check_merge, mode_of, table, write_results
 from aelab.anomaly import (
     KNNDistance,
     PCAReconstruction,
@@ -68,6 +69,11 @@ FMNIST_TARGET = 95.0
 DATASETS = ("fashion-mnist", "digits", "photos")
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
 BASELINES = ("pixel kNN", "PCA", "PCA oracle", "latent kNN", "latent IForest")
+#: --smoke: a few seconds on two digits classes; its figures measure nothing.
+SMOKE = {"model": "convae_tiny", "epochs": 1, "min_steps": 0}
+#: How the README's table names each data set.
+LABELS = {"fashion-mnist": "Fashion-MNIST", "digits": "digits (32x32)",
+          "photos": "photos (64x64 RGB)"}  # fmt: skip
 
 
 @dataclass
@@ -282,7 +288,7 @@ def _run_dataset(
 ) -> list[dict[str, Any]]:
     """Every (class, seed) of one data set, in this process or ``--jobs`` forked ones."""
     ds = LOADERS[name](args.protocol)
-    classes = [0, 1] if args.quick else (
+    classes = [0] if args.quick else (
         [int(c) for c in args.classes.split(",")] if args.classes
         else list(range(len(ds.class_names))))  # fmt: skip
     jobs = [(c, s) for s in seeds for c in classes]
@@ -316,14 +322,17 @@ def main() -> None:
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated")
     p.add_argument("--classes", default="", help="comma-separated class indices (default all)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds of the detector")
-    p.add_argument("--quick", action="store_true", help="classes 0 and 1 of each set, seed 0")
+    p.add_argument(
+        "--quick", action="store_true", help="class 0 of each set, seed 0: a check of minutes"
+    )
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a ReconstructionDetector argument (validation protocol only)")  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     p.add_argument("--jobs", type=int, default=1, help="classes run in parallel processes")
-    p.add_argument("--out", default="", help="also write every result as JSON")
     p.add_argument("--merge", default="", metavar="A.json,B.json",
-                   help="run nothing: print the tables of earlier --out files together")  # fmt: skip
+                   help="run nothing: join earlier results files (inside the repository) into "
+                   "--out, which must be a new file, and print their tables")  # fmt: skip
+    add_arguments(p, "anomaly_oneclass")
     args = p.parse_args()
     if args.merge:
         _merge(args)
@@ -331,6 +340,8 @@ def main() -> None:
     overrides = _parse_sets(args.set)
     if overrides and args.protocol == "test":
         raise SystemExit("--set is for --protocol validation: the test table measures the default")
+    if args.smoke:
+        args.datasets, args.classes, args.seeds, overrides = "digits", "0,1", "0", dict(SMOKE)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
@@ -349,33 +360,57 @@ def main() -> None:
     wall = time.perf_counter() - t_start
     _print_verdict(summary, args)
     print(f"wall time {wall / 60:.1f} min, load average {os.getloadavg()[0]:.1f} at the end")
-    if args.out:
-        payload = {
-            "args": vars(args), "overrides": overrides, "results": results, "summary": summary,
-            "wall_seconds": wall, "references": REFERENCES,
-            "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads(),
-                        "cpus": os.cpu_count()},
-        }  # fmt: skip
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1)
-        print(f"wrote {args.out}")
+    payload = {"args": vars(args), "overrides": overrides, "results": results,
+               "summary": summary, "wall_seconds": wall, "references": REFERENCES}  # fmt: skip
+    write_results(args.out, "anomaly_oneclass", mode_of(args),
+                  tables={"auroc": readme_table(results)}, data=payload)  # fmt: skip
 
 
 def _merge(args: argparse.Namespace) -> None:
-    """Tables of several --out files (e.g. seed 0, then seeds 1 and 2), as one run would print."""
+    """Several results files (e.g. seed 0, then seeds 1 and 2) as one: printed as one run
+    would print them, and written to a new ``--out`` that names its inputs."""
+    inputs = [p.strip() for p in args.merge.split(",") if p.strip()]
+    check_merge(inputs, args.out)
     results: list[dict[str, Any]] = []
-    for path in args.merge.split(","):
+    for path in inputs:
         with open(path, encoding="utf-8") as f:
-            results += json.load(f)["results"]
+            record = json.load(f)
+        results += (record.get("data") or record)["results"]
     summary = {}
     for name in dict.fromkeys(r["dataset"] for r in results):
         summary[name] = print_table(name, [r for r in results if r["dataset"] == name])
     _print_verdict(summary, args)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"merged": args.merge.split(","), "results": results, "summary": summary,
-                       "references": REFERENCES}, f, indent=1)  # fmt: skip
-        print(f"wrote {args.out}")
+    write_results(args.out, "anomaly_oneclass", "full", inputs=inputs,
+                  tables={"auroc": readme_table(results)},
+                  data={"results": results, "summary": summary, "references": REFERENCES})  # fmt: skip
+
+
+def _seeds_label(seeds: list[int]) -> str:
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}-{seeds[-1]}"
+    return "seeds " + ",".join(map(str, seeds))
+
+
+def readme_table(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The README's table: per data set, mean ± std over seeds of the mean AUROC (%) over
+    classes, for the default and each baseline, and the published Fashion-MNIST figures."""
+    rows = []
+    for name in dict.fromkeys(r["dataset"] for r in results):
+        mine = [r for r in results if r["dataset"] == name]
+        seeds = sorted({r["seed"] for r in mine})
+        n_classes = len({r["class"] for r in mine})
+        cells = []
+        for k in ("default", *BASELINES):
+            v = [np.mean([r["auroc"][k] for r in mine if r["seed"] == s]) for s in seeds]
+            cells.append(f"{100 * np.mean(v):.1f} ± {100 * np.std(v):.1f}")
+        cells[0] = f"**{cells[0]}**"
+        published = ", ".join(f"{k.split(' (')[0]} {v}" for k, v in REFERENCES.items())
+        label = f"{LABELS.get(name, name)}, {n_classes} classes, {_seeds_label(seeds)}"
+        rows.append([label, *cells, published if name == "fashion-mnist" else ""])
+    columns = ["data set", "**default**", *BASELINES, "published (no external weights)"]
+    return table(columns, rows)
 
 
 def _print_row(r: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ camera-sized JPEGs), then times reading them at the model size with
 with the naive loop (open, convert, resize, stack) that it replaces.
 
     PYTHONPATH=src python benchmarks/bench_folder_load.py [--png 2000] [--jpeg 100]
+    PYTHONPATH=src python benchmarks/bench_folder_load.py --smoke --out /tmp/smoke.json   # seconds
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from _results import add_arguments, mode_of, table, write_results
 from aelab.data import load_dataset
 
 
@@ -47,7 +49,10 @@ def main() -> None:
     )
     ap.add_argument("--png", type=int, default=2000)
     ap.add_argument("--jpeg", type=int, default=100)
+    add_arguments(ap, "bench_folder_load")
     args = ap.parse_args()
+    if args.smoke:
+        args.png, args.jpeg = 40, 2
     rng = np.random.default_rng(0)
     cases = [
         (f"{args.png} PNG 48x40 -> 32", args.png, (48, 40), "PNG", 32),
@@ -56,6 +61,7 @@ def main() -> None:
     header = f"{'case':30} {'aelab s':>8} {'naive s':>8} {'naive/aelab':>12}"
     print(header)
     print("-" * len(header))
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, n, size, fmt, target in cases:
             folder = Path(tmp) / fmt
@@ -68,6 +74,11 @@ def main() -> None:
             t_naive = time.perf_counter() - t0
             assert len(ds) == len(ref) == n
             print(f"{label:30} {t_ours:8.2f} {t_naive:8.2f} {t_naive / t_ours:12.2f}")
+            rows.append([label, f"{t_ours:.2f}", f"{t_naive:.2f}", f"{t_naive / t_ours:.2f}"])
+    columns = ["case", "aelab s", "naive s", "naive/aelab"]
+    write_results(
+        args.out, "bench_folder_load", mode_of(args), tables={"load": table(columns, rows)}
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ DC+KMeans accuracy, per seed and on average (the issue's target: >= 5 points).
 
     PYTHONPATH=src python benchmarks/deep_clustering.py --quick
     PYTHONPATH=src python benchmarks/deep_clustering.py            # the full subset (slow on CPU)
+    PYTHONPATH=src python benchmarks/deep_clustering.py --smoke --out /tmp/smoke.json  # seconds
 
 ``--quick``: sizes 600 down to 6 (1,489 images), the small model, fewer epochs.
 
@@ -60,6 +61,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from _results import add_arguments, mode_of, table, write_results
+
+PIPELINES = ("AE + KMeans", "AE + EKM", "DC + KMeans", "DC + EKM")
+
 
 def geometric_sizes(n_classes: int, largest: int, smallest: int) -> list[int]:
     """Class sizes from ``largest`` down to ``smallest`` in a geometric progression."""
@@ -99,7 +104,6 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--cache", type=Path, default=None,
                    help="keep pre-trained models here and reuse them in later runs of the same settings")  # fmt: skip
     p.add_argument("--methods", nargs="+", default=["kmeans", "ekm"], choices=["kmeans", "ekm"])
@@ -108,7 +112,11 @@ def main() -> None:
         default="auto",
         help="EKM alpha in the clustering space: a number, auto, or a multiple like 3x",
     )
+    add_arguments(p, "deep_clustering")
     args = p.parse_args()
+    if args.smoke:  # seconds: three small classes, one epoch, one round
+        args.classes, args.max_size, args.min_size, args.seeds = 3, 60, 15, [0]
+        args.pretrain_epochs, args.rounds, args.batch_size = 1, 1, 32
 
     from aelab.deepcluster import DeepClusterConfig, deep_cluster
     from aelab.models import create_model
@@ -194,10 +202,20 @@ def main() -> None:
     if deltas:
         print(f"DC+EKM - DC+KMeans accuracy: {np.mean(deltas):+.1f} points (per seed: "
               f"{', '.join(f'{d:+.1f}' for d in deltas)}); target >= +5.0")  # fmt: skip
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                        "sizes": sizes, "results": results}, indent=1, default=float))  # fmt: skip
+    data = {"args": {k: str(v) for k, v in vars(args).items()}, "sizes": sizes, "results": results}
+    write_results(args.out, "deep_clustering", mode_of(args), tables={"pipelines": readme_table(results)},
+                  data=json.loads(json.dumps(data, default=float)))  # fmt: skip
+
+
+def readme_table(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy (%, mean ± sd over seeds) and NMI (mean) of each pipeline, as the README shows."""
+    names = [n for n in PIPELINES if n in results[0]["rows"]]
+    acc, nmi = ["accuracy"], ["NMI"]
+    for name in names:
+        a = 100 * np.array([r["rows"][name]["acc"] for r in results])
+        acc.append(f"{a.mean():.1f} ± {a.std():.1f} %")
+        nmi.append(f"{np.mean([r['rows'][name]['nmi'] for r in results]):.3f}")
+    return table(["pipeline", *names], [acc, nmi])
 
 
 if __name__ == "__main__":

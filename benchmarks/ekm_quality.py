@@ -8,6 +8,7 @@ objective. Draw d uses data seed d and estimator seed d.
 
     python benchmarks/ekm_quality.py            # 5 draws / seeds
     python benchmarks/ekm_quality.py --quick    # 2
+    python benchmarks/ekm_quality.py --smoke --out /tmp/smoke.json   # seconds: 2 sets, 1 draw, 1 start
 
 sklekmeans is only needed here (``pip install sklekmeans`` or ``.[bench]``).
 """
@@ -27,6 +28,7 @@ from sklearn.metrics import adjusted_rand_score, confusion_matrix, normalized_mu
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
+from _results import add_arguments, mode_of, table, write_results
 from aelab.clustering import (
     EquilibriumKMeans,
     MiniBatchEquilibriumKMeans,
@@ -78,18 +80,26 @@ def methods(k, seed, n_init):
     return m
 
 
+SMOKE_SETS = ("Data-A", "iris")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 draws instead of 5")
     ap.add_argument("--draws", type=int, default=None)
     ap.add_argument("--n-init", type=int, default=10)
+    add_arguments(ap, "ekm_quality")
     args = ap.parse_args()
     draws = args.draws or (2 if args.quick else 5)
+    if args.smoke:
+        draws, args.n_init = 1, 1
     scores: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     secs: dict[str, float] = {}
     order: list[str] = []
     for draw in range(draws):
         for set_name, X, y in datasets(draw):
+            if args.smoke and set_name not in SMOKE_SETS:
+                continue
             if set_name not in order:
                 order.append(set_name)
             k = len(np.unique(y))
@@ -108,7 +118,15 @@ def main() -> None:
                     )
                 )
     mnames = list(methods(2, 0, 1))
+    tables = {}
     for i, metric in enumerate(("ARI", "NMI", "accuracy")):
+        tables[metric.lower()] = table(
+            ["data", *mnames],
+            [
+                [s, *(f"{np.mean([v[i] for v in scores[(s, m)]]):.3f}" for m in mnames)]
+                for s in order
+            ],
+        )
         print(f"\n{metric} (mean over {draws} draws/seeds, n_init={args.n_init})\n")
         print("| data | " + " | ".join(mnames) + " |")
         print("|---|" + "---|" * len(mnames))
@@ -117,6 +135,11 @@ def main() -> None:
             print(f"| {s} | " + " | ".join(cells) + " |")
     print("\nfit time over all sets (s): " + ", ".join(f"{m} {secs[m]:.1f}" for m in mnames))
     ari = {key: np.mean([v[0] for v in val]) for key, val in scores.items()}
+    write_results(args.out, "ekm_quality", mode_of(args), tables=tables,
+                  data={"draws": draws, "n_init": args.n_init, "fit_seconds": secs,
+                        "sklekmeans": EKMeans is not None})  # fmt: skip
+    if args.smoke:
+        return
     print("\ntargets:")
     print(f"  Data-A ARI >= 0.96: {ari[('Data-A', 'aelab EKM')]:.3f}")
     print(f"  Data-A mini-batch ARI >= 0.90: {ari[('Data-A', 'aelab MB-EKM')]:.3f}")

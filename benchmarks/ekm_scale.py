@@ -23,6 +23,7 @@ Usage::
 
     PYTHONPATH=src python benchmarks/ekm_scale.py                       # 1e4 .. 1e7
     PYTHONPATH=src python benchmarks/ekm_scale.py --sizes 10000 100000 1000000
+    PYTHONPATH=src python benchmarks/ekm_scale.py --smoke --out /tmp/smoke.json   # seconds
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import argparse
 import time
 
 import numpy as np
+
+from _results import add_arguments, mode_of, table, write_results
 
 D = 64
 K = 10
@@ -81,7 +84,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--max-memory-gb", type=float, default=1.0)
+    add_arguments(ap, "ekm_scale")
     args = ap.parse_args()
+    if args.smoke:  # seconds: one small size, one worker
+        args.sizes, args.chunk, args.workers, args.repeats = [8192], 4096, 1, 1
 
     import dask.array as da
     from distributed import Client, LocalCluster
@@ -120,6 +126,20 @@ def main() -> None:
               f"{1e6 * full / n:>13.3f} {1e6 * dt / n:>14.3f} {chunks:>7} {peak:>14.0f}")  # fmt: skip
     print("(nan: the array would exceed --max-memory-gb, so only Dask ran; "
           "dask net = dask minus a generation-only pass)")  # fmt: skip
+    columns = ["N", "in memory", "mini-batch epoch", "Dask", "Dask worker peak RSS"]
+    cells = [[f"{n:.0e}".replace("e+0", "e"), _s(full), _s(mini), _s(dt), f"{peak:.0f} MB"]
+             for n, full, mini, dt, _net, peak, _chunks in rows]  # fmt: skip
+    write_results(args.out, "ekm_scale", mode_of(args), tables={"pass": table(columns, cells)},
+                  data={"rows": [dict(zip(("n", "in_memory_s", "minibatch_s", "dask_s", "dask_net_s",
+                                           "worker_peak_mb", "chunks"), r, strict=True))
+                                 for r in rows], "chunk": args.chunk, "workers": args.workers})  # fmt: skip
+
+
+def _s(seconds: float) -> str:
+    """Seconds as the README's table writes them (``-`` where a variant did not run)."""
+    if not np.isfinite(seconds):
+        return "-"
+    return f"{seconds:.3f} s" if seconds < 0.1 else f"{seconds:.2f} s"
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ processes.
     python benchmarks/ekm_speed.py            # 100k x 32 and 20k x 1024, K = 10
     python benchmarks/ekm_speed.py --quick    # 20k x 32 and 4k x 512
     python benchmarks/ekm_speed.py --startup-only --repeats 5
+    python benchmarks/ekm_speed.py --smoke --out /tmp/smoke.json   # seconds: 2000 x 16, one repeat
 
 sklekmeans is only needed here (``pip install sklekmeans`` or ``.[bench]``).
 """
@@ -40,6 +41,7 @@ from sklearn.datasets import make_blobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 
+from _results import add_arguments, mode_of, table, write_results
 from aelab.clustering import EquilibriumKMeans
 
 try:
@@ -110,17 +112,18 @@ def _startup_rows(shapes: list[tuple[int, int]], repeats: int) -> list[tuple]:
     return rows
 
 
-def _print_startup(rows: list[tuple], repeats: int) -> None:
+def _print_startup(rows: list[tuple], repeats: int) -> dict[str, object]:
+    """Print the start-up table; return it as a results table."""
     print(f"Start-up, float64, each of {repeats} run(s) in a fresh process (medians):\n")
     hdr = ("data", "estimator", "import s", "class s", "1st fit s", "2nd fit s", "1st / 2nd")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
+    cells = []
     for data, name, _, m, ratios in rows:
         span = f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else f"{ratios[0]:.2f}"
-        print(
-            f"| {data} | {name} | {m['import']:.3f} | {m['attr']:.3f} | {m['first']:.3f} "
-            f"| {m['second']:.3f} | {span} |"
-        )
+        cells.append([data, name, f"{m['import']:.3f}", f"{m['attr']:.3f}", f"{m['first']:.3f}",
+                      f"{m['second']:.3f}", span])  # fmt: skip
+        print("| " + " | ".join(cells[-1]) + " |")
     print()
     for data, name, what, m, ratios in rows:
         if name == "aelab EKM":
@@ -131,6 +134,7 @@ def _print_startup(rows: list[tuple], repeats: int) -> None:
                 f"{(m['import'] + m['attr'] + m['first']) / m['second']:.2f}x the second"
             )
     print()
+    return table(list(hdr), cells)
 
 
 def main() -> None:
@@ -145,10 +149,14 @@ def main() -> None:
     ap.add_argument(
         "--startup-only", action="store_true", help="only the fresh-process start-up table"
     )
+    add_arguments(ap, "ekm_speed")
     args = ap.parse_args()
     shapes = [(20_000, 32), (4_000, 512)] if args.quick else [(100_000, 32), (20_000, 1024)]
-    _print_startup(_startup_rows(shapes, args.repeats), args.repeats)
+    if args.smoke:
+        shapes, args.repeats = [(2_000, 16)], 1
+    tables = {"startup": _print_startup(_startup_rows(shapes, args.repeats), args.repeats)}
     if args.startup_only:
+        write_results(args.out, "ekm_speed", mode_of(args), tables=tables)
         return
     K = 10
     rows = []
@@ -222,11 +230,15 @@ def main() -> None:
     )
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
+    cells = []
     for r in rows:
-        print(
-            f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.3f} | {r[4]:.2f} | {r[5]} | {r[6]:.2f} | {r[7]:.2f} | {r[8]:.3f} "
-            f"| {r[9]:.3f} | {r[10]:.2f} | {r[11]:.3f} |"
-        )
+        cells.append([r[0], r[1], r[2], f"{r[3]:.3f}", f"{r[4]:.2f}", str(r[5]), f"{r[6]:.2f}",
+                      f"{r[7]:.2f}", f"{r[8]:.3f}", f"{r[9]:.3f}", f"{r[10]:.2f}", f"{r[11]:.3f}"])  # fmt: skip
+        print("| " + " | ".join(cells[-1]) + " |")
+    tables["fit"] = table(list(hdr), cells)
+    write_results(args.out, "ekm_speed", mode_of(args), tables=tables,
+                  data={"repeats": args.repeats, "sklekmeans": EKMeans is not None
+                        and not args.skip_sklekmeans})  # fmt: skip
     print()
     for (n, d), t in f64_time.items():
         print(

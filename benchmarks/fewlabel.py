@@ -30,6 +30,7 @@ Usage::
 
     PYTHONPATH=src python benchmarks/fewlabel.py                 # the full table
     PYTHONPATH=src python benchmarks/fewlabel.py --quick         # a smaller check
+    PYTHONPATH=src python benchmarks/fewlabel.py --smoke --out /tmp/smoke.json   # seconds
     PYTHONPATH=src python benchmarks/fewlabel.py --labels-per-class 10 --cache /tmp/fl-cache
     # the half-width variant, FixMatch at 12 epochs (the time of 3 for convae_fmnist)
     PYTHONPATH=src python benchmarks/fewlabel.py --model convae_fmnist_small \
@@ -51,6 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from _results import add_arguments, mode_of, table, write_results
 from aelab.data import ImageDataset, load_dataset, make_augment, split_dataset
 from aelab.models import create_model
 from aelab.runtime import seed_everything
@@ -214,21 +216,25 @@ def main() -> None:
     ap.add_argument("--no-bf16", action="store_true", help="the same as --amp none")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--progress", action="store_true")
-    ap.add_argument("--out", default=None, help="also write the results as JSON here")
+    add_arguments(ap, "fewlabel")
     args = ap.parse_args()
+    if args.smoke:  # seconds on the bundled subset: the tiny model, one short epoch per row
+        args.model, args.labels_per_class, args.seeds = "convae_tiny", 10, 1
+        args.pretrain_epochs, args.epochs, args.default_epochs = 1, 1, 1
+        args.set = [*args.set, "min_epoch_steps=0"]
     MODEL = args.model
     args.amp = "none" if args.no_bf16 else args.amp
-    q = args.quick
+    q = args.quick or args.smoke
     args.pretrain_epochs = args.pretrain_epochs or (1 if q else 2)
-    args.pretrain_images = 10_000 if q else 0
+    args.pretrain_images = 500 if args.smoke else 10_000 if q else 0
     # The supervised rows see 30,000 labelled images (30 epochs at 100 labels
     # per class) whatever the number of labels, so the curve compares equal work.
     n_labeled = 10 * args.labels_per_class
     sup_epochs = args.epochs or math.ceil((10_000 if q else 30_000) / n_labeled)
     default_epochs = args.default_epochs or (1 if q else None)
     default_set = _parse_sets(args.set)
-    n_unlabeled = 10_000 if q else 0
-    n_test = 2_000 if q else 0
+    n_unlabeled = 300 if args.smoke else 10_000 if q else 0
+    n_test = 200 if args.smoke else 2_000 if q else 0
     seeds = list(range(1 if q and args.seeds == 3 else args.seeds))
     wanted = set(filter(None, args.rows.split(",")))
 
@@ -306,25 +312,23 @@ def main() -> None:
     )
     print("| row | test accuracy (mean ± sd) | vs best scratch | time per seed (s) |")
     print("|---|---|---|---|")
+    cells = []
     for key, label, _ in rows:
         accs, times = results[key]["acc"], results[key]["time"]
         mean = statistics.mean(accs)
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         gain = "" if best_scratch is None else f"{100 * (mean - best_scratch):+.1f} pt"
         results[key].update(mean=mean, sd=sd)
-        print(
-            f"| {label} | {100 * mean:.1f} ± {100 * sd:.1f} | {gain} | {statistics.mean(times):.0f} |"
-        )
-    print(f"| pre-training (shared) | | | {t_pre:.0f}{' (cached)' if cached else ''} |")
+        cells.append([label, f"{100 * mean:.1f} ± {100 * sd:.1f}", gain,
+                      f"{statistics.mean(times):.0f}"])  # fmt: skip
+        print("| " + " | ".join(cells[-1]) + " |")
+    cells.append(["pre-training (shared)", "", "", f"{t_pre:.0f}{' (cached)' if cached else ''}"])
+    print("| " + " | ".join(cells[-1]) + " |")
     print(f"\ntotal wall time {total / 60:.1f} min")
-    if args.out:
-        from aelab.files import write_json
-
-        write_json(
-            args.out,
-            {"args": {k: v for k, v in vars(args).items()}, "results": results,
-             "pretrain_s": t_pre, "total_s": total},
-        )  # fmt: skip
+    columns = ["row", "test accuracy (mean ± sd)", "vs best scratch", "time per seed (s)"]
+    write_results(args.out, "fewlabel", mode_of(args), tables={"accuracy": table(columns, cells)},
+                  data={"args": vars(args), "model": MODEL, "results": results,
+                        "pretrain_s": t_pre, "total_s": total})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Usage::
     PYTHONPATH=src python benchmarks/fewlabel_screen.py \\
         --init CACHE/pretrain-convae_fmnist_small-e4-n60000-lr0.002 \\
         --set epochs=6 --variant lr=0.003 --variant threshold=0.9
+    PYTHONPATH=src python benchmarks/fewlabel_screen.py --smoke --out /tmp/smoke.json   # seconds
 
 ``--set`` applies to every run (baseline included), ``--variant`` adds a run
 with those overrides (comma-separated FIELD=VALUE). ``--jobs 2`` runs two
@@ -37,7 +38,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _results import add_arguments, mode_of, table, write_results
 from fewlabel import _parse_sets as _parse  # benchmarks/ is on the path when run as a script
+
+#: --smoke: the tiny model from scratch on the bundled subset, one short epoch.
+SMOKE_SETS = ["epochs=1", "min_epoch_steps=0"]
 
 
 def _initial_model(args: argparse.Namespace) -> Any:
@@ -60,9 +65,11 @@ def _run_one(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, A
 
     overrides = dict(overrides)
     recipe = overrides.pop("recipe", "default")
-    train = load_dataset("fashion-mnist:train", image_size=32, channels=1, progress=False)
-    test = load_dataset("fashion-mnist:test", image_size=32, channels=1, progress=False)
-    val = test.subset(np.sort(np.random.default_rng(0).choice(len(test), 2000, replace=False)))
+    size = _initial_model(args).config.image_size  # the images at the model's size
+    train = load_dataset("fashion-mnist:train", image_size=size, channels=1, progress=False)
+    test = load_dataset("fashion-mnist:test", image_size=size, channels=1, progress=False)
+    n_val = min(2000, len(test))  # the bundled subset has 1,000 test images
+    val = test.subset(np.sort(np.random.default_rng(0).choice(len(test), n_val, replace=False)))
     parts = split_dataset(
         train, labels_per_class=args.labels_per_class, val_fraction=0.0, seed=args.seed
     )
@@ -122,7 +129,7 @@ def _student(args: argparse.Namespace, teacher: Any, parts: Any, test: Any) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--init", required=True, help="pre-trained run folder, or 'none' (scratch)")
+    ap.add_argument("--init", default=None, help="pre-trained run folder, or 'none' (scratch)")
     ap.add_argument("--model", default="convae_fmnist", help="model when --init none")
     ap.add_argument("--labels-per-class", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
@@ -136,7 +143,13 @@ def main() -> None:
                     help="confidence a pseudo-label needs to be kept")  # fmt: skip
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each if > 1)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    add_arguments(ap, "fewlabel_screen")
     args = ap.parse_args()
+    if args.smoke:
+        args.init, args.model, args.labels_per_class = "none", "convae_tiny", 10
+        args.set, args.variant, args.student_epochs = [*args.set, *SMOKE_SETS], [], 0
+    if args.init is None:
+        ap.error("--init is required: a pre-trained run folder, or 'none' (from scratch)")
     common = _parse(args.set)
     if args.child is not None:  # a worker: run one configuration, print it as JSON
         variant = json.loads(args.child)
@@ -183,14 +196,22 @@ def main() -> None:
         f"| variant | test accuracy | vs recipe | val curve (2,000 test images) | time (s) |{extra}"
     )
     print("|---|---|---|---|---|" + ("---|---|" if student else ""))
+    rows = []
     for r in results:
         name = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "recipe as is"
         gain = 100 * (r["test_acc"] - ref["test_acc"])
         curve = " ".join(f"{v:.3f}" for v in r["curve"])
-        cells = f"| {name} | {100 * r['test_acc']:.2f} | {gain:+.2f} pt | {curve} | {r['seconds']:.0f} |"
+        rows.append([name, f"{100 * r['test_acc']:.2f} %", f"{gain:+.2f} pt", curve,
+                     f"{r['seconds']:.0f}"])  # fmt: skip
         if student:
-            cells += f" {100 * r['student_acc']:.2f} | {r['student_seconds']:.0f} |"
-        print(cells)
+            rows[-1] += [f"{100 * r['student_acc']:.2f} %", f"{r['student_seconds']:.0f}"]
+        print("| " + " | ".join(rows[-1]) + " |")
+    columns = ["variant", "test accuracy", "vs recipe", "val curve", "time (s)"]
+    columns += ["student accuracy", "student time (s)"] if student else []
+    write_results(args.out, "fewlabel_screen", mode_of(args),
+                  tables={"screen": table(columns, rows)},
+                  data={"common": common, "seed": args.seed, "init": Path(args.init).name,
+                        "results": results})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -25,12 +25,12 @@ Usage::
 
     PYTHONPATH=src python benchmarks/fewlabel_transfer.py --datasets digits --seeds 0,1,2
     PYTHONPATH=src python benchmarks/fewlabel_transfer.py --datasets photos --seeds 0 --labels 50
+    PYTHONPATH=src python benchmarks/fewlabel_transfer.py --smoke --out /tmp/smoke.json  # seconds
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -39,9 +39,13 @@ from typing import Any
 import numpy as np
 
 # benchmarks/ is on the path when run as a script
+from _results import add_arguments, mode_of, table, write_results
 from anomaly_oneclass import digits, photos
 
 ROWS = ("plain, scratch", "default", "default, 3 passes")
+#: --smoke: one epoch of each step (the recipe's floor of steps off); measures nothing.
+SMOKE_PRETRAIN = {"epochs": 1}
+SMOKE_FINETUNE = {"epochs": 1, "min_epoch_steps": 0}
 
 
 def _dataset(name: str, photo_train: int) -> tuple[Any, Any]:
@@ -67,20 +71,22 @@ def run_seed(
     split = {"labels_per_class": args.labels, "val_per_class": args.val, "seed": seed,
              "device": args.device, "progress": False}  # fmt: skip
     out: dict[str, tuple[float, float]] = {}
+    pre_extra = SMOKE_PRETRAIN if args.smoke else {}
+    ft_extra = SMOKE_FINETUNE if args.smoke else {}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        run_finetune(train, tmp, name="plain", recipe="plain", **split)
+        run_finetune(train, tmp, name="plain", recipe="plain", **split, **ft_extra)
         out["plain, scratch"] = (
             100 * run_evaluate(test, Path(tmp) / "plain").accuracy,
             (time.perf_counter() - t0) / 60,
         )
         t0 = time.perf_counter()
-        run_pretrain(train, tmp, seed=seed, device=args.device, progress=False)
+        run_pretrain(train, tmp, seed=seed, device=args.device, progress=False, **pre_extra)
         pre = (time.perf_counter() - t0) / 60
         for row, extra in (("default", {}), ("default, 3 passes", {"min_epoch_steps": 0})):
             t0 = time.perf_counter()
             run_finetune(train, tmp, init=Path(tmp) / "pretrain", name=row.replace(", ", "-"),
-                         **split, **extra)  # fmt: skip
+                         **split, **{**ft_extra, **extra})  # fmt: skip
             acc = run_evaluate(test, Path(tmp) / row.replace(", ", "-")).accuracy
             out[row] = (100 * acc, pre + (time.perf_counter() - t0) / 60)
     return out
@@ -97,10 +103,13 @@ def main() -> None:
     p.add_argument("--val", type=int, default=10, help="validation images per class")
     p.add_argument("--photo-train", type=int, default=300, help="training crops per photo")
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", help="also write the results as JSON")
+    add_arguments(p, "fewlabel_transfer")
     args = p.parse_args()
+    if args.smoke:
+        args.datasets, args.seeds, args.labels, args.val = "digits", "0", 5, 2
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, dict[str, list[list[float]]]] = {}
+    cells = []
     for name in args.datasets.split(","):
         rows: dict[str, list[list[float]]] = {r: [] for r in ROWS}
         train, test = _dataset(name, args.photo_train)  # the same images for every seed
@@ -120,8 +129,28 @@ def main() -> None:
         print(
             f"default - plain, scratch: {gain.mean():+.1f} points (per seed {np.round(gain, 1)})\n"
         )
-    if args.out:
-        Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+        cells.append(_table_row(name, seeds, rows, gain, args.labels))
+    columns = ["data set (labels per class)", "plain, scratch", "**default** (pre-training + FixMatch)",
+               "the recipe before (3 passes)", "default - plain", "minutes per run (plain / default)"]  # fmt: skip
+    write_results(args.out, "fewlabel_transfer", mode_of(args),
+                  tables={"transfer": table(columns, cells)},
+                  data={"args": vars(args), "results": results})  # fmt: skip
+
+
+def _table_row(name: str, seeds: list[int], rows: dict[str, list[list[float]]], gain: np.ndarray,
+               labels: int) -> list[str]:  # fmt: skip
+    """One data set's row as the README shows it: accuracy mean ± sd over seeds, the gain per
+    seed, minutes per run."""
+
+    def acc(row: str) -> str:
+        a = np.array(rows[row])[:, 0]
+        return f"{a.mean():.1f}" + (f" ± {a.std():.1f}" if len(a) > 1 else "")
+
+    seed_txt = f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ",".join(map(str, seeds))
+    per_seed = f" ({', '.join(f'{g:+.1f}' for g in gain)})" if len(gain) > 1 else ""
+    minutes = f"{np.array(rows['plain, scratch'])[:, 1].mean():.1f} / {np.array(rows['default'])[:, 1].mean():.1f}"
+    return [f"{name}, {labels} per class, {seed_txt}", acc("plain, scratch"), f"**{acc('default')}**",
+            acc("default, 3 passes"), f"**{gain.mean():+.1f}**{per_seed}", minutes]  # fmt: skip
 
 
 if __name__ == "__main__":

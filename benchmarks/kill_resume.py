@@ -28,6 +28,7 @@ Usage::
     PYTHONPATH=src python benchmarks/kill_resume.py --trials 10 --seed 1
     git worktree add /tmp/old d8aa96a
     PYTHONPATH=src python benchmarks/kill_resume.py --compare-src /tmp/old/src
+    PYTHONPATH=src python benchmarks/kill_resume.py --smoke --out /tmp/smoke.json   # seconds
 """
 
 from __future__ import annotations
@@ -45,9 +46,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from _results import add_arguments, mode_of, table, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["pretrain", "fashion-mnist:train", "--model", "convae_fmnist", "--epochs", "4",
         "--batch-size", "16", "--max-images", "128", "--device", "cpu", "--seed", "0"]  # fmt: skip
+#: --smoke: the tiny model, 2 epochs of 32 images, one trial; it shows the script works.
+SMOKE_ARGS = ["pretrain", "fashion-mnist:train", "--model", "convae_tiny", "--epochs", "2",
+              "--batch-size", "16", "--max-images", "32", "--device", "cpu", "--seed", "0"]  # fmt: skip
 
 
 def _command(src: Path, out: Path, resume: bool) -> tuple[list[str], dict[str, str]]:
@@ -168,7 +174,11 @@ def main() -> None:
     p.add_argument(
         "--compare-src", type=Path, help="another aelab source tree to kill the same way"
     )
+    add_arguments(p, "kill_resume")
     args = p.parse_args()
+    if args.smoke:
+        global ARGS  # the command every run of this process starts
+        ARGS, args.trials = SMOKE_ARGS, 1
     work = Path(tempfile.mkdtemp(prefix="aelab-kill-"))
     try:
         duration = _training_time(ROOT / "src", work / "ref")
@@ -190,8 +200,14 @@ def main() -> None:
     print()
     print("| aelab | trials | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 2) + "|")
+    cells = []
     for name, c in rows.items():
-        print(f"| {name} | {args.trials} | " + " | ".join(str(c.get(k, 0)) for k in cols) + " |")
+        cells.append([name, str(args.trials), *(str(c.get(k, 0)) for k in cols)])
+        print("| " + " | ".join(cells[-1]) + " |")
+    write_results(args.out, "kill_resume", mode_of(args),
+                  tables={"kills": table(["aelab", "trials", *cols], cells)},
+                  data={"seconds_uninterrupted": duration, "window": [lo, hi], "seed": args.seed,
+                        "command": ["python", "-m", "aelab", *ARGS]})  # fmt: skip
     if len(rows) == 2:
         a, b = (r.get("identical", 0) for r in rows.values())
         print(f"\nidentical after resume: {a}/{args.trials} vs {b}/{args.trials} "

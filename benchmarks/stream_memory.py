@@ -34,6 +34,7 @@ Usage::
     PYTHONPATH=src python benchmarks/stream_memory.py            # 20k and 200k
     PYTHONPATH=src python benchmarks/stream_memory.py --sizes 2000 20000
     PYTHONPATH=src python benchmarks/stream_memory.py --task embed --sizes 10000 100000
+    PYTHONPATH=src python benchmarks/stream_memory.py --smoke --out /tmp/smoke.json   # seconds
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _results import add_arguments, mode_of, table, write_results
 
 _CHILD_FLAG = "--child"
 
@@ -161,7 +164,10 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["stream", "in-memory"])
     ap.add_argument("--task", choices=["pretrain", "embed"], default="pretrain")
     ap.add_argument("--shard-size", type=int, default=8192, help="rows per shard (embed)")
+    add_arguments(ap, "stream_memory")
     args = ap.parse_args()
+    if args.smoke:
+        args.sizes, args.batch_size, args.modes = [256, 512], 64, ["stream"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,17 +192,25 @@ def main() -> None:
               f"{args.batch_size}; stream = --stream into shards of {args.shard_size} rows, "
               "in-memory = one .npz")  # fmt: skip
     print(f"{'N':>9} {'mode':>10} {'anon MB':>9} {'file MB':>9} {'time s':>8} {'anon ratio':>11}")
+    cells: dict[tuple[int, str], str] = {}
     for n, mode, r in rows:
         ratio = ""
         if n == large:
             base = next(x for m_n, m, x in rows if m_n == small and m == mode)
             ratio = f"{r['anon'] / base['anon']:.2f}x"
+        cells[(n, mode)] = f"{r['anon']:.0f} MB" + (f" ({ratio})" if ratio else "")
         print(f"{n:>9} {mode:>10} {r['anon']:>9.0f} {r['file']:>9.0f} {r['seconds']:>8.1f} "
               f"{ratio:>11}")  # fmt: skip
     print(
         f"(data size: {small * 1024 / 2**20:.0f} MB and {large * 1024 / 2**20:.0f} MB; "
         "anon = heap and tensors, file = cached pages of the memory map, reclaimable)"
     )
+    names = {"stream": "`--stream`", "in-memory": "loaded in memory"}
+    out = table(["images", *(names.get(m, m) for m in args.modes)],
+                [[f"{n:,}", *(cells[(n, m)] for m in args.modes)] for n in args.sizes])  # fmt: skip
+    write_results(args.out, "stream_memory", mode_of(args), tables={args.task: out},
+                  data={"rows": [{"n": n, "mode": m, **r} for n, m, r in rows],
+                        "batch_size": args.batch_size, "workers": args.workers})  # fmt: skip
 
 
 if __name__ == "__main__":

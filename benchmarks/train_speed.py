@@ -36,8 +36,14 @@ the load average before and after, since a loaded machine slows everything.
 
 Usage::
 
-    PYTHONPATH=src python benchmarks/train_speed.py --quick               # ~5 min on 2 cores
+    PYTHONPATH=src python benchmarks/train_speed.py --quick               # convae_fmnist only, minutes
     PYTHONPATH=src python benchmarks/train_speed.py --threads 2 --compile  # the full table
+    PYTHONPATH=src python benchmarks/train_speed.py --smoke --out /tmp/smoke.json  # seconds
+
+A fine-tuning run here is exactly ``steps`` steps: the default recipe's floor
+of 250 steps an epoch (``min_epoch_steps``) is turned off, or every variant
+would train 250 steps whatever ``steps`` says (which is why ``--quick`` once
+ran for more than 10 minutes) and the images per second would be miscounted.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from _results import add_arguments, mode_of, table, write_results
 from aelab.data import ImageDataset, make_augment
 from aelab.models import create_model
 from aelab.runtime import bf16_speedup, native_bf16, resolve_device, resolve_speed
@@ -105,7 +112,9 @@ def gemm_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0) ->
     }
 
 
-def update_peaks(peaks: dict[str, float], device: torch.device) -> dict[str, dict[str, float]]:
+def update_peaks(
+    peaks: dict[str, float], device: torch.device, seconds: float = 1.0
+) -> dict[str, dict[str, float]]:
     """Measure the peaks again; ``peaks`` keeps the highest seen of each dtype.
 
     On a shared machine one measurement may fall in a busy moment; measured
@@ -114,7 +123,7 @@ def update_peaks(peaks: dict[str, float], device: torch.device) -> dict[str, dic
     """
     now = {}
     for kind, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        now[kind] = gemm_peak(device, dtype)
+        now[kind] = gemm_peak(device, dtype, seconds)
         peaks[kind] = max(peaks.get(kind, 0.0), *now[kind].values())
     return now
 
@@ -198,9 +207,12 @@ def aelab_finetune(
     device: torch.device,
     **kw: Any,
 ) -> None:
+    # min_epoch_steps=0: one epoch is one pass over ``unlabeled`` (the steps the table counts),
+    # not the recipe's floor of 250 steps.
     cfg, augment = finetune_recipe(
-        "default", epochs=1, batch_size=bs, progress=False, device=str(device), **kw
-    )
+        "default", epochs=1, batch_size=bs, progress=False, device=str(device),
+        min_epoch_steps=0, **kw,
+    )  # fmt: skip
     finetune(model, labeled, unlabeled=unlabeled, config=cfg, augment=make_augment(augment))
 
 
@@ -278,11 +290,13 @@ def print_table(
     peaks: dict[str, float],
     auto_amp: str | None,
     extra: dict[str, str],
-) -> None:
+) -> dict[str, Any]:
+    """Print the table of one step; return it as a results table."""
     print(f"\n{title}: {flops / 1e6:.3g} MFLOP per image (forward + backward); GEMM peak "
           f"fp32 {peaks['fp32'] / 1e9:.1f}, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")  # fmt: skip
     print(f"| {'variant':<26}|   img/s | vs plain | % of GEMM peak | note")
     print(f"|{'-' * 27}|---------|----------|----------------|------")
+    rows = []
     for key, t in times.items():
         n = n_images * 2 if key == "aelab batch x2" else n_images
         ips = n / t
@@ -293,12 +307,17 @@ def print_table(
             f"| {key:<26}| {ips:>7.1f} | {ratio:>7.2f}x | {share:>8.1f} ({kind}) | "
             f"{extra.get(key, '')}"
         )
+        rows.append([key, f"{ips:.1f}", f"{ratio:.2f}x", f"{share:.1f} ({kind})",
+                     extra.get(key, "")])  # fmt: skip
+    return table(["variant", "img/s", "vs plain", "% of GEMM peak", "note"], rows)
 
 
 # ----------------------------------------------------------------------------- the two steps
 
 
-def bench_pretrain(name: str, bs: int, steps: int, args: Any, peaks: dict[str, float]) -> None:
+def bench_pretrain(
+    name: str, bs: int, steps: int, args: Any, peaks: dict[str, float]
+) -> dict[str, Any]:
     device, c = args.device, create_model(name).config
     shape = (c.in_channels, c.image_size, c.image_size)
     g = torch.Generator().manual_seed(0)
@@ -315,13 +334,15 @@ def bench_pretrain(name: str, bs: int, steps: int, args: Any, peaks: dict[str, f
                             create_model(name), bs)  # fmt: skip
     plain_pretrain(create_model(name), images[: 2 * bs], bs, device)  # one-off set-up
     times = time_variants(variants, name, args.repeats, device)
-    update_peaks(peaks, device)
+    update_peaks(peaks, device, args.peak_seconds)
     extra = _compile_row(run, name, args, times, bs * steps)
     title = f"pre-training step, {name} {'x'.join(map(str, shape))}, batch {bs}, {steps} steps"
-    print_table(title, bs * steps, times, flops, peaks, _auto_amp(name, device), extra)
+    return print_table(title, bs * steps, times, flops, peaks, _auto_amp(name, device), extra)
 
 
-def bench_finetune(name: str, bs: int, steps: int, args: Any, peaks: dict[str, float]) -> None:
+def bench_finetune(
+    name: str, bs: int, steps: int, args: Any, peaks: dict[str, float]
+) -> dict[str, Any]:
     device, c = args.device, create_model(name).config
     shape = (c.in_channels, c.image_size, c.image_size)
     cfg, _ = finetune_recipe("default")
@@ -349,7 +370,7 @@ def bench_finetune(name: str, bs: int, steps: int, args: Any, peaks: dict[str, f
     flops = flops_per_image(one_step, create_model(name), bs * (1 + mu))
     one_step(create_model(name))  # one-off set-up
     times = time_variants(variants, name, args.repeats, device)
-    update_peaks(peaks, device)
+    update_peaks(peaks, device, args.peak_seconds)
     n_images = bs * (1 + mu) * steps
     extra = _compile_row(run, name, args, times, n_images)
     extra["plain"] = _augment_share(bs, mu, shape, device, times["plain"] / steps)
@@ -357,7 +378,7 @@ def bench_finetune(name: str, bs: int, steps: int, args: Any, peaks: dict[str, f
         f"fine-tuning step (FixMatch, default recipe), {name} {'x'.join(map(str, shape))}, "
         f"batch {bs} labelled + {bs * mu} unlabeled, {steps} steps"
     )
-    print_table(title, n_images, times, flops, peaks, _auto_amp(name, device), extra)
+    return print_table(title, n_images, times, flops, peaks, _auto_amp(name, device), extra)
 
 
 def _options(run: Run) -> dict[str, Run]:
@@ -418,13 +439,19 @@ def _load() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer steps and models, 2 repeats")
+    ap.add_argument("--quick", action="store_true",
+                    help="convae_fmnist only, a third of the steps, 2 repeats (minutes)")  # fmt: skip
     ap.add_argument("--repeats", type=int, default=None, help="default 2 (--quick) or 3")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--models", default=None, help="comma-separated registered models")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes)")
     ap.add_argument("--device", default="auto")
+    add_arguments(ap, "train_speed")
     args = ap.parse_args()
+    # --smoke: the tiny model, two small steps, one repeat, short peak timings: seconds.
+    args.peak_seconds = 0.05 if args.smoke else 1.0
+    if args.smoke:
+        args.models, args.repeats, args.compile = "convae_tiny", 1, False
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.compile:
@@ -433,17 +460,18 @@ def main() -> None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="train-speed-inductor-")
     args.device = device = resolve_device(args.device)
     args.repeats = args.repeats or (2 if args.quick else 3)
-    names = (args.models or ("convae_fmnist,convae_fmnist28" if args.quick else
+    names = (args.models or ("convae_fmnist" if args.quick else
                              "convae_fmnist,convae_fmnist28,convae")).split(",")  # fmt: skip
     native, why = native_bf16(device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs, best of {args.repeats}, load average {_load()}")  # fmt: skip
     print(f"bf16: {why}; a small conv step runs {bf16_speedup(device):.2f}x faster in bf16")
     peaks: dict[str, float] = {}
-    now = update_peaks(peaks, device)
+    now = update_peaks(peaks, device, args.peak_seconds)
     rates = ", ".join(f"{k} {d} {r / 1e9:.1f}" for d, v in now.items() for k, r in v.items())
     print(f"GEMM peak (GFLOP/s): {rates}; the higher of matmul and conv counts, measured "
           "again before each table")  # fmt: skip
+    tables: dict[str, Any] = {}
     for name in names:
         n_params = sum(p.numel() for p in create_model(name).parameters())
         print(
@@ -453,9 +481,15 @@ def main() -> None:
         pre_steps, ft_steps = (4, 2) if big else (8, 4)
         if not args.quick:
             pre_steps, ft_steps = 3 * pre_steps, 3 * ft_steps
-        bench_pretrain(name, 64 if big else 128, pre_steps, args, peaks)
-        bench_finetune(name, 32 if big else 64, ft_steps, args, peaks)
+        pre_bs, ft_bs = (64, 32) if big else (128, 64)
+        if args.smoke:
+            pre_steps, ft_steps, pre_bs, ft_bs = 2, 1, 16, 8
+        tables[f"pretrain-{name}"] = bench_pretrain(name, pre_bs, pre_steps, args, peaks)
+        tables[f"finetune-{name}"] = bench_finetune(name, ft_bs, ft_steps, args, peaks)
     print(f"\nload average at the end {_load()}")
+    write_results(args.out, "train_speed", mode_of(args), tables=tables,
+                  data={"device": str(device), "native_bf16": native, "peaks_flop_s": peaks,
+                        "repeats": args.repeats, "load_average_end": _load()})  # fmt: skip
 
 
 if __name__ == "__main__":

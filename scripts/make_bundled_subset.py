@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aelab.files import write_bytes
 from aelab.data import fashion_mnist as fm
+from aelab.files import write_bytes
 
 MAX_BYTES = 3_000_000
 

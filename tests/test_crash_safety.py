@@ -182,6 +182,7 @@ def shapes_npz(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill server forks its runs")
 @pytest.mark.parametrize(
     "template",

@@ -236,9 +236,11 @@ def test_npz_with_labels_and_class_names(tmp_path):
     assert ds.labels.tolist() == y.tolist() and ds.class_names == ["a", "b", "c"]
     np.savez(tmp_path / "xy.npz", x=x, y=y)
     assert load_dataset(tmp_path / "xy.npz", progress=False).labels.tolist() == y.tolist()
+    # Members are read by name: an archive without images is refused, not read from its
+    # first member (tests/test_input_checks.py has the command-line case).
     np.savez_compressed(tmp_path / "first.npz", whatever=x)
-    ds = load_dataset(tmp_path / "first.npz", progress=False)
-    assert ds.labels is None and torch.equal(ds.images[:, 0], torch.from_numpy(x))
+    with pytest.raises(ValueError, match=r"no 'images' array in the \.npz \(it holds 'whatever'\)"):
+        load_dataset(tmp_path / "first.npz", progress=False)
 
 
 def test_labels_files_npy_and_csv(tmp_path):

@@ -226,6 +226,7 @@ def test_recipe_overrides_and_errors():
         finetune(tiny(), shapes(12), config=FinetuneConfig(semi="fixmatch", **fast()))
 
 
+@pytest.mark.slow
 def test_pretrained_encoder_is_loaded_and_starts_ahead(tmp_path):
     """run_finetune(init=...) starts from the pre-trained weights, and they help at once."""
     data = shapes(150)

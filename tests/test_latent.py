@@ -15,6 +15,7 @@ from aelab.clustering.metrics import cluster_accuracy, clustering_scores
 from aelab.clustering.space import fit_feature_space
 from aelab.data import ImageDataset
 from aelab.tasks import load_latents, run_cluster
+from noise import near
 
 runner = CliRunner()
 
@@ -117,6 +118,7 @@ def _embed(data, ckpt, out, *extra):
     return r
 
 
+@pytest.mark.numerics
 def test_embed_to_shards_matches_the_npz_and_clusters(pretrained, tmp_path):
     from aelab.data.shards import load_shards
     from aelab.training import encode, iter_encode, load_model
@@ -130,7 +132,9 @@ def test_embed_to_shards_matches_the_npz_and_clusters(pretrained, tmp_path):
     manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
     assert [s["rows"] for s in manifest["shards"]] == [50, 50, 50, 30]
     got = load_shards(tmp_path / "shards")
-    np.testing.assert_array_equal(got["z"], ref["z"])  # same rows, same order
+    # The same rows in the same order (ids below); the values agree to rounding: MKL's and
+    # oneDNN's AVX2 kernels may round a batch differently with the buffer's alignment.
+    near("shards", got["z"], ref["z"], "encode")
     assert got["ids"].tolist() == ref["ids"].tolist()
     np.testing.assert_array_equal(got["labels"], ref["labels"])
     assert got["class_names"] == ref["class_names"].tolist() == ["hbar", "vbar", "square"]
@@ -150,15 +154,14 @@ def test_embed_to_shards_matches_the_npz_and_clusters(pretrained, tmp_path):
     assert sub["ids"].tolist() == [str(i) for i in sub_ref["index"]] == sub_ref["ids"].tolist()
     np.testing.assert_array_equal(sub["labels"], sub_ref["labels"])
     assert np.bincount(sub["labels"]).tolist() == [30, 10]
-    np.testing.assert_allclose(sub["z"], sub_ref["z"], rtol=1e-5, atol=1e-6)
+    near("streamed", sub["z"], sub_ref["z"], "encode")
 
     # The generator behind both: (start, block) per batch, concatenating to encode().
     model, _ = load_model(ckpt)
     blocks = list(iter_encode(model, _shapes_ds(), batch_size=64, device="cpu"))
     assert [s for s, _ in blocks] == [0, 64, 128] and [len(z) for _, z in blocks] == [64, 64, 52]
-    np.testing.assert_array_equal(
-        np.concatenate([z for _, z in blocks]), encode(model, _shapes_ds(), device="cpu")
-    )
+    near("iter_encode", np.concatenate([z for _, z in blocks]),
+         encode(model, _shapes_ds(), device="cpu"), "encode")  # fmt: skip
 
     r = runner.invoke(app, ["cluster", str(tmp_path / "shards"), "--k", "3", "--n-init", "2",
                             "--out", str(tmp_path / "clusters")])  # fmt: skip

@@ -42,6 +42,7 @@ map = "pca"
 [anomaly]
 normal_class = 0
 epochs = 2
+min_steps = 0
 batch_size = 32
 max_anomalies = 40
 model = "convae_tiny"
@@ -104,6 +105,7 @@ def _steps(out):
     return {p.stem for p in (out / "steps").glob("*.json")}
 
 
+@pytest.mark.slow
 def test_study_writes_every_artefact(study_run):
     out, output = study_run
     for rel in ("report.html", "submission.csv", "cluster/sweep.csv", "cluster/latents.npz",
@@ -120,6 +122,7 @@ def test_study_writes_every_artefact(study_run):
                            "anomaly", "reconstruct"}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_step_records_read_back_as_typed_results(study_run):
     from aelab.study.results import AnomalyStep, ClusterStep
 
@@ -134,6 +137,7 @@ def test_step_records_read_back_as_typed_results(study_run):
     assert cluster.result.k == 3 and len(cluster.result.sweep) == 3
 
 
+@pytest.mark.slow
 def test_report_holds_the_runs_numbers(study_run):
     out, _ = study_run
     page = (out / "report.html").read_text()
@@ -223,6 +227,7 @@ def test_the_plan_splits_once_and_never_scores_training_images(tmp_path, test):
     assert plan.config.cluster.settings.k == 3 and plan.config.cluster.ratio == [2.0, 1.0, 1.0]
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_steps(study_run):
     out, _ = study_run
     cfg = out / "config.toml"
@@ -238,6 +243,7 @@ def test_resume_skips_finished_steps(study_run):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
 def test_report_in_headless_chromium(study_run, tmp_path):
     """Load the page in a real browser; count images that decoded, table cells, the longest paragraph."""
@@ -368,6 +374,7 @@ def test_study_on_a_folder_of_2_or_10_classes(tmp_path, classes):
     assert sum(c["result"]["sizes"]) == sum(c["class_sizes"]) <= 12  # at most cluster.n
 
 
+@pytest.mark.slow
 def test_study_on_rgb_64x64_with_the_reference_model(tmp_path):
     data = _png_folder(tmp_path / "rgb", 2, 16, size=64, mode="RGB")
     toml = SMALL.format(lpc=4, vpc=2, n=6, cluster="").replace(

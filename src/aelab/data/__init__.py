@@ -3,7 +3,7 @@
 from aelab.data.arrays import from_array
 from aelab.data.augment import PRESETS, Augment, make_augment
 from aelab.data.batches import to_float
-from aelab.data.dataset import ImageDataset, RowIds
+from aelab.data.dataset import ImageDataset, RowIds, check_classes
 from aelab.data.folder import IMAGE_EXTENSIONS, BadImageError
 from aelab.data.loaders import DataSpec, load_dataset
 from aelab.data.splits import (
@@ -30,6 +30,7 @@ __all__ = [
     "ImageFolderStream",
     "ImageRows",
     "Splits",
+    "check_classes",
     "conform",
     "from_array",
     "load_dataset",

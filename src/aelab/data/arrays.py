@@ -10,7 +10,11 @@ conversion is used in place (the dataset's images are a view of the file and
 only the rows a batch touches are read); anything else is converted a chunk at
 a time into an in-memory uint8 array, at most the size of the result.
 A ``.npz`` file is a zip archive and is always read into memory (the content
-decides, not the suffix). Nothing is unpickled: ``np.load(..., allow_pickle=False)``
+decides, not the suffix). Its members are read by name: the images are
+``images`` (or ``x``, or ``images_<split>``/``x_<split>`` such as ``x_train``),
+the optional labels ``labels`` (or ``y``, ``labels_<split>``, ``y_<split>``) and
+class names ``class_names``; an archive without an images member is refused,
+naming the members it holds. Nothing is unpickled: ``np.load(..., allow_pickle=False)``
 throughout, and a damaged file is a ``ValueError`` naming it.
 
 Labels (an ``.npz``'s ``labels``/``y``, or a ``.npy``/``.csv`` labels file) are
@@ -21,6 +25,9 @@ classes are numbered 0..max label, and at least half of those numbers must
 occur as labels: a test set missing a class or two loads as usual, but one stray
 ``99`` among labels 0-9 is refused (it would make a 100-class problem) with a
 message saying to give class names or renumber the labels 0..K-1.
+Training a classifier asks more (:func:`aelab.data.check_classes`): there the
+classes are the names given or else exactly the labels that occur, 0..K-1, and
+at least two of them; the looser rule here lets data to evaluate lack a class.
 """
 
 from __future__ import annotations
@@ -93,7 +100,17 @@ def _read_npz(
             raise ValueError(f"{path}: the .npz file holds no arrays")
         image_keys = [*IMAGE_KEYS, *(f"{k}_{split}" for k in IMAGE_KEYS)]
         label_keys = [*LABEL_KEYS, *(f"{k}_{split}" for k in LABEL_KEYS)]
-        ikey = next((k for k in image_keys if k in keys), keys[0])
+        ikey = next((k for k in image_keys if k in keys), None)
+        if ikey is None:
+            # Read by name only: taking the first member trained on whatever it held.
+            held = ", ".join(map(repr, keys[:8])) + (
+                f" and {len(keys) - 8} more" if len(keys) > 8 else ""
+            )
+            raise ValueError(
+                f"{path}: no 'images' array in the .npz (it holds {held}); "
+                f"save the images as 'images' (or 'x', 'images_{split}', 'x_{split}'), with "
+                "optional 'labels' and 'class_names': np.savez(path, images=..., labels=...)"
+            )
         lkey = next((k for k in label_keys if k in keys), None)
         images = _npz_member(z, ikey, path)
         labels = None if lkey is None else _npz_member(z, lkey, path)

@@ -161,3 +161,69 @@ class ImageDataset:
         if self.class_names is not None:
             return self.class_names[label]
         return str(label)
+
+
+def _listed(values: Sequence[object], limit: int = 8) -> str:
+    """``values`` as ``"0, 1, 2"``, the first ``limit`` of them when there are more."""
+    shown = ", ".join(str(v) for v in values[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def check_classes(
+    labels: torch.Tensor | np.ndarray, class_names: Sequence[str] | None, what: str
+) -> int:
+    """Check that ``labels`` can train a classifier; return its number of classes.
+
+    The classes are the ``class_names`` when given (every label indexes one of
+    them); without names they are the labels that occur, which must then be
+    numbered ``0..K-1``: labels 0, 1, 2 and one stray 5 would otherwise make a
+    6-class head with 3 classes that never occur. Either way images of at
+    least two classes must occur: a one-class classifier scores 100 % and
+    learns nothing.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_samples,), int
+        Non-negative class indices.
+    class_names : sequence of str or None
+    what : str
+        The data, named in the message (a path, or ``"labeled"``).
+
+    Returns
+    -------
+    int
+        The number of classes (the names' count, else the distinct labels').
+
+    Raises
+    ------
+    ValueError
+        One line naming the data, the labels at fault and the fix.
+    """
+    values = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    present = np.unique(values).tolist()
+    if class_names is not None and present and present[-1] >= len(class_names):
+        raise ValueError(
+            f"{what}: label {present[-1]} is out of range for {len(class_names)} class names; "
+            f"labels must be in [0, {len(class_names)})"
+        )
+    if len(present) < 2:
+        only = (
+            "no labelled images"
+            if not present
+            else f"only class {class_names[present[0]] if class_names else present[0]!r}"
+        )
+        raise ValueError(
+            f"{what}: a classifier needs images of at least two classes, found {only}; "
+            "add images of another class (one subfolder per class, or labels per image)"
+        )
+    if class_names is not None:
+        return len(class_names)
+    k = len(present)
+    if present[-1] != k - 1:
+        missing = sorted(set(range(present[-1] + 1)) - set(present))
+        raise ValueError(
+            f"{what}: the labels {_listed(present)} leave class(es) {_listed(missing)} without "
+            f"images; without class names the classes are the labels that occur, numbered "
+            f"0..{k - 1}: renumber the labels 0..{k - 1} or give class names"
+        )
+    return k

@@ -97,7 +97,7 @@ def load_dataset(
         A folder of images (one subfolder per class gives labels and class
         names = sorted subfolder names; a flat folder gives unlabeled data), a
         ``.npy`` file of images, a ``.npz`` file (``images``/``x`` and optional
-        ``labels``/``y`` and ``class_names`` arrays, else its first array), or
+        ``labels``/``y`` and ``class_names`` arrays, read by name), or
         ``"fashion-mnist"``, ``"fashion-mnist:train"``, ``":test"``, ``":all"``.
     labels : path, optional
         A ``.npy`` or ``.csv`` file of labels (one per image, in order) for an

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from aelab.data.augment import PRESETS
-from aelab.data.dataset import ImageDataset
+from aelab.data.dataset import ImageDataset, check_classes
 from aelab.data.splits import Splits
 from aelab.tasks.modeling import model_shape, new_model, record_run
 from aelab.tasks.options import with_overrides
 from aelab.tasks.outputs import check_output_folder
 from aelab.tasks.results import Record
-from aelab.tasks.source import DataArg, load_images, stream_images, subsample
+from aelab.tasks.source import DataArg, describe, load_images, stream_images, subsample
 from aelab.training.configs import FINETUNE_RECIPES, FinetuneConfig, PretrainConfig
 
 __all__ = [
@@ -255,6 +255,7 @@ def _pretrain_parts(data: DataArg, opts: PretrainOptions, stream: bool) -> tuple
         rows = subsample(ImageRows(probe), opts.max_images, opts.seed)
         _, rest, val_idx = split_indices(rows, val_fraction=opts.val_fraction, seed=opts.seed)
         rows.labels = None  # pre-training never sees labels
+        _check_left_to_train(data, len(rows), int(val_idx.size), opts)
         return net, name, rows.subset(rest), rows.subset(val_idx) if val_idx.size else None
     from aelab.data import split_dataset
 
@@ -262,7 +263,19 @@ def _pretrain_parts(data: DataArg, opts: PretrainOptions, stream: bool) -> tuple
     net, name = new_model(ds.image_shape, opts.model, overrides=opts.model_overrides)
     ds = load_images(ds, shape=model_shape(net))
     parts = split_dataset(ds, val_fraction=opts.val_fraction, seed=opts.seed)
+    _check_left_to_train(data, len(ds), 0 if parts.val is None else len(parts.val), opts)
     return net, name, parts.unlabeled, parts.val
+
+
+def _check_left_to_train(data: DataArg, n: int, n_val: int, opts: PretrainOptions) -> None:
+    """Refuse a split that leaves fewer than two images to train on (batch norm needs two)."""
+    if n - n_val < 2:
+        limit = f" (max_images {opts.max_images})" if opts.max_images else ""
+        raise ValueError(
+            f"{describe(data)}: {n} image{'s' if n != 1 else ''}{limit}, {n_val} held out for validation "
+            f"(val_fraction {opts.val_fraction:g}), leaving {n - n_val} to train on; pre-training "
+            "needs at least 2: lower val_fraction or use more images"
+        )
 
 
 def run_pretrain(
@@ -331,6 +344,9 @@ def _finetune_parts(
             "fine-tuning needs labels: give a folder with one subfolder per class, "
             "an .npz with a labels array, or --labels FILE"
         )
+    # Before loading a checkpoint or building a model: a head for classes that never occur
+    # (or for one class) would train without complaint.
+    check_classes(ds.labels, ds.class_names, "labeled" if given is not None else describe(data))
     if init is not None:
         net, meta = load_model(init, device="cpu")
         name = meta["model"]

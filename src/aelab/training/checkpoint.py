@@ -126,7 +126,36 @@ def _load_into(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path)
             + ". The checkpoint was written for a different architecture; "
             "rebuild the model with the config stored in model.json."
         )
+    for k in own:  # in the model's order, so the message names the first layer at fault
+        t = tensors[k]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ValueError(
+                f"{source}: tensor {k!r} holds {bad} NaN or infinite value(s) of {t.numel()}; "
+                "a model with non-finite weights predicts nonsense, so it is not loaded: "
+                "train it again or use an earlier copy of the checkpoint"
+            )
     model.load_state_dict(tensors, strict=True)
+
+
+def _check_class_names(meta: dict[str, Any], model: nn.Module, meta_path: Path) -> None:
+    """Refuse ``class_names`` that are not one name per output of a fine-tuned head.
+
+    Only a fine-tuned checkpoint's head was trained on its class names; a
+    pre-trained one records the names of its data beside an untrained head.
+    """
+    names = meta.get("class_names")
+    if names is None:
+        return
+    if not isinstance(names, list) or not all(isinstance(s, str) for s in names):
+        raise ValueError(f"{meta_path}: class_names must be a list of strings or null")
+    k = getattr(getattr(model, "config", None), "num_classes", None)
+    if meta.get("task") == "finetune" and k is not None and len(names) != k:
+        raise ValueError(
+            f"{meta_path}: class_names lists {len(names)} names but the classifier has {k} "
+            "outputs; give one name per class in the order it was trained on "
+            "(or class_names null to predict class numbers)"
+        )
 
 
 # ----------------------------------------------------------------------------- optimizer
@@ -441,6 +470,7 @@ def load_model(
         ) from None
     best = committed_file(run_dir, BEST_FILE) if which == "best" else None
     path = best or _checkpoint_file(run_dir, MODEL_FILE)
+    _check_class_names(meta, model, run_dir / MODEL_META_FILE)
     tensors, _ = load_weights(path)
     _load_into(model, tensors, path)
     model.to(dev).eval()

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from aelab.data.dataset import ImageDataset
+from aelab.data.dataset import ImageDataset, check_classes
 from aelab.data.streaming import ImageRows
 from aelab.runtime import resolve_device
 from aelab.training import distributed as dist_utils
@@ -303,7 +303,7 @@ def _check_finetune_data(
         )
     if len(labeled) < 2:
         raise ValueError("fine-tuning needs at least 2 labelled images (batch norm)")
-    k = labeled.num_classes
+    k = check_classes(labeled.labels, labeled.class_names, "labeled")
     if val is not None and val.labels is not None and int(val.labels.max()) >= k:
         raise ValueError(
             f"val has label {int(val.labels.max())} but labeled has only {k} classes; "
