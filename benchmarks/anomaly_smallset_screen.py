@@ -40,7 +40,6 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from _results import add_arguments, mode_of, table, write_results
-from anomaly_oneclass import LOADERS, OneClassSet
 from aelab.anomaly import (
     KNNDistance,
     PCAReconstruction,
@@ -51,6 +50,7 @@ from aelab.anomaly import (
     score_stats,
 )
 from aelab.anomaly.fitting import split_calibration
+from anomaly_oneclass import LOADERS, OneClassSet
 
 SMALL_SETS = ("digits", "fashion-mnist-300")
 #: Standardised sums screened (parts as named in the module docstring).
