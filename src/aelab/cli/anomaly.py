@@ -33,8 +33,9 @@ def fit_cmd(
     score: str | None = typer.Option(
         None,
         "--score",
-        help="auto (mse+latent+transform from 1,000 normal images, mse below; the default), or mse, "
-        "mae, ssim, latent (distance to the k nearest training codes), transform (a head that "
+        help="auto (mse+latent+transform from 150 normal images, pixel below; the default), or mse, "
+        "mae, ssim, latent (distance to the k nearest training codes), pixel (distance to the k "
+        "nearest normal images in raw pixels), transform (a head that "
         "tells how a normal image was turned; 'rotation' is a synonym), or several joined with + "
         "(each standardised on held-out normals, then summed), e.g. ssim+latent.",
     ),
@@ -52,7 +53,7 @@ def fit_cmd(
         help="Share of normal images held out to calibrate (default 0.1).",
     ),
     k: int | None = typer.Option(
-        None, "--k", min=1, help="Neighbours of the latent score (default 5)."
+        None, "--k", min=1, help="Neighbours of the latent and pixel scores (default 5)."
     ),
     max_images: int | None = typer.Option(
         None, "--max-images", help="Train on at most this many images (default 0: all)."

@@ -80,7 +80,7 @@ class AnomalyFitResult(Record):
         How the threshold was set (``fpr:0.05``...).
     score : str
         The score the detector uses, with why when ``auto`` chose it (e.g.
-        ``"mse+pixel (auto: fewer than 1,000 normal images, 180 here)"``).
+        ``"pixel (auto: fewer than 150 normal images, 90 here)"``).
     history : tuple of dict
         One row per training epoch.
     n_calibration : int
