@@ -26,20 +26,25 @@ made here, and the test table is run once afterwards with
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/anomaly_smallset_screen.py \\
         --datasets digits --seeds 0 --out results_anomaly_smallset_screen.json
     PYTHONPATH=src python benchmarks/anomaly_smallset_screen.py --smoke --out /tmp/s.json
+    # several runs (e.g. one per data set) as one results file
+    python benchmarks/anomaly_smallset_screen.py --merge a.json,b.json --out merged.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from _results import add_arguments, mode_of, table, write_results
+from _results import REPO, add_arguments, mode_of, table, write_results
 from aelab.anomaly import (
     KNNDistance,
     PCAReconstruction,
@@ -145,8 +150,13 @@ def main() -> None:
     p.add_argument("--datasets", default=",".join(SMALL_SETS), help="comma-separated")
     p.add_argument("--classes", default="", help="comma-separated class indices (default all)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds of the detectors")
+    p.add_argument("--merge", default="", metavar="A.json,B.json",
+                   help="run nothing: join earlier runs' results files into --out")  # fmt: skip
     add_arguments(p, "anomaly_smallset_screen")
     args = p.parse_args()
+    if args.merge:
+        _merge([x.strip() for x in args.merge.split(",") if x.strip()], args.out)
+        return
     overrides: dict[str, Any] = {}
     if args.smoke:
         args.datasets, args.classes, args.seeds, overrides = "digits", "0,1", "0", dict(SMOKE)
@@ -166,29 +176,74 @@ def main() -> None:
         mine = []
         for s in seeds:
             for c in classes:
-                r = run_class(ds, c, s, overrides)
-                mine.append(r)
-                best = max(r["auroc"], key=r["auroc"].get)
-                print(f"  {name} class {c} seed {s}: mse {100 * r['auroc']['mse']:.1f}  "
-                      f"pixel {100 * r['auroc']['pixel']:.1f}  "
-                      f"mse+pixel {100 * r['auroc']['mse+pixel']:.1f}  best {best} "
-                      f"{100 * r['auroc'][best]:.1f}  (fit {r['fit_seconds']['plain']:.0f}s + "
-                      f"{r['fit_seconds']['head']:.0f}s)", flush=True)  # fmt: skip
+                mine.append(run_class(ds, c, s, overrides))
+                _print_row(mine[-1])
         results += mine
         summary[name] = summarise(mine)
-        print(f"\n{name} (validation), seeds {seeds}: mean AUROC %, worst class vs the better "
-              "of pixel kNN and PCA")  # fmt: skip
-        for k, v in sorted(summary[name].items(), key=lambda kv: -kv[1]["mean"]):
-            print(f"  {k:<36} {100 * v['mean']:6.2f}  {100 * v['worst_vs_baselines']:+6.2f}")
-            rows_out.append([f"{name}, seeds {','.join(map(str, seeds))}", k,
-                             f"{100 * v['mean']:.2f}",
-                             f"{100 * v['worst_vs_baselines']:+.2f}"])  # fmt: skip
-    cols = ["data set (validation)", "score", "mean AUROC %",
-            "worst class - better of pixel kNN and PCA"]  # fmt: skip
+        rows_out += _print_summary(name, summary[name], seeds)
     write_results(args.out, "anomaly_smallset_screen", mode_of(args),
-                  tables={"screen": table(cols, rows_out)},
+                  tables={"screen": table(COLUMNS, rows_out)},
                   data={"args": vars(args), "overrides": overrides, "results": results,
                         "summary": summary})  # fmt: skip
+
+
+def _print_row(r: dict[str, Any]) -> None:
+    a = r["auroc"]
+    best = max(a, key=a.get)
+    print(f"  {r['dataset']} class {r['class']} seed {r['seed']}: mse {100 * a['mse']:.1f}  "
+          f"pixel {100 * a['pixel']:.1f}  mse+pixel {100 * a['mse+pixel']:.1f}  best {best} "
+          f"{100 * a[best]:.1f}  (fit {r['fit_seconds']['plain']:.0f}s + "
+          f"{r['fit_seconds']['head']:.0f}s)", flush=True)  # fmt: skip
+
+
+COLUMNS = ["data set (validation)", "score", "mean AUROC %",
+           "worst class - better of pixel kNN and PCA"]  # fmt: skip
+
+
+def _print_summary(name: str, summ: dict[str, Any], seeds: list[int]) -> list[list[str]]:
+    """Print the candidates best first; the table rows."""
+    print(f"\n{name} (validation), seeds {seeds}: mean AUROC %, worst class vs the better "
+          "of pixel kNN and PCA")  # fmt: skip
+    rows = []
+    for k, v in sorted(summ.items(), key=lambda kv: -kv[1]["mean"]):
+        print(f"  {k:<36} {100 * v['mean']:6.2f}  {100 * v['worst_vs_baselines']:+6.2f}")
+        rows.append([f"{name}, seeds {','.join(map(str, seeds))}", k, f"{100 * v['mean']:.2f}",
+                     f"{100 * v['worst_vs_baselines']:+.2f}"])  # fmt: skip
+    return rows
+
+
+def _merge(inputs: list[str], out: str) -> None:
+    """Several runs as one results file: their rows, tables and the commands that made them.
+
+    A run that wrote outside the repository is named by its file name alone
+    (``<outside>/NAME``): a folder of one machine means nothing on another.
+    """
+    results, parts, folders = [], [], set()
+    for path in inputs:
+        if Path(path).resolve() == Path(out).resolve():
+            raise SystemExit(f"--out {out} is one of the --merge inputs: write to a new file")
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+        results += record["data"]["results"]
+        prov = record["provenance"]
+        name = Path(path).resolve()
+        shown = name.relative_to(REPO).as_posix() if name.is_relative_to(REPO) else name.name
+        folder = str(Path(path).resolve().parent)
+        folders.add(folder)
+        parts.append({"file": shown, "commit": prov["commit"], "dirty": prov["dirty"],
+                      "date": prov["date"],
+                      "command": prov["command"].replace(folder, "<outside>")})  # fmt: skip
+    summary, rows_out = {}, []
+    for name in dict.fromkeys(r["dataset"] for r in results):
+        mine = [r for r in results if r["dataset"] == name]
+        summary[name] = summarise(mine)
+        rows_out += _print_summary(name, summary[name], sorted({r["seed"] for r in mine}))
+    # The merge's own command names its inputs the same way.
+    for folder in folders - {str(REPO)}:
+        sys.argv = [a.replace(folder, "<outside>") for a in sys.argv]
+    write_results(out, "anomaly_smallset_screen", "full",
+                  tables={"screen": table(COLUMNS, rows_out)},
+                  data={"parts": parts, "results": results, "summary": summary})  # fmt: skip
 
 
 if __name__ == "__main__":
