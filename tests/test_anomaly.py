@@ -187,7 +187,7 @@ def test_default_detector_is_the_benchmarked_one():
 
     det = ReconstructionDetector()
     assert det.score == DEFAULT_SCORE == "auto" and det.transforms == "rotations"
-    assert AUTO_SCORES == ("mse+latent+transform", "mse") and AUTO_MIN_IMAGES == 1000
+    assert AUTO_SCORES == ("mse+latent+transform", "pixel") and AUTO_MIN_IMAGES == 150
     assert (det.epochs, det.min_steps, det.batch_size, det.calibration_fraction) == (
         8,
         600,
@@ -215,11 +215,13 @@ def test_min_steps_trains_a_small_set_longer(sets):
     assert codes.shape == (7, 32) and codes.dtype == np.float32
 
 
-def test_auto_score_is_the_reconstruction_error_on_a_small_set(sets, tmp_path):
+def test_auto_score_is_pixel_knn_on_a_small_set_and_says_so(sets, tmp_path):
     normal, held_out, _ = sets
     det = _detector(epochs=1).fit(normal.subset(np.arange(40)))
-    assert det.score == "auto" and det.score_parts_ == ("mse",)
+    assert det.score == "auto" and det.score_parts_ == ("pixel",)
+    assert det.score_note() == "pixel (auto: fewer than 150 normal images, 40 here)"
     assert det.model_.config.num_classes == 1  # no transformation head to train
+    assert det.pixel_bank_.shape[0] == 40 and det.latent_bank_ is None
     # 20 % of 40 is 8, too few to place fpr:0.05 (19 needed): 19 held out, 21 trained on.
     assert det.n_calibration_ == 19 and len(det.decision_scores_) == 21
     assert det.calibration_plan_.n_requested == 8 and det.calibration_plan_.n_needed == 19
@@ -228,8 +230,52 @@ def test_auto_score_is_the_reconstruction_error_on_a_small_set(sets, tmp_path):
     assert det.threshold_ == det.calibration_scores_.max()
     det.save(tmp_path / "det")
     again = ReconstructionDetector.load(tmp_path / "det")
-    assert again.score_parts_ == ("mse",) and again.calibration_plan_ == det.calibration_plan_
+    assert again.score_parts_ == ("pixel",) and again.calibration_plan_ == det.calibration_plan_
+    assert again.score_note() == det.score_note()
     np.testing.assert_allclose(again.decision_function(held_out), det.decision_function(held_out))
+    # From 150 normal images on, the full score; a score given is used as given.
+    big = _detector(epochs=1).fit(normal.subset(np.arange(150)))
+    assert big.score_parts_ == ("mse", "latent", "transform")
+    assert big.score_note() == "mse+latent+transform (auto: 150 or more normal images, 150 here)"
+    assert _detector(score="mse", epochs=1).fit(normal.subset(np.arange(40))).score_note() == "mse"
+
+
+def test_pixel_score_is_knn_to_every_normal_image_and_survives_save_load(sets, tmp_path):
+    from aelab.anomaly.fitting import split_calibration
+    from aelab.data import conform
+
+    normal, held_out, other = sets
+    small = normal.subset(np.arange(40))
+    det = _detector(score="mse+pixel", epochs=1, threshold="fpr:0.2").fit(small)
+    c, size, _ = det.image_shape_
+    # The bank is every normal image, the 8 held out included, one byte a pixel.
+    assert det.pixel_bank_.shape == (40, c * size * size) and det.pixel_bank_.dtype == np.uint8
+    assert det.latent_bank_ is None and set(det.score_stats_) == {"mse", "pixel"}
+
+    def rows(ds):
+        return conform(ds, image_size=size, channels=c).images.numpy().reshape(len(ds), -1) / 255
+
+    bank, new = rows(small), rows(held_out.subset(np.arange(6)))
+    dist = np.sqrt(((new[:, None] - bank[None]) ** 2).sum(-1))  # (6, 40)
+    expected = np.sort(dist, axis=1)[:, :5].mean(axis=1)
+    got = det.score_components(held_out.subset(np.arange(6)), "pixel")["pixel"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # A held-out normal image is scored without itself (its own distance 0 left out).
+    loo = np.sort(np.sqrt(((bank[:, None] - bank[None]) ** 2).sum(-1)), axis=1)[:, 1:6].mean(1)
+    _, cal_rows = split_calibration(40, det.n_calibration_, 0)
+    mean, std = det.score_stats_["pixel"]
+    assert mean == pytest.approx(loo[cal_rows].mean(), rel=1e-5)
+    assert std == pytest.approx(loo[cal_rows].std(), rel=1e-4)
+    det.save(tmp_path / "det")
+    assert (tmp_path / "det" / "pixel_bank.npy").is_file()
+    again = ReconstructionDetector.load(tmp_path / "det")
+    np.testing.assert_array_equal(again.pixel_bank_, det.pixel_bank_)
+    np.testing.assert_array_equal(again.decision_function(other), det.decision_function(other))
+    only = _detector(score="pixel", epochs=1).fit(small)
+    np.testing.assert_allclose(only.decision_function(held_out.subset(np.arange(6))), expected,
+                               rtol=1e-5)  # fmt: skip
+    with pytest.raises(ValueError, match="pixel score needs the normal images"):
+        _detector(score="mse", epochs=1).fit(small).score_components(held_out, "pixel")
 
 
 def test_shift_transforms_train_a_wider_head(sets):

@@ -283,3 +283,23 @@ def test_fpr_threshold_is_conformal_and_falls_back_to_the_largest_score():
     assert threshold_from_scores(rule, train_scores=calib, calib_scores=few) == 10.0
     # The old "higher" quantile gave the 24th of 25 here: more than 5 % of normals flagged.
     assert np.quantile(calib, 0.95, method="higher") == 24.0
+
+
+def test_pixel_knn_distance_hand_computed():
+    from aelab.anomaly.scores import SCORES, flat_pixels, parse_score, pixel_knn_distance
+
+    # Three 1x1x2 normal images; scaled to [0, 1] they are (0, 0), (1, 0) and (0, 1).
+    images = torch.tensor([[0, 0], [255, 0], [0, 255]], dtype=torch.uint8).reshape(3, 1, 1, 2)
+    bank = flat_pixels(images)
+    assert bank.dtype == np.uint8 and bank.shape == (3, 2)
+    query = np.array([[255, 255], [0, 0]], dtype=np.uint8)
+    # From (1, 1): distances sqrt(2), 1, 1; from (0, 0): 0, 1, 1.
+    np.testing.assert_allclose(pixel_knn_distance(query, bank, 2), [1.0, 0.5])
+    np.testing.assert_allclose(
+        pixel_knn_distance(query, bank, 3), [(2 + np.sqrt(2)) / 3, 2 / 3], rtol=1e-6
+    )
+    # Leave-one-out on the bank itself: (0, 0) has 1 and 1; (1, 0) and (0, 1) have 1 and sqrt(2).
+    loo = pixel_knn_distance(bank, bank, 2, exclude_self=True)
+    np.testing.assert_allclose(loo, [1.0, (1 + np.sqrt(2)) / 2, (1 + np.sqrt(2)) / 2], rtol=1e-6)
+    assert loo.dtype == np.float64
+    assert "pixel" in SCORES and parse_score("mse+pixel") == ("mse", "pixel")

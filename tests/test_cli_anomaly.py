@@ -48,6 +48,7 @@ def detector(npz, tmp_path_factory):
     assert "trained on 141 normal images" in res.output
     assert "set on 19 held-out normal images" in res.output
     assert "note: 16 held-out normal images (calibration_fraction) were too few" in res.output
+    assert "score mse+latent\n" in res.output  # the score used is printed
     return out
 
 

@@ -10,6 +10,7 @@ from aelab.anomaly.scores import (
     error_maps,
     knn_distance,
     parse_score,
+    pixel_knn_distance,
     pixel_scores,
     score_stats,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "min_calibration_size",
     "parse_score",
     "parse_threshold",
+    "pixel_knn_distance",
     "pixel_scores",
     "score_stats",
 ]

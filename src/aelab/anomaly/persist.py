@@ -2,7 +2,8 @@
 
 Nothing is pickled. A detector folder holds the model checkpoint (``model/``),
 the scores of the training and calibration images, the training codes when
-the ``"latent"`` score needs them, and ``detector.json`` (written last, so its
+the ``"latent"`` score needs them, the normal images when the ``"pixel"`` score
+needs them, and ``detector.json`` (written last, so its
 presence marks a complete folder).
 """
 
@@ -21,8 +22,9 @@ DETECTOR_FILE = "detector.json"
 _MODEL_DIR = "model"
 _KIND = "aelab.ReconstructionDetector"
 # 2: the "rotation" score became "transform" (with ``transforms``), rotation_weight
-# became transform_weight, and ``min_steps`` appeared.
-_FORMAT = 2
+# became transform_weight, and ``min_steps`` appeared. 3: the "pixel" score and its
+# bank (``pixel_bank.npy``); a format-2 folder loads unchanged.
+_FORMAT = 3
 
 
 def save_detector(det: Any, directory: str | Path) -> Path:
@@ -38,6 +40,8 @@ def save_detector(det: Any, directory: str | Path) -> Path:
     write_npy(d / "calibration_scores.npy", det.calibration_scores_)
     if det.latent_bank_ is not None:
         write_npy(d / "latent_bank.npy", det.latent_bank_)
+    if det.pixel_bank_ is not None:
+        write_npy(d / "pixel_bank.npy", det.pixel_bank_)
     write_json(
         d / DETECTOR_FILE,
         {
@@ -95,6 +99,7 @@ def load_detector(cls: type, directory: str | Path, *, device: str | None = None
     det.decision_scores_ = _load_npy(d / "decision_scores.npy")
     det.calibration_scores_ = _load_npy(d / "calibration_scores.npy")
     det.latent_bank_ = _load_npy(d / "latent_bank.npy") if "latent" in det.score_parts_ else None
+    det.pixel_bank_ = _load_npy(d / "pixel_bank.npy") if "pixel" in det.score_parts_ else None
     det.calibration_plan_ = _calibration_plan(
         meta, det.threshold_rule_, len(det.calibration_scores_)
     )

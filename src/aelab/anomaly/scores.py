@@ -2,7 +2,9 @@
 
 Every score is "higher means more anomalous". The pixel scores compare an image
 with its reconstruction; the latent score compares its code with the codes of
-the normal training images; the transform score measures how unsure the
+the normal training images, and the pixel score its raw pixels with those of
+the normal images (the "pixel kNN" of the one-class literature, which trains
+nothing); the transform score measures how unsure the
 model's head is about which geometric transformation (quarter turn, shift)
 was applied to the image (see :mod:`aelab.anomaly.selfsup`). Several scores combine into one by standardising
 each on held-out normal images and adding them (:func:`combine_scores`).
@@ -23,8 +25,10 @@ import torch.nn.functional as F
 PIXEL_SCORES: tuple[str, ...] = ("mse", "mae", "ssim")
 
 #: Score names accepted by :class:`aelab.anomaly.ReconstructionDetector`;
-#: join several with ``+`` (e.g. ``"ssim+latent"``) to combine them.
-SCORES: tuple[str, ...] = (*PIXEL_SCORES, "latent", "transform")
+#: join several with ``+`` (e.g. ``"ssim+latent"``) to combine them. ``"pixel"``
+#: is the kNN distance in raw pixel space (:func:`pixel_knn_distance`), not a
+#: reconstruction score: it reads no model.
+SCORES: tuple[str, ...] = (*PIXEL_SCORES, "latent", "pixel", "transform")
 
 #: Former names still accepted: ``"rotation"`` is the transform score of aelab 0.x,
 #: when the only transformations were the four quarter turns.
@@ -117,6 +121,43 @@ def knn_distance(
     if exclude_self:
         dist = dist[:, 1:]
     return dist.mean(axis=1)
+
+
+def flat_pixels(images: torch.Tensor) -> np.ndarray:
+    """uint8 images of shape (n_samples, C, H, W) -> uint8 rows of shape (n_samples, C*H*W).
+
+    The pixel score's bank keeps the images at one byte a pixel, four times
+    smaller than the floats the distances are computed in.
+    """
+    return np.ascontiguousarray(images.numpy().reshape(len(images), -1))
+
+
+def pixel_knn_distance(
+    rows: np.ndarray, bank: np.ndarray, k: int, *, exclude_self: bool = False
+) -> np.ndarray:
+    """Mean Euclidean distance, in pixel values scaled to [0, 1], to the ``k`` nearest bank rows.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n_samples, n_pixels), uint8
+        Images flattened by :func:`flat_pixels`.
+    bank : ndarray of shape (n_bank, n_pixels), uint8
+        The normal images, flattened the same way.
+    k : int
+        Neighbours to average; clipped to the bank size.
+    exclude_self : bool
+        When ``rows`` is the bank itself: each image is left out of its own
+        neighbours (leave-one-out), so that a normal image of the bank scores
+        as a new normal image would.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), float64
+    """
+    scale = np.float32(1.0 / 255.0)
+    q = rows.astype(np.float32) * scale
+    b = q if exclude_self and rows is bank else bank.astype(np.float32) * scale
+    return knn_distance(q, b, k, exclude_self=exclude_self).astype(np.float64)
 
 
 def transform_scores(logits: torch.Tensor) -> torch.Tensor:

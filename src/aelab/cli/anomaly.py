@@ -86,6 +86,7 @@ def fit_cmd(
         echo(
             f"trained on {res.n_train} normal images; threshold {res.threshold:.6g} ({res.rule}{on})"
         )
+        echo(f"score {res.score}")
         if res.calibration_note:
             echo(f"note: {res.calibration_note}")
         echo(f"wrote {res.path}")

@@ -103,6 +103,8 @@ class AnomalyFitResult(Record):
     rule : str
         How the threshold was set (``fpr:0.05``...).
     score : str
+        The score the detector uses, with why when ``auto`` chose it (e.g.
+        ``"pixel (auto: fewer than 150 normal images, 90 here)"``).
     history : tuple of dict
         One row per training epoch.
     n_calibration : int
@@ -185,7 +187,7 @@ def run_anomaly_fit(
     rule = det.threshold_rule_
     return AnomalyFitResult(
         path=path, n_train=len(det.decision_scores_), threshold=float(det.threshold_),
-        rule=str(rule), score=det.score, history=tuple(det.history_),
+        rule=str(rule), score=det.score_note(), history=tuple(det.history_),
         n_calibration=det.n_calibration_, calibration_note=det.calibration_note(),
         target_fpr=rule.value if rule.kind == "fpr" else None,
     )  # fmt: skip

@@ -42,7 +42,7 @@ def anomaly_figures(
     both = np.r_[s_n, s_a]
     y = np.r_[np.zeros(len(s_n)), np.ones(len(s_a))]
     figs = {
-        "roc": viz.roc_curve_plot(y, both, label=f"{det.score} score"),
+        "roc": viz.roc_curve_plot(y, both, label=f"{'+'.join(det.score_parts_)} score"),
         "histogram": viz.score_histogram(s_n, s_a, threshold=det.threshold_),
     }
     order = np.argsort(both)
