@@ -456,7 +456,7 @@ _SHOWN: dict[str, list[tuple[str, str]]] = {
         ("max_images", "cap on normal training images (0: all of the class)"),
         (
             "score",
-            "auto: mse+latent+transform from 1,000 normal images, mse below; or parts joined with +",
+            "auto: mse+latent+transform from 150 normal images, pixel below; or parts joined with +",
         ),
         ("epochs", ""),
         ("threshold", "fpr:R (on held-out normals), contamination:R, or a number"),
