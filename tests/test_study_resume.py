@@ -301,9 +301,9 @@ def test_quick_gives_the_default_run_a_short_schedule_of_its_own():
     said = []
     cfg = load_config(quick=True, log=said.append)
     run = cfg.finetune.default
-    assert (run.epochs, run.min_epoch_steps, run.semi) == (2, 10, "fixmatch")
+    assert (run.epochs, run.min_epoch_steps, run.semi) == (3, 60, "fixmatch")
     assert cfg.finetune.max_unlabeled == 1000 and cfg.finetune.settings.epochs == 6
     assert run.batch_size == 32
-    assert "finetune.default.epochs=2, finetune.default.min_epoch_steps=10" in said[0]
-    assert _shortened(cfg).startswith("epochs 2 (the recipe's 3), min_epoch_steps 10")
+    assert "finetune.default.epochs=3, finetune.default.min_epoch_steps=60" in said[0]
+    assert _shortened(cfg).startswith("min_epoch_steps 60 (the recipe's 250), batch_size 32")
     assert _shortened(load_config()) == ""
