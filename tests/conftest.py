@@ -40,6 +40,24 @@ def make_shapes(n: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.n
     return images, labels, ["hbar", "vbar", "square"]
 
 
+def invoke(*args: object):
+    """Run the ``aelab`` CLI in this process (typer's CliRunner); every argument as text."""
+    from typer.testing import CliRunner
+
+    from aelab.cli.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line_error(r, *words: object) -> None:
+    """Assert a CLI result is a refusal: exit 2, one ``error:`` line naming every word."""
+    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
+    for w in words:
+        assert str(w) in r.output, r.output
+
+
 @pytest.fixture
 def shapes_npz(tmp_path: Path) -> Path:
     """A labeled .npz of 180 16x16 grayscale images in 3 classes."""

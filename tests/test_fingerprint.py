@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from aelab.cli.main import app
 from aelab.data import ImageDataset, ImageFolderStream, ImageRows
 from aelab.training import PretrainConfig
+from conftest import one_line_error as _one_line_error
 
 
 def data_digest(data):
@@ -32,14 +33,6 @@ def _images(n=24, seed=0, labels=True):
     images = torch.randint(0, 255, (n, 1, 16, 16), generator=g, dtype=torch.uint8)
     y = torch.arange(n) % 3 if labels else None
     return ImageDataset(images, y, [f"i{k}" for k in range(n)], ["a", "b", "c"] if labels else None)
-
-
-def _one_line_error(r, *words):
-    assert r.exit_code == 2, r.output
-    lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
-    for w in words:
-        assert w in r.output, r.output
 
 
 # ----------------------------------------------------------------------------- the parts

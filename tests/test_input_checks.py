@@ -14,27 +14,14 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
-from aelab.cli.main import app
 from aelab.data import load_dataset
+from conftest import invoke
+from conftest import one_line_error as _one_line_error
 
-runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TRAIN = ("--set", "model=convae_tiny", "--epochs", "1", "--set", "batch_size=8", "--device", "cpu")
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(r, *words):
-    assert r.exit_code == 2, r.output
-    lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
-    for w in words:
-        assert w in r.output, r.output
 
 
 @pytest.fixture(scope="module")

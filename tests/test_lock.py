@@ -15,25 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from aelab.cli.main import app
+from conftest import invoke
+from conftest import one_line_error as refused
 
-runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def refused(r, *words):
-    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
-    lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
-    for w in words:
-        assert str(w) in r.output, r.output
 
 
 @pytest.fixture

@@ -13,11 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from typer.testing import CliRunner
 
-from aelab.cli.main import app
+from conftest import invoke
+from conftest import one_line_error as refused
 
-runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST = ["--device", "cpu"]
@@ -32,19 +31,6 @@ val_per_class = 2
 model = "convae_tiny"
 epochs = 1
 """
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def refused(r, *words):
-    """Exit 2 with one line naming ``words``, no traceback."""
-    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
-    lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
-    for w in words:
-        assert str(w) in r.output, r.output
 
 
 def tree(root: Path) -> dict[str, str]:

@@ -9,25 +9,12 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from aelab.cli.main import app
 from aelab.files import read_csv
+from conftest import invoke
+from conftest import one_line_error as _one_line_error
 
-runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(r, *words):
-    assert r.exit_code == 2, r.output
-    lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
-    for w in words:
-        assert w in r.output, r.output
 
 
 @pytest.fixture(scope="module")
