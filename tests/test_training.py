@@ -560,6 +560,10 @@ def test_cpu_bf16_needs_an_x86_bf16_flag():
     assert "no native bf16" in cpu_bf16("x86_64", {"avx2"})[1]
     assert not cpu_bf16("x86_64", None)[0]
     assert not cpu_bf16("aarch64", {"bf16", "avx512_bf16"})[0]
+    # oneDNN held to AVX2 (as `make test` runs the numerics tests) emulates bf16: not native.
+    capped = cpu_bf16("x86_64", {"avx512_bf16", "amx_bf16"}, "AVX2")
+    assert not capped[0] and "ONEDNN_MAX_CPU_ISA=AVX2" in capped[1]
+    assert cpu_bf16("x86_64", {"amx_bf16"}, "AVX512_CORE_AMX")[0]
 
 
 @pytest.mark.parametrize(

@@ -203,10 +203,19 @@ def _native_bf16(kind: str, index: int | None) -> tuple[bool, str]:
         return ok, f"the GPU ({name}) {'has' if ok else 'has no'} native bf16"
     if kind != "cpu":
         return False, f"bf16 autocast is not chosen automatically on {kind}"
-    return cpu_bf16(platform.machine(), _cpu_flags())
+    return cpu_bf16(platform.machine(), _cpu_flags(), os.environ.get("ONEDNN_MAX_CPU_ISA"))
 
 
-def cpu_bf16(machine: str, flags: Collection[str] | None) -> tuple[bool, str]:
+#: ``ONEDNN_MAX_CPU_ISA`` values that hold oneDNN below its bf16 instructions: with one of
+#: them set, a CPU's bf16 flags do not reach the convolutions, which then emulate bfloat16.
+_ONEDNN_ISA_WITHOUT_BF16 = frozenset(
+    {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+)
+
+
+def cpu_bf16(
+    machine: str, flags: Collection[str] | None, max_isa: str | None = None
+) -> tuple[bool, str]:
     """Whether a CPU of architecture ``machine`` with feature ``flags`` has native bf16, and why.
 
     Parameters
@@ -215,6 +224,9 @@ def cpu_bf16(machine: str, flags: Collection[str] | None) -> tuple[bool, str]:
         ``platform.machine()``, e.g. ``"x86_64"``.
     flags : collection of str or None
         The CPU's feature flags as ``/proc/cpuinfo`` names them; ``None`` when unknown.
+    max_isa : str, optional
+        ``ONEDNN_MAX_CPU_ISA``: a cap below oneDNN's bf16 instructions (e.g.
+        ``"AVX2"``) means no native bf16, whatever the flags say.
 
     Returns
     -------
@@ -227,6 +239,8 @@ def cpu_bf16(machine: str, flags: Collection[str] | None) -> tuple[bool, str]:
     if flags is None:
         return False, "the CPU's flags cannot be read, so float32"
     found = [f for f in BF16_CPU_FLAGS if f in flags]
+    if found and max_isa is not None and max_isa.strip().upper() in _ONEDNN_ISA_WITHOUT_BF16:
+        return False, f"ONEDNN_MAX_CPU_ISA={max_isa} holds oneDNN below its bf16 instructions"
     if found:
         return True, f"the CPU has native bf16 ({', '.join(found)})"
     return False, f"the CPU has no native bf16 (no {' or '.join(BF16_CPU_FLAGS)})"

@@ -40,15 +40,12 @@ def check_model_overrides(
     """
     from aelab.models import ConvAEConfig
     from aelab.tasks.options import coerce, field_types
+    from aelab.training.configs import check_model_keys
 
+    check_model_keys(overrides)  # the keys, as PretrainConfig checks them
     if overrides is None:
         return None
     types = field_types(ConvAEConfig)
-    for key in overrides:
-        if key not in types:
-            raise ValueError(
-                f"unknown setting '{where}.{key}'; known settings: {', '.join(sorted(types))}"
-            )
     return {k: coerce(v, types[k], f"{where}.{k}") for k, v in overrides.items()}
 
 

@@ -19,7 +19,9 @@ from aelab.training.loop import TrainConfig
 from aelab.training.semisup import SEMI_METHODS
 from aelab.training.steps import RECON_LOSSES
 
-__all__ = ["FINETUNE_RECIPES", "FinetuneConfig", "PretrainConfig", "finetune_recipe"]
+__all__ = [
+    "FINETUNE_RECIPES", "FinetuneConfig", "PretrainConfig", "check_model_keys", "finetune_recipe",
+]  # fmt: skip
 
 
 def _check_task(augment: str, model: str, val_fraction: float) -> None:
@@ -86,10 +88,10 @@ class PretrainConfig(TrainConfig):
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.mask_patch < 1:
             raise ValueError(f"mask_patch must be >= 1 pixel, got {self.mask_patch}")
-        _check_model_keys(self.model_overrides)
+        check_model_keys(self.model_overrides)
 
 
-def _check_model_keys(overrides: dict[str, Any] | None) -> None:
+def check_model_keys(overrides: dict[str, Any] | None) -> None:
     """Refuse a ``model_overrides`` key that is no field of the model's config.
 
     Every registered model is a ``convae`` family member, so its config is a

@@ -44,7 +44,6 @@ from aelab.training import checkpoint as ckpt
 from aelab.training import distributed as dist_utils
 from aelab.training import runfolder
 from aelab.training import speed as speed_utils
-from aelab.training.config import TrainConfig, TrainResult
 from aelab.training.ema import WeightAverage
 from aelab.training.epoch import (
     EpochSums,
@@ -57,6 +56,7 @@ from aelab.training.epoch import (
     to_device,
     wrap_ddp,
 )
+from aelab.training.loop_config import TrainConfig, TrainResult
 from aelab.training.optim import BatchFactory, make_optimizer, steps_per_epoch, warmup_cosine
 
 __all__ = ["NonFiniteLossError", "StepFn", "TrainConfig", "TrainResult", "Trainer"]
